@@ -1,0 +1,34 @@
+"""pyrobnn: Bayesian neural networks on Pyro, lifted from ordinary PyTorch modules.
+
+The pipeline, one stage per module::
+
+    lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ fit ─▶ Posterior ─▶ predict
+"""
+
+from pyrobnn import guides, likelihoods, priors
+from pyrobnn.elbo import ELBO
+from pyrobnn.fit import FitError, FitResult, History, estimate_elbo, fit, linear_annealing
+from pyrobnn.lift import BayesianNet, lift, lift_
+from pyrobnn.model import BayesianModel
+from pyrobnn.posterior import Posterior, Prediction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lift",
+    "lift_",
+    "BayesianNet",
+    "BayesianModel",
+    "fit",
+    "FitResult",
+    "FitError",
+    "History",
+    "ELBO",
+    "estimate_elbo",
+    "linear_annealing",
+    "Posterior",
+    "Prediction",
+    "priors",
+    "likelihoods",
+    "guides",
+]

@@ -1,0 +1,162 @@
+"""Turning what users pass as data into checked tensors and minibatches."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pyrobnn.model import BayesianModel
+
+__all__ = ["as_tensor", "check_finite", "Batches"]
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.dtype.is_floating_point:
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def as_tensor(value: Any, name: str, *, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    """A tensor from an array-like; real data is converted to the model's float dtype."""
+    if isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a tensor or an array, got {type(value).__name__}") from err
+    if tensor.is_complex():
+        raise TypeError(f"{name} is complex ({tensor.dtype}); pyrobnn works with real data.")
+    if tensor.dtype.is_floating_point and tensor.dtype != dtype:
+        if isinstance(value, torch.Tensor) and tensor.dtype.itemsize > dtype.itemsize:
+            warnings.warn(
+                f"{name} is {tensor.dtype} but the model is {dtype}; converting {name} to {dtype}. "
+                f"Convert the model with model.to({dtype}) to keep full precision.",
+                UserWarning,
+                stacklevel=3,
+            )
+        tensor = tensor.to(dtype)
+    if device is not None:
+        tensor = tensor.to(device)
+    return tensor
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    if tensor.dtype.is_floating_point:
+        bad = ~torch.isfinite(tensor)
+        if bad.any():
+            rows = bad.reshape(len(tensor), -1).any(dim=1).nonzero().flatten()
+            raise ValueError(
+                f"{name} contains {int(bad.sum())} NaN or infinite values, in {len(rows)} rows "
+                f"(first at row {int(rows[0])}). Remove or impute those rows before fitting."
+            )
+
+
+def check_pair(x: torch.Tensor, y: torch.Tensor | None) -> None:
+    if x.dim() == 0:
+        raise ValueError("x is a scalar; pass a batch of inputs with the observations along dim 0.")
+    if len(x) == 0:
+        raise ValueError("x is empty: there is nothing to fit.")
+    check_finite(x, "x")
+    if y is not None:
+        if y.dim() == 0:
+            raise ValueError("y is a scalar; pass one target per row of x.")
+        if len(y) != len(x):
+            raise ValueError(f"x has {len(x)} rows but y has {len(y)}; they must have the same length.")
+        check_finite(y, "y")
+
+
+def prepare_targets(model: BayesianModel, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:
+    """Check y against the network's output shape and the likelihood; return it ready to observe."""
+    y = model.likelihood.prepare_y(output_shape, y)
+    model.likelihood.check_values(y, output_shape)
+    return y
+
+
+class Batches:
+    """Minibatches over in-memory tensors or a DataLoader, endlessly, epoch after epoch.
+
+    In-memory data is reshuffled once per epoch with its own generator (one
+    ``randperm`` per epoch, none per step); ``batch_size=None`` means full batch.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        model: BayesianModel,
+        *,
+        batch_size: int | None,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        dtype = model_dtype(model)
+        self.device = device
+        self.dtype = dtype
+        self.model = model
+        if isinstance(data, DataLoader):
+            if batch_size is not None:
+                raise ValueError("batch_size is set by the DataLoader; leave batch_size=None when passing one.")
+            self.loader: DataLoader[Any] | None = data
+            try:
+                self.size = len(data.dataset)  # type: ignore[arg-type]
+            except TypeError as err:
+                raise TypeError("the DataLoader's dataset must have a length (the dataset size N)") from err
+            self.steps_per_epoch = len(data)
+            self.x = self.y = None
+            self.output_shape: torch.Size | None = None
+        else:
+            if not (isinstance(data, (tuple, list)) and len(data) == 2):
+                raise TypeError(
+                    "data must be a pair (x, y) of tensors or arrays, or a torch DataLoader "
+                    f"yielding (x, y) batches; got {type(data).__name__}"
+                )
+            x = as_tensor(data[0], "x", dtype=dtype, device=device)
+            y = as_tensor(data[1], "y", dtype=dtype, device=device)
+            check_pair(x, y)
+            self.output_shape = model.output_shape(x)
+            self.x, self.y = x, prepare_targets(model, self.output_shape, y)
+            self.loader = None
+            self.size = len(x)
+            if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+                raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+            self.batch_size = self.size if batch_size is None else min(batch_size, self.size)
+            self.steps_per_epoch = math.ceil(self.size / self.batch_size)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            if self.loader is not None:
+                for batch in self.loader:
+                    yield self._loader_batch(batch)
+            elif self.batch_size == self.size:
+                assert self.x is not None and self.y is not None
+                yield self.x, self.y
+            else:
+                assert self.x is not None and self.y is not None
+                perm = torch.randperm(self.size, generator=self.generator).to(self.device)
+                for start in range(0, self.size, self.batch_size):
+                    idx = perm[start : start + self.batch_size]
+                    yield self.x[idx], self.y[idx]
+
+    def _loader_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise TypeError("the DataLoader must yield (x, y) pairs")
+        x = as_tensor(batch[0], "x", dtype=self.dtype, device=self.device)
+        y = as_tensor(batch[1], "y", dtype=self.dtype, device=self.device)
+        check_pair(x, y)
+        if self.output_shape is None:
+            self.output_shape = self.model.output_shape(x)
+        return x, prepare_targets(self.model, self.output_shape, y)

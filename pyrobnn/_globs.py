@@ -1,0 +1,68 @@
+"""Glob patterns over dotted parameter names.
+
+``*`` matches within one name segment, ``**`` matches any number of whole
+segments (including none), ``?`` matches one character. Patterns are matched
+against the full name: ``"0.weight"`` matches only that parameter, ``"*.weight"``
+matches ``"0.weight"`` but not ``"block.0.weight"``, ``"**.weight"`` matches both
+(and a top-level ``"weight"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+
+__all__ = ["compile_glob", "match", "select"]
+
+
+@functools.lru_cache(maxsize=256)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile a dotted glob into a regular expression matching whole names."""
+    parts = pattern.split(".")
+    regex = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            regex += ".*" if last else r"(?:[^.]+\.)*"
+            continue
+        for char in part:
+            if char == "*":
+                regex += "[^.]*"
+            elif char == "?":
+                regex += "[^.]"
+            else:
+                regex += re.escape(char)
+        if not last:
+            regex += r"\."
+    return re.compile(regex + r"\Z")
+
+
+def match(pattern: str, name: str) -> bool:
+    """Whether ``name`` matches the dotted glob ``pattern``."""
+    return compile_glob(pattern).match(name) is not None
+
+
+def select(
+    patterns: str | Sequence[str], names: Iterable[str], *, argument: str
+) -> list[str]:
+    """Names matched by any of ``patterns``, in the order of ``names``.
+
+    Every pattern must match at least one name; one that matches nothing is
+    almost always a typo, so it is an error that lists the available names.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    names = list(names)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = [name for name in names if match(pattern, name)]
+        if not hits:
+            raise ValueError(
+                f"{argument} pattern {pattern!r} matches no parameter. "
+                f"Available names: {', '.join(names) or '(none)'}. "
+                "Use '*' for one name segment and '**' for any dotted path, "
+                "e.g. '**.bias'."
+            )
+        chosen.update(hits)
+    return [name for name in names if name in chosen]

@@ -1,0 +1,85 @@
+"""The one interface every pyrobnn guide has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import biject_to
+from torch.distributions.transforms import Transform
+
+from pyrobnn._rng import seeded
+from pyrobnn.model import BayesianModel, LatentSite
+
+__all__ = ["Guide"]
+
+
+class Guide(nn.Module):
+    """A variational family q(θ) over every latent site of a :class:`BayesianModel`.
+
+    Subclasses sample each site with ``pyro.sample`` at the model's own site
+    names in :meth:`forward`, and implement the draw-level methods below without
+    Pyro, on the constrained scale of each site.
+    """
+
+    #: whether the ELBO may use a closed-form KL(q || p) where one is registered
+    analytic_kl: bool = False
+
+    def __init__(self, model: BayesianModel) -> None:
+        super().__init__()
+        if not isinstance(model, BayesianModel):
+            raise TypeError(f"a guide is built for a pb.BayesianModel, got {type(model).__name__}")
+        sites = model.latent_sites()
+        if not sites:
+            raise ValueError(
+                "the model has no latent variables: every parameter was excluded from the "
+                "prior. Lift at least one parameter, or train the net by maximum likelihood."
+            )
+        # Kept as a plain dict (not submodules): the guide owns only its own parameters.
+        self._sites: dict[str, LatentSite] = sites
+        self._transforms: dict[str, Transform] = {name: biject_to(site.support) for name, site in sites.items()}
+
+    @property
+    def site_names(self) -> list[str]:
+        return list(self._sites)
+
+    @property
+    def num_latent(self) -> int:
+        """The dimension D of the latent space."""
+        return sum(site.shape.numel() for site in self._sites.values())
+
+    # ---------------------------------------------------------- interface
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Sample every latent site with ``pyro.sample`` (called by the ELBO with the model's arguments)."""
+        raise NotImplementedError
+
+    def sample(self, num_samples: int, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """``num_samples`` independent draws per site, each ``(num_samples, *shape)``, constrained."""
+        with seeded(seed, self._device()), torch.no_grad():
+            return self._sample(int(num_samples))
+
+    def _sample(self, num_samples: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def median(self) -> dict[str, torch.Tensor]:
+        """The median of each site's marginal (the mode's stand-in for a point estimate)."""
+        raise NotImplementedError
+
+    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Marginal quantiles per site, each ``(len(qs), *shape)``."""
+        raise NotImplementedError
+
+    def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(θ) of draws shaped ``(num_samples, *shape)``: a ``(num_samples,)`` tensor."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- helpers
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def extra_repr(self) -> str:
+        return f"sites={len(self._sites)}, latent_dim={self.num_latent}"

@@ -1,0 +1,336 @@
+"""Lift an ordinary ``nn.Module`` into a Bayesian network: priors on chosen parameters.
+
+The lifted net (:class:`BayesianNet`) holds a *deterministic twin* of the
+user's network and one prior per random parameter. Its forward pass draws every
+random parameter with ``pyro.sample`` at a site named by the parameter's path
+(``"0.weight"``), flattens whatever particle dimensions Pyro put in front, and
+runs the twin on all draws at once through
+``torch.func.vmap(torch.func.functional_call)``. Sampling happens outside
+``vmap``; only deterministic code runs inside it. This is what lets one forward
+pass serve any number of vectorized particles.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from pyrobnn import _globs
+from pyrobnn.priors import Normal, Prior, PriorSpec, resolve
+
+__all__ = ["lift", "lift_", "BayesianNet", "Site", "SiteTable", "NORM_LAYERS"]
+
+#: Module types whose parameters stay deterministic unless ``include`` names them.
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+@dataclass(frozen=True)
+class Site:
+    """One random parameter: its site name (the parameter path), shape and prior."""
+
+    name: str
+    shape: torch.Size
+    prior: Prior
+
+    @property
+    def numel(self) -> int:
+        return self.shape.numel()
+
+
+class SiteTable(Sequence[Site]):
+    """The conversion report of :func:`lift`: which parameters became random, with what prior.
+
+    Prints as a table; indexable like a list of :class:`Site` and by site name.
+    """
+
+    def __init__(self, sites: Sequence[Site], deterministic: Mapping[str, torch.Size]) -> None:
+        self._sites = list(sites)
+        self.deterministic = dict(deterministic)
+
+    def __len__(self) -> int:
+        return len(self._sites)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            for site in self._sites:
+                if site.name == key:
+                    return site
+            raise KeyError(f"no random site {key!r}; sites: {[s.name for s in self._sites]}")
+        return self._sites[key]
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(self._sites)
+
+    @property
+    def names(self) -> list[str]:
+        return [site.name for site in self._sites]
+
+    @property
+    def num_random(self) -> int:
+        """Total number of random scalars (the dimension D of the posterior over weights)."""
+        return sum(site.numel for site in self._sites)
+
+    def __str__(self) -> str:
+        rows = [(s.name, str(tuple(s.shape)), str(s.numel), _describe(s.prior)) for s in self._sites]
+        rows += [(n, str(tuple(shape)), str(shape.numel()), "deterministic") for n, shape in self.deterministic.items()]
+        header = ("site", "shape", "size", "prior")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+        line = "  ".join
+        out = [line(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+        out.append(line("-" * w for w in widths))
+        out += [line(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        num_det = sum(shape.numel() for shape in self.deterministic.values())
+        out.append(f"{self.num_random} random scalars in {len(self)} sites; {num_det} deterministic")
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _describe(prior: Prior) -> str:
+    return f"{type(prior).__name__}({prior.extra_repr()})"
+
+
+def lift(
+    net: nn.Module,
+    prior: PriorSpec | None = None,
+    *,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+) -> BayesianNet:
+    """Return a Bayesian version of ``net``, leaving ``net`` itself untouched.
+
+    Parameters
+    ----------
+    net
+        Any ``torch.nn.Module`` whose forward takes one tensor and returns one tensor.
+    prior
+        A pyrobnn prior (default ``pb.priors.Normal(0.0, 1.0)``), a Pyro/torch
+        distribution with scalar batch shape (applied i.i.d. to every element),
+        a dict ``{glob: prior}`` (the first matching pattern wins), or a callable
+        ``(name, param) -> prior`` that may return ``None`` to keep a parameter
+        deterministic.
+    include, exclude
+        Glob patterns over parameter names (``"0.weight"``, ``"**.bias"``;
+        ``*`` is one name segment, ``**`` any dotted path). By default every
+        parameter is random except those of normalisation layers. Excluded
+        parameters stay deterministic and are trained as point estimates.
+
+    Returns
+    -------
+    BayesianNet
+        A new module; ``.sites`` is the conversion report.
+
+    Examples
+    --------
+    >>> import torch, pyrobnn as pb
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    >>> bnet = pb.lift(net, prior=pb.priors.Normal(0.0, 1.0), exclude="**.bias")
+    >>> bnet.sites.names
+    ['0.weight', '2.weight']
+    """
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"lift expects a torch.nn.Module, got {type(net).__name__}")
+    return lift_(copy.deepcopy(net), prior, include=include, exclude=exclude)
+
+
+def lift_(
+    net: nn.Module,
+    prior: PriorSpec | None = None,
+    *,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+) -> BayesianNet:
+    """In-place :func:`lift`: ``net`` itself becomes the deterministic twin.
+
+    Its random parameters are turned into buffers (holding their current values,
+    used by ``init="pretrained"``); do not keep training ``net`` on its own.
+    """
+    if isinstance(net, BayesianNet):
+        raise TypeError("this network is already lifted; lift the original nn.Module")
+    return BayesianNet(net, Normal(0.0, 1.0) if prior is None else prior, include, exclude)
+
+
+class BayesianNet(nn.Module):
+    """A network with priors on some of its parameters; build it with :func:`lift`.
+
+    Calling it inside a Pyro model samples every random parameter at a site named
+    by its path and returns the network output. Outside any plate the output has
+    the shape of the original net's output; under Pyro plates the leading batch
+    dimensions of the sampled weights come first, aligned so that the data
+    dimension of the output sits at plate dim ``-1``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        prior: PriorSpec,
+        include: str | Sequence[str] | None,
+        exclude: str | Sequence[str] | None,
+    ) -> None:
+        super().__init__()
+        params = dict(net.named_parameters())
+        random_names = _choose(net, params, include, exclude)
+        for name in random_names:
+            _check_liftable(name, params[name])
+        priors = resolve(prior, {name: params[name].detach() for name in random_names})
+        random_names = [name for name in random_names if name in priors]
+
+        # Random parameters become buffers of the twin: their values are kept (for
+        # init="pretrained") but they are no longer trained as point estimates.
+        # Frozen deterministic parameters become buffers too (Pyro and optimizers
+        # would otherwise switch them back on).
+        for name, param in params.items():
+            if name in priors or not param.requires_grad:
+                _to_buffer(net, name, param.detach().clone())
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            # Running statistics are updated in place, which vmap cannot batch;
+            # such layers then always normalise with the statistics of the batch.
+            torch.func.replace_all_batch_norm_modules_(net)
+
+        self.net = net
+        self.priors = nn.ModuleDict({_key(name): priors[name] for name in random_names})
+        self._names = list(random_names)
+        self._shapes = {name: params[name].shape for name in random_names}
+        self._deterministic = {n: p.shape for n, p in params.items() if n not in priors and p.requires_grad}
+
+    # ------------------------------------------------------------------ report
+    @property
+    def sites(self) -> SiteTable:
+        """The conversion report: each random site with its shape and prior."""
+        sites = [Site(name, self._shapes[name], self.priors[_key(name)]) for name in self._names]
+        return SiteTable(sites, self._deterministic)
+
+    def prior(self, name: str) -> Prior:
+        return self.priors[_key(name)]  # type: ignore[return-value]
+
+    def initial_value(self, name: str) -> torch.Tensor:
+        """The twin's value of a random parameter (the user's weights at lift time)."""
+        module, attr = _owner(self.net, name)
+        return getattr(module, attr)  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------- compute
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Sample every random parameter (``pyro.sample``) and run the net on ``x``."""
+        draws = {}
+        for name in self._names:
+            draws[name] = pyro.sample(name, self.prior(name).distribution(self._shapes[name]))
+        return self.run(draws, x)
+
+    def run(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Run the net on ``x`` with given parameter values, batched over leading dims.
+
+        Each value in ``draws`` has shape ``lead + param.shape`` with the same
+        ``lead`` for all. For ``lead == ()`` this is one ordinary forward pass.
+        Otherwise ``lead`` is right-aligned with Pyro's plate dims, its last entry
+        (the data plate's dim) must be 1, and the result has shape
+        ``lead[:-1] + output.shape``.
+        """
+        if not self._names:
+            return self.net(x)  # type: ignore[no-any-return]
+        lead = self._lead_shape(draws)
+        if not lead:
+            return functional_call(self.net, dict(draws), (x,))  # type: ignore[no-any-return]
+        if lead[-1] != 1:
+            raise ValueError(
+                f"weights were sampled with batch shape {tuple(lead)}; pyrobnn puts the "
+                "data plate at dim -1, so the last batch dim must be 1. Run the model "
+                "with max_plate_nesting=1 (pb.fit does) or use BayesianNet.run_batched."
+            )
+        flat = {name: value.reshape((-1, *self._shapes[name])) for name, value in draws.items()}
+        out = self.run_batched(flat, x)
+        return out.reshape(lead[:-1] + out.shape[1:])
+
+    def run_batched(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Run the net once per row of ``draws`` (each ``(P, *param.shape)``): ``(P, *output)``."""
+        net = self.net
+
+        def one(params: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+            return functional_call(net, params, (inputs,))  # type: ignore[no-any-return]
+
+        return vmap(one, in_dims=(0, None), randomness="different")(dict(draws), x)  # type: ignore[no-any-return]
+
+    def _lead_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
+        lead = None
+        for name in self._names:
+            if name not in draws:
+                raise KeyError(f"no value for random site {name!r}")
+            value = draws[name]
+            shape = self._shapes[name]
+            this = value.shape[: value.dim() - len(shape)]
+            if value.shape[value.dim() - len(shape) :] != shape:
+                raise ValueError(
+                    f"value for site {name!r} has shape {tuple(value.shape)}, which does not "
+                    f"end in the parameter shape {tuple(shape)}"
+                )
+            if lead is None:
+                lead = this
+            elif this != lead:
+                raise ValueError(
+                    f"all sites need the same batch shape; {name!r} has {tuple(this)}, "
+                    f"others {tuple(lead)}"
+                )
+        return torch.Size(lead or ())
+
+    def extra_repr(self) -> str:
+        return f"random sites: {len(self._names)} ({self.sites.num_random} scalars)"
+
+
+# ---------------------------------------------------------------------- helpers
+def _key(name: str) -> str:
+    """ModuleDict keys may not contain dots."""
+    return name.replace(".", "__")
+
+
+def _owner(net: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    return (net.get_submodule(path) if path else net), attr
+
+
+def _to_buffer(net: nn.Module, name: str, value: torch.Tensor) -> None:
+    module, attr = _owner(net, name)
+    del module._parameters[attr]
+    module.register_buffer(attr, value)
+
+
+def _choose(
+    net: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    include: str | Sequence[str] | None,
+    exclude: str | Sequence[str] | None,
+) -> list[str]:
+    names = list(params)
+    if include is None:
+        norm = {
+            f"{prefix}.{p}" if prefix else p
+            for prefix, module in net.named_modules()
+            if isinstance(module, NORM_LAYERS)
+            for p, _ in module.named_parameters(recurse=False)
+        }
+        chosen = [n for n in names if n not in norm]
+    else:
+        chosen = _globs.select(include, names, argument="include")
+    if exclude is not None:
+        dropped = set(_globs.select(exclude, names, argument="exclude"))
+        chosen = [n for n in chosen if n not in dropped]
+    return chosen
+
+
+def _check_liftable(name: str, param: torch.Tensor) -> None:
+    if not param.dtype.is_floating_point or param.is_complex():
+        raise TypeError(
+            f"parameter {name!r} has dtype {param.dtype}; only real floating-point "
+            f"parameters can have a prior. Keep it deterministic with exclude=[{name!r}]."
+        )

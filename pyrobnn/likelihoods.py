@@ -1,0 +1,349 @@
+"""Observation models p(y | f(x; θ)) for :class:`pyrobnn.BayesianModel`.
+
+A likelihood turns the network output for one observation (its *output shape*
+``o``) into a distribution over that observation (its *event shape* ``e``, the
+shape of ``y[i]``). A single output is a scalar observation: ``Linear(h, 1)``
+with ``y`` of shape ``(N,)`` (or ``(N, 1)``) has ``e = ()``. A likelihood may
+own latent variables, such as a learned noise scale; they are sampled before
+the data plate and get a guide like any weight.
+
+Shapes: :meth:`Likelihood.distribution` receives the output with shape
+``batch + (N, *o)`` and latent values of shape ``batch' + ()`` where ``batch'``
+is ``batch`` with a trailing 1 for the data dim (or ``()`` outside plates). It
+returns a distribution with batch shape ``batch + (N,)`` and event shape ``e``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, constraints
+
+from pyrobnn.priors import HalfNormal, Prior, as_prior
+
+__all__ = [
+    "Likelihood",
+    "Gaussian",
+    "HeteroscedasticGaussian",
+    "StudentT",
+    "Bernoulli",
+    "Categorical",
+    "Poisson",
+    "SCALE_SITE",
+]
+
+#: Site name of a learned observation-noise scale.
+SCALE_SITE = "likelihood.scale"
+
+_SCALAR = torch.Size()
+_ONE = torch.Size([1])
+
+
+class Likelihood(nn.Module):
+    """Base class: the shape rule, value checks and p(y | output, latents)."""
+
+    def latent_priors(self) -> dict[str, Prior]:
+        """Priors of this likelihood's own latent variables, by site name."""
+        return {}
+
+    def latent_init(self, name: str) -> torch.Tensor:
+        """A starting value for a latent site (used by the guides)."""
+        raise KeyError(name)
+
+    def sample_latents(self) -> dict[str, torch.Tensor]:
+        """Sample this likelihood's latent sites with ``pyro.sample`` (inside a model)."""
+        return {name: pyro.sample(name, prior.distribution(_SCALAR)) for name, prior in self.latent_priors().items()}
+
+    # ---------------------------------------------------------------- shapes
+    def event_shape(self, output_shape: torch.Size) -> torch.Size:
+        """The shape of one observation y[i] for a network output of shape ``o`` per observation."""
+        return _SCALAR if output_shape == _ONE else output_shape
+
+    def prepare_y(self, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:
+        """Check ``y`` against the output shape and values; return it in event layout."""
+        event = self.event_shape(output_shape)
+        got = y.shape[1:]
+        if got != event:
+            if event == _SCALAR and got == _ONE:
+                y = y.squeeze(-1)
+            else:
+                raise ValueError(
+                    f"{type(self).__name__} likelihood: the network output for one observation "
+                    f"has shape {tuple(output_shape)}, so each y[i] must have shape "
+                    f"{tuple(event)}, but y has shape {tuple(y.shape)}. {self._shape_hint()}"
+                )
+        return y
+
+    def _shape_hint(self) -> str:
+        return "Make the last layer's width match the target's, or reshape y."
+
+    def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
+        """Raise if ``y`` holds values this likelihood cannot observe (called on the data, not per step)."""
+
+    # ---------------------------------------------------------- distribution
+    def distribution(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> Distribution:
+        raise NotImplementedError
+
+    def mean(self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size) -> torch.Tensor:
+        """E[y | θ] per observation."""
+        return self.distribution(output, latents, output_shape).mean
+
+    def variance(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> torch.Tensor:
+        """Var[y | θ] per observation: the aleatoric part of the predictive variance."""
+        return self.distribution(output, latents, output_shape).variance
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover
+        raise TypeError("a likelihood is used through pb.BayesianModel, not called")
+
+
+def _event_output(output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
+    """The output with a single trailing output dim dropped (scalar observations)."""
+    return output.squeeze(-1) if output_shape == _ONE else output
+
+
+def _check_real(y: torch.Tensor, name: str) -> None:
+    if not y.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} likelihood needs real-valued targets, got y of dtype {y.dtype}. "
+            "Integer class labels call for pb.likelihoods.Categorical or Bernoulli; "
+            "for a real target convert it with y.float()."
+        )
+
+
+class _Scaled(Likelihood):
+    """A fixed observation scale, or a learned one with a prior (site ``likelihood.scale``)."""
+
+    scale_value: torch.Tensor | None
+
+    def _init_scale(self, scale: float | str | Prior | Distribution) -> None:
+        prior: Prior | None = None
+        if isinstance(scale, str):
+            if scale != "learn":
+                raise ValueError(f"scale must be a positive float, 'learn' or a prior, got {scale!r}")
+            prior = HalfNormal(1.0)
+        elif isinstance(scale, (Prior, Distribution)):
+            prior = as_prior(scale, what="scale prior")
+            if not isinstance(prior.support, type(constraints.positive)):
+                raise ValueError(f"the scale prior must be over the positive reals, got support {prior.support}")
+        elif not float(scale) > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale_prior = prior
+        self.register_buffer("scale_value", None if prior is not None else torch.tensor(float(scale)))
+
+    def latent_priors(self) -> dict[str, Prior]:
+        return {} if self.scale_prior is None else {SCALE_SITE: self.scale_prior}
+
+    def latent_init(self, name: str) -> torch.Tensor:
+        if name != SCALE_SITE or self.scale_prior is None:
+            raise KeyError(name)
+        # The prior median, capped at 0.5 so that early fits are not explained away as noise.
+        try:
+            median = float(self.scale_prior.base().icdf(torch.tensor(0.5)))
+        except (NotImplementedError, AttributeError):
+            median = 0.5
+        return torch.tensor(min(median, 0.5))
+
+    def _scale(self, latents: Mapping[str, torch.Tensor], event_ndim: int) -> torch.Tensor:
+        if self.scale_value is not None:
+            return self.scale_value
+        value = latents[SCALE_SITE]
+        return value.reshape(value.shape + (1,) * event_ndim)
+
+    def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
+        _check_real(y, type(self).__name__)
+
+    def _scale_repr(self) -> str:
+        if self.scale_value is not None:
+            return f"scale={self.scale_value.item():g}"
+        prior = self.scale_prior
+        assert prior is not None
+        return f"scale ~ {type(prior).__name__}({prior.extra_repr()})"
+
+
+class Gaussian(_Scaled):
+    """y ~ Normal(f(x; θ), σ).
+
+    Parameters
+    ----------
+    scale
+        A fixed noise scale σ (float); ``"learn"`` for a learned σ with a
+        ``HalfNormal(1)`` prior (suited to standardised targets); or a prior over
+        σ (a pyrobnn prior or a Pyro distribution on the positive reals).
+    """
+
+    def __init__(self, scale: float | str | Prior | Distribution = 1.0) -> None:
+        super().__init__()
+        self._init_scale(scale)
+
+    def distribution(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> Distribution:
+        loc = _event_output(output, output_shape)
+        event_ndim = len(self.event_shape(output_shape))
+        return dist.Normal(loc, self._scale(latents, event_ndim)).to_event(event_ndim)
+
+    def extra_repr(self) -> str:
+        return self._scale_repr()
+
+
+class StudentT(_Scaled):
+    """y ~ StudentT(df, f(x; θ), σ): a Gaussian with heavy tails, robust to outliers."""
+
+    df: torch.Tensor
+
+    def __init__(self, df: float = 4.0, scale: float | str | Prior | Distribution = 1.0) -> None:
+        super().__init__()
+        if not df > 0:
+            raise ValueError(f"df must be > 0, got {df}")
+        self.register_buffer("df", torch.tensor(float(df)))
+        self._init_scale(scale)
+
+    def distribution(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> Distribution:
+        loc = _event_output(output, output_shape)
+        event_ndim = len(self.event_shape(output_shape))
+        return dist.StudentT(self.df, loc, self._scale(latents, event_ndim)).to_event(event_ndim)
+
+    def extra_repr(self) -> str:
+        return f"df={self.df.item():g}, {self._scale_repr()}"
+
+
+class HeteroscedasticGaussian(Likelihood):
+    """y ~ Normal(μ(x; θ), σ(x; θ)) with the network predicting both.
+
+    The last output dim holds ``[μ, raw σ]``, twice the target's width
+    (``Linear(h, 2)`` for a scalar target); ``σ = softplus(raw σ) + min_scale``.
+    """
+
+    def __init__(self, min_scale: float = 1e-3) -> None:
+        super().__init__()
+        if not min_scale >= 0:
+            raise ValueError(f"min_scale must be >= 0, got {min_scale}")
+        self.min_scale = float(min_scale)
+
+    def event_shape(self, output_shape: torch.Size) -> torch.Size:
+        if len(output_shape) == 0 or output_shape[-1] % 2:
+            raise ValueError(
+                "HeteroscedasticGaussian likelihood: the network output for one observation "
+                f"has shape {tuple(output_shape)}; its last dim must be even, holding the mean "
+                "and the raw scale (e.g. Linear(hidden, 2) for a scalar target)."
+            )
+        event = output_shape[:-1] + (output_shape[-1] // 2,)
+        return _SCALAR if event == _ONE else event
+
+    def _shape_hint(self) -> str:
+        return "The net must output [mean, raw scale]: twice the target's width in its last dim."
+
+    def split(self, output: torch.Tensor, output_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and the scale from the network output."""
+        k = output.shape[-1] // 2
+        loc, raw = output[..., :k], output[..., k:]
+        if output_shape == torch.Size([2]):
+            loc, raw = loc.squeeze(-1), raw.squeeze(-1)
+        return loc, F.softplus(raw) + self.min_scale
+
+    def distribution(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> Distribution:
+        loc, scale = self.split(output, output_shape)
+        return dist.Normal(loc, scale).to_event(len(self.event_shape(output_shape)))
+
+    def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
+        _check_real(y, "HeteroscedasticGaussian")
+
+    def extra_repr(self) -> str:
+        return f"min_scale={self.min_scale:g}"
+
+
+class Bernoulli(Likelihood):
+    """y ∈ {0, 1} ~ Bernoulli(logits = f(x; θ))."""
+
+    def distribution(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> Distribution:
+        logits = _event_output(output, output_shape)
+        return dist.Bernoulli(logits=logits).to_event(len(self.event_shape(output_shape)))
+
+    def prepare_y(self, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:
+        y = super().prepare_y(output_shape, y)
+        return y if y.dtype.is_floating_point else y.to(torch.get_default_dtype())
+
+    def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
+        bad = ~((y == 0) | (y == 1))
+        if bad.any():
+            raise ValueError(
+                f"Bernoulli likelihood needs targets in {{0, 1}}; found {y[bad][0].item()!r}. "
+                "For more than two classes use pb.likelihoods.Categorical."
+            )
+
+
+class Categorical(Likelihood):
+    """y ∈ {0, …, C−1} ~ Categorical(logits = f(x; θ)); the net outputs C logits."""
+
+    def event_shape(self, output_shape: torch.Size) -> torch.Size:
+        if len(output_shape) == 0:
+            raise ValueError(
+                "Categorical likelihood: the network outputs one number per observation, "
+                "but it must output one logit per class (e.g. Linear(hidden, num_classes))."
+            )
+        return output_shape[:-1]
+
+    def _shape_hint(self) -> str:
+        return "y holds integer class labels, one per observation; the net outputs one logit per class."
+
+    def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
+        num_classes = output_shape[-1]
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise TypeError(
+                f"Categorical likelihood needs integer class labels, got y of dtype {y.dtype}. "
+                "Convert labels with y.long()."
+            )
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(
+                f"Categorical likelihood: labels must lie in 0..{num_classes - 1} (the net outputs "
+                f"{num_classes} logits), but y ranges over {y.min().item()}..{y.max().item()}."
+            )
+
+    def distribution(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> Distribution:
+        return dist.Categorical(logits=output).to_event(len(output_shape) - 1)
+
+    def mean(self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size) -> torch.Tensor:
+        return torch.softmax(output, dim=-1)  # E[one-hot(y)] = the class probabilities
+
+    def variance(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> torch.Tensor:
+        p = torch.softmax(output, dim=-1)
+        return p * (1 - p)
+
+
+class Poisson(Likelihood):
+    """y ∈ {0, 1, 2, …} ~ Poisson(rate = exp(f(x; θ))): the net outputs a log-rate."""
+
+    def distribution(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> Distribution:
+        log_rate = _event_output(output, output_shape).clamp(max=math.log(1e8))
+        return dist.Poisson(log_rate.exp()).to_event(len(self.event_shape(output_shape)))
+
+    def prepare_y(self, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:
+        y = super().prepare_y(output_shape, y)
+        return y if y.dtype.is_floating_point else y.to(torch.get_default_dtype())
+
+    def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
+        if (y < 0).any() or (y != torch.round(y)).any():
+            raise ValueError("Poisson likelihood needs non-negative integer counts as targets.")

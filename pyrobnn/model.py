@@ -1,0 +1,139 @@
+"""The Pyro model: a lifted network plus a likelihood, ``model(x, y=None)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pyro
+import torch
+from torch import nn
+
+from pyrobnn.lift import BayesianNet
+from pyrobnn.likelihoods import Likelihood
+from pyrobnn.priors import Prior
+
+__all__ = ["BayesianModel", "LatentSite"]
+
+#: Name of the observation site.
+OBS = "obs"
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """A latent variable of the model, as a guide needs to know it."""
+
+    name: str
+    shape: torch.Size
+    prior: Prior
+    init: torch.Tensor  # a starting value on the constrained scale
+
+    @property
+    def support(self) -> object:
+        return self.prior.support
+
+
+class BayesianModel(nn.Module):
+    r"""A Bayesian neural network as a Pyro model: priors, network, likelihood.
+
+    Calling ``model(x, y)`` samples every random weight (sites named by parameter
+    path), the likelihood's own latent variables (e.g. ``"likelihood.scale"``),
+    and then observes ``y`` at the site ``"obs"`` inside a plate ``"data"`` at
+    dim ``-1``. With ``y=None`` it samples from the prior predictive.
+
+    Parameters
+    ----------
+    net
+        A lifted network from :func:`pyrobnn.lift`.
+    likelihood
+        An observation model from :mod:`pyrobnn.likelihoods`.
+
+    Notes
+    -----
+    When ``x`` is a minibatch of ``n`` out of ``N = dataset_size`` observations,
+    the log-likelihood is scaled by ``N / n`` so that each step's objective is an
+    unbiased estimate of the full-data ELBO
+
+    .. math:: \mathcal{L}(q) = \sum_{i=1}^{N} \mathbb{E}_q[\log p(y_i \mid x_i, \theta)]
+              - \mathrm{KL}(q(\theta) \,\|\, p(\theta)),
+
+    i.e. the KL is counted once per epoch-sized objective, not once per batch.
+    The scale comes from the plate's size, not from a subsample drawn by Pyro,
+    so the model draws no random permutation per step.
+    """
+
+    def __init__(self, net: BayesianNet, likelihood: Likelihood) -> None:
+        super().__init__()
+        if not isinstance(net, BayesianNet):
+            raise TypeError(
+                f"BayesianModel needs a lifted network, got {type(net).__name__}. "
+                "Lift it first: model = pb.BayesianModel(pb.lift(net, prior=...), likelihood)."
+            )
+        if not isinstance(likelihood, Likelihood):
+            raise TypeError(
+                f"likelihood must be one of pb.likelihoods (Gaussian, HeteroscedasticGaussian, "
+                f"StudentT, Bernoulli, Categorical, Poisson), got {type(likelihood).__name__}"
+            )
+        self.net = net
+        self.likelihood = likelihood
+
+    # -------------------------------------------------------------- latents
+    def latent_sites(self) -> dict[str, LatentSite]:
+        """Every latent site of the model, in sampling order."""
+        sites = {}
+        for site in self.net.sites:
+            sites[site.name] = LatentSite(site.name, site.shape, site.prior, self.net.initial_value(site.name))
+        for name, prior in self.likelihood.latent_priors().items():
+            sites[name] = LatentSite(name, torch.Size(), prior, self.likelihood.latent_init(name))
+        return sites
+
+    # --------------------------------------------------------------- model
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, dataset_size: int | None = None
+    ) -> torch.Tensor:
+        """Run the model. ``dataset_size`` (default ``len(x)``) scales a minibatch likelihood."""
+        draws = {site.name: pyro.sample(site.name, site.prior.distribution(site.shape)) for site in self.net.sites}
+        latents = self.likelihood.sample_latents()
+        out = self.net.run(draws, x)
+        n = x.shape[0]
+        batch_ndim = max(len(self.net._lead_shape(draws)) - 1, 0)
+        output_shape = out.shape[batch_ndim + 1 :]
+        if y is not None:
+            if y.shape[0] != n:
+                raise ValueError(f"x has {n} rows but y has {y.shape[0]}; they must match.")
+            y = self.likelihood.prepare_y(output_shape, y)
+        else:
+            self.likelihood.event_shape(output_shape)  # raises on an impossible output shape
+        size = n if dataset_size is None else int(dataset_size)
+        # Passing the subsample indices sets the scale N/n without Pyro drawing a randperm.
+        subsample = torch.arange(n, device=x.device) if size != n else None
+        with pyro.plate("data", size=size, subsample=subsample, dim=-1):
+            fn = self.likelihood.distribution(out, latents, output_shape)
+            return pyro.sample(OBS, fn, obs=y)
+
+    # ---------------------------------------------------------- no Pyro
+    def output_shape(self, x: torch.Tensor) -> torch.Size:
+        """The network's output shape for one observation (one pass at the twin's current weights)."""
+        with torch.no_grad():
+            out = self.net.net(x[:2])  # two rows: batch statistics need more than one
+        return out.shape[1:]
+
+    def evaluate(
+        self, draws: Mapping[str, torch.Tensor], x: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Network outputs and likelihood latents for ``P`` given draws (each ``(P, *shape)``).
+
+        Returns the output, shape ``(P, N, *o)``, and the likelihood latents, each
+        shaped ``(P, 1)`` to broadcast over the data dim. Pure torch: no Pyro sites.
+        """
+        net_draws = {name: draws[name] for name in self.net.sites.names}
+        if net_draws:
+            out = self.net.run_batched(net_draws, x)
+            num = out.shape[0]
+        else:
+            num = next(iter(draws.values())).shape[0] if draws else 1
+            single = self.net.net(x)
+            out = single.expand((num, *single.shape))
+        latents = {name: draws[name].reshape(num, 1) for name in self.likelihood.latent_priors()}
+        return out, latents
+

@@ -1,0 +1,206 @@
+"""The fitted posterior: draws of the weights and predictions with their uncertainty."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype
+from pyrobnn._rng import seeded
+from pyrobnn.guides import Guide
+from pyrobnn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, StudentT
+from pyrobnn.model import BayesianModel
+
+__all__ = ["Posterior", "Prediction"]
+
+#: Draws and points per vectorized network pass when predicting (bounds memory).
+DRAWS_PER_CHUNK = 64
+POINTS_PER_CHUNK = 4096
+
+
+class Posterior:
+    """A model with a fitted guide: q(θ) standing in for p(θ | data).
+
+    Parameters
+    ----------
+    model
+        The :class:`pyrobnn.BayesianModel` that was fitted.
+    guide
+        Its fitted guide (``result.guide``).
+
+    Examples
+    --------
+    >>> post = pb.Posterior(model, result.guide)          # doctest: +SKIP
+    >>> pred = post.predict(x_test, num_samples=1000)      # doctest: +SKIP
+    >>> pred.mean, pred.std, pred.interval(0.9)            # doctest: +SKIP
+    """
+
+    def __init__(self, model: BayesianModel, guide: Guide) -> None:
+        if not isinstance(model, BayesianModel):
+            raise TypeError(f"Posterior needs a pb.BayesianModel, got {type(model).__name__}")
+        if not isinstance(guide, Guide):
+            raise TypeError(f"Posterior needs a pyrobnn guide, got {type(guide).__name__}")
+        missing = set(model.latent_sites()) ^ set(guide.site_names)
+        if missing:
+            raise ValueError(f"guide and model disagree on the latent sites {sorted(missing)}")
+        self.model = model
+        self.guide = guide
+
+    def sample(self, num_samples: int = 1000, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Draws from q, keyed by site name, each ``(num_samples, *param.shape)``."""
+        return self.guide.sample(num_samples, seed=seed)
+
+    def predict(self, x: Any, num_samples: int = 1000, seed: int | None = None) -> Prediction:
+        """The posterior predictive at ``x``, from ``num_samples`` draws of the weights.
+
+        The network runs vectorized over draws, in chunks of draws and points so
+        that memory stays bounded (1000 draws over 10,000 points is fine).
+        """
+        if not (isinstance(num_samples, int) and num_samples >= 1):
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        dtype, device = model_dtype(self.model), model_device(self.model)
+        x = as_tensor(x, "x", dtype=dtype, device=device)
+        check_pair(x, None)
+        with seeded(seed, device), torch.no_grad(), _eval(self.model):
+            draws = self.guide.sample(num_samples)
+            outputs = []
+            for lo in range(0, num_samples, DRAWS_PER_CHUNK):
+                chunk = {name: value[lo : lo + DRAWS_PER_CHUNK] for name, value in draws.items()}
+                parts = [self.model.evaluate(chunk, x[i : i + POINTS_PER_CHUNK])[0] for i in range(0, len(x), POINTS_PER_CHUNK)]
+                outputs.append(torch.cat(parts, dim=1))
+            output = torch.cat(outputs, dim=0)
+            latents = {name: draws[name].reshape(num_samples, 1) for name in self.model.likelihood.latent_priors()}
+            prediction = Prediction(self.model, output, latents)
+            prediction._draw_samples()
+        return prediction
+
+    def __repr__(self) -> str:
+        return f"Posterior(guide={type(self.guide).__name__}, sites={len(self.guide.site_names)})"
+
+
+@contextlib.contextmanager
+def _eval(module: torch.nn.Module) -> Iterator[None]:
+    """Evaluation mode (no dropout) for the duration, then the caller's mode back."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+class Prediction:
+    """Posterior predictive summaries at a set of inputs.
+
+    Attributes
+    ----------
+    output
+        Network outputs per draw, ``(num_samples, N, *o)``.
+    samples
+        Draws of y from the posterior predictive, ``(num_samples, N, *e)``.
+    mean, std
+        Predictive mean and standard deviation of y (for ``Categorical``, of the
+        one-hot vector: ``mean`` is then ``probs``).
+    """
+
+    def __init__(self, model: BayesianModel, output: torch.Tensor, latents: dict[str, torch.Tensor]) -> None:
+        self.likelihood = model.likelihood
+        self.output = output
+        self.latents = latents
+        self.output_shape = output.shape[2:]
+        self.samples: torch.Tensor
+
+    # ----------------------------------------------------------- per draw
+    def _per_draw(self) -> Any:
+        return self.likelihood.distribution(self.output, self.latents, self.output_shape)
+
+    def _draw_samples(self) -> None:
+        self.samples = self._per_draw().sample()
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.output.shape[0])
+
+    @property
+    def conditional_mean(self) -> torch.Tensor:
+        """E[y | θ_s] per draw s: ``(num_samples, N, ...)``."""
+        return self.likelihood.mean(self.output, self.latents, self.output_shape)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.conditional_mean.mean(0)
+
+    @property
+    def epistemic_variance(self) -> torch.Tensor:
+        """Var_θ(E[y | θ]): the part of the predictive variance due to not knowing θ."""
+        return self.conditional_mean.var(0, unbiased=False)
+
+    @property
+    def aleatoric_variance(self) -> torch.Tensor:
+        """E_θ(Var[y | θ]): the observation noise, averaged over draws."""
+        self._require((Gaussian, HeteroscedasticGaussian, StudentT, Categorical), "aleatoric_variance")
+        return self.likelihood.variance(self.output, self.latents, self.output_shape).mean(0)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Total predictive variance (law of total variance: epistemic + aleatoric)."""
+        return self.epistemic_variance + self.likelihood.variance(self.output, self.latents, self.output_shape).mean(0)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.variance.sqrt()
+
+    def interval(self, level: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Central predictive interval of y with the given probability, from the samples."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        qs = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=self.samples.dtype, device=self.samples.device)
+        lo, hi = torch.quantile(self.samples.to(qs.dtype), qs, dim=0)
+        return lo, hi
+
+    def log_prob(self, y: Any) -> torch.Tensor:
+        """Pointwise log predictive density: log (1/S) Σ_s p(y_i | x_i, θ_s), noise included."""
+        y = as_tensor(y, "y", dtype=self.output.dtype, device=self.output.device)
+        if len(y) != self.output.shape[1]:
+            raise ValueError(f"y has {len(y)} rows but the prediction has {self.output.shape[1]} points")
+        y = self.likelihood.prepare_y(self.output_shape, y)
+        log_p = self._per_draw().log_prob(y)  # (num_samples, N)
+        return torch.logsumexp(log_p, dim=0) - math.log(self.num_samples)
+
+    # ------------------------------------------------------ classification
+    @property
+    def probs(self) -> torch.Tensor:
+        """Predictive class probabilities: E_θ[softmax(f(x; θ))], ``(N, C)``."""
+        self._require((Categorical,), "probs")
+        return torch.softmax(self.output, dim=-1).mean(0)
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """Total predictive entropy H[E_θ p(y | θ)] (nats)."""
+        p = self.probs
+        return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+
+    @property
+    def expected_entropy(self) -> torch.Tensor:
+        """E_θ H[p(y | θ)]: the aleatoric part of the entropy."""
+        self._require((Categorical,), "expected_entropy")
+        log_p = torch.log_softmax(self.output, dim=-1)
+        return -(log_p.exp() * log_p).sum(-1).mean(0)
+
+    @property
+    def mutual_information(self) -> torch.Tensor:
+        """I[y; θ] = total − expected entropy: the epistemic part (BALD)."""
+        return (self.entropy - self.expected_entropy).clamp_min(0.0)
+
+    def _require(self, kinds: tuple[type, ...], what: str) -> None:
+        if not isinstance(self.likelihood, kinds):
+            names = ", ".join(k.__name__ for k in kinds)
+            raise AttributeError(f"{what} is defined for {names} likelihoods, not {type(self.likelihood).__name__}")
+
+    def __repr__(self) -> str:
+        return f"Prediction(num_samples={self.num_samples}, points={self.output.shape[1]}, likelihood={type(self.likelihood).__name__})"
