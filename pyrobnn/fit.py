@@ -229,7 +229,8 @@ def fit(
             terms = elbo.last
             assert terms is not None
             if not math.isfinite(terms.loss):
-                torch._foreach_copy_(params, snapshot)
+                with torch.no_grad():
+                    torch._foreach_copy_(params, snapshot)
                 bar.close()
                 raise FitError(
                     f"the loss became {terms.loss} at step {step} (last finite loss: {last_finite:.6g}). "
@@ -237,7 +238,8 @@ def fit(
                     f"rate too high (lr={lr}), an initial scale too large, or inputs on a wildly "
                     "different scale than the prior (standardise x and y)."
                 )
-            torch._foreach_copy_(snapshot, [p.detach() for p in params])
+            with torch.no_grad():
+                torch._foreach_copy_(snapshot, params)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             lr_now = opt.param_groups[0]["lr"]

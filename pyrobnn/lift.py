@@ -12,6 +12,7 @@ pass serve any number of vectorized particles.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torch.func import functional_call, vmap
 from pyrobnn import _globs
 from pyrobnn.priors import Normal, Prior, PriorSpec, resolve
 
-__all__ = ["lift", "lift_", "BayesianNet", "Site", "SiteTable", "NORM_LAYERS"]
+__all__ = ["lift", "lift_", "BayesianNet", "Site", "SiteTable", "NORM_LAYERS", "UNBATCHABLE"]
 
 #: Module types whose parameters stay deterministic unless ``include`` names them.
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -34,6 +35,11 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.GroupNorm,
     nn.LocalResponseNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+#: Module types ``torch.func.vmap`` has no batching rule for (``aten::lstm``, ``aten::gru``,
+#: ``aten::rnn_tanh``; pytorch#105982): nets holding one run their particles in a loop.
+UNBATCHABLE: tuple[type[nn.Module], ...] = (nn.RNNBase,)
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,7 @@ class BayesianNet(nn.Module):
         self._names = list(random_names)
         self._shapes = {name: params[name].shape for name in random_names}
         self._deterministic = {n: p.shape for n, p in params.items() if n not in priors and p.requires_grad}
+        self._vmap_ok = not any(isinstance(m, UNBATCHABLE) for m in net.modules())
 
     # ------------------------------------------------------------------ report
     @property
@@ -254,13 +261,24 @@ class BayesianNet(nn.Module):
         return out.reshape(lead[:-1] + out.shape[1:])
 
     def run_batched(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Run the net once per row of ``draws`` (each ``(P, *param.shape)``): ``(P, *output)``."""
+        """Run the net once per row of ``draws`` (each ``(P, *param.shape)``): ``(P, *output)``.
+
+        Notes
+        -----
+        The rows run at once under ``torch.func.vmap``, except for nets holding a
+        layer that ``vmap`` cannot batch (:data:`UNBATCHABLE`: LSTM, GRU and RNN
+        have no batching rule, pytorch#105982); those run one row at a time.
+        """
         net = self.net
 
         def one(params: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(net, params, (inputs,))  # type: ignore[no-any-return]
 
-        return vmap(one, in_dims=(0, None), randomness="different")(dict(draws), x)  # type: ignore[no-any-return]
+        if not self._vmap_ok:
+            num = self._lead_shape(draws)[0] if draws else 0
+            return torch.stack([one({k: v[i] for k, v in draws.items()}, x) for i in range(num)])
+        with _batchable_attention():
+            return vmap(one, in_dims=(0, None), randomness="different")(dict(draws), x)  # type: ignore[no-any-return]
 
     def _lead_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
         lead = None
@@ -297,6 +315,33 @@ def _key(name: str) -> str:
 def _owner(net: nn.Module, name: str) -> tuple[nn.Module, str]:
     path, _, attr = name.rpartition(".")
     return (net.get_submodule(path) if path else net), attr
+
+
+@contextlib.contextmanager
+def _batchable_attention() -> Iterator[None]:
+    """Run attention through plain tensor ops that ``vmap`` can batch, for a while.
+
+    ``vmap`` has no batching rule for the fused kernels behind attention: in eval
+    mode without gradients ``nn.MultiheadAttention`` (and the Transformer layers)
+    call ``aten::_native_multi_head_attention``, and ``F.scaled_dot_product_attention``
+    picks a fused kernel (``_scaled_dot_product_flash_attention_for_cpu``). Under
+    ``vmap`` both fall back to a slow per-row loop and warn. This turns off the
+    attention fast path and restricts SDPA to its math backend; the user's
+    settings are restored on exit.
+    """
+    with contextlib.ExitStack() as stack:
+        mha = getattr(torch.backends, "mha", None)
+        if mha is not None and hasattr(mha, "set_fastpath_enabled"):  # torch >= 2.3
+            before = mha.get_fastpath_enabled()
+            mha.set_fastpath_enabled(False)
+            stack.callback(mha.set_fastpath_enabled, before)
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:  # torch < 2.3
+            pass
+        else:
+            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        yield
 
 
 def _to_buffer(net: nn.Module, name: str, value: torch.Tensor) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Union
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 from torch.distributions import Distribution
 
@@ -216,7 +217,7 @@ class DistributionPrior(Prior):
                 f"{distribution} with event_shape {tuple(distribution.event_shape)}. "
                 "Pass the scalar distribution (pyrobnn makes the whole tensor one event)."
             )
-        self._cls = type(distribution)
+        self._cls = _pyro_class(distribution)
         self._names = []
         params = _read_parameters(distribution)
         for name, value in params.items():
@@ -232,6 +233,21 @@ class DistributionPrior(Prior):
             value = getattr(self, name)
             parts.append(f"{name}={value.item():g}" if value.numel() == 1 else f"{name}=<{tuple(value.shape)}>")
         return f"{self._cls.__name__}, " + ", ".join(parts)
+
+
+def _pyro_class(d: Distribution) -> type[Distribution]:
+    """The Pyro class to rebuild ``d`` with: a torch distribution lacks ``.to_event``."""
+    cls = type(d)
+    if isinstance(d, TorchDistributionMixin):
+        return cls
+    wrapper = getattr(dist, cls.__name__, None)
+    if isinstance(wrapper, type) and issubclass(wrapper, cls):
+        return wrapper  # Pyro's subclass of the torch class, e.g. dist.Laplace for torch's Laplace
+    raise TypeError(
+        f"{cls.__name__} is a torch distribution with no Pyro counterpart, so pyrobnn cannot "
+        "sample it at a Pyro site. Use a pyro.distributions class, a pyrobnn prior "
+        "(pb.priors.Normal, Laplace, StudentT, ...) or a subclass of pb.priors.Prior."
+    )
 
 
 def _read_parameters(d: Distribution) -> dict[str, torch.Tensor]:

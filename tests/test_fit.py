@@ -1,0 +1,159 @@
+"""pb.fit: vectorized particles, minibatch scaling, schedules, seeds, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import pyrobnn as pb
+
+
+def regression(n: int = 64, d: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    return x, torch.sin(x.sum(-1)) + 0.1 * torch.randn(n, generator=g)
+
+
+def mlp_model(d: int = 3, hidden: int = 16, scale: float | str = 0.1) -> pb.BayesianModel:
+    net = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+    return pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale=scale))
+
+
+def test_vectorized_and_looped_elbo_agree_within_monte_carlo_error() -> None:
+    x, y = regression()
+    model = mlp_model(scale="learn")
+    guide = pb.guides.make_guide("meanfield", model, init_scale=0.3, kl="mc")  # both terms noisy
+    estimates = {}
+    for vectorize in (True, False):
+        elbo = pb.ELBO(num_particles=8, vectorize_particles=vectorize)
+        with torch.no_grad():
+            estimates[vectorize] = np.array([elbo.loss(model, guide, x, y) for _ in range(300)])
+    diff = estimates[True].mean() - estimates[False].mean()
+    se = math.sqrt(estimates[True].var(ddof=1) / 300 + estimates[False].var(ddof=1) / 300)
+    assert se > 0
+    # Independent estimators of the same expectation: |difference| < 4 standard errors
+    # (a false alarm once in ~16,000 runs).
+    assert abs(diff) < 4 * se, (diff, se)
+
+
+@pytest.mark.parametrize(("vectorize", "per_step"), [(True, 1), (False, 16)])
+def test_network_runs_once_per_step_when_vectorized(vectorize: bool, per_step: int) -> None:
+    x, y = regression()
+    calls = []
+    model = mlp_model()
+    model.net.net.register_forward_hook(lambda *_: calls.append(1))
+    counts = []
+    for num_steps in (3, 8):
+        calls.clear()
+        pb.fit(model, "meanfield", (x, y), num_steps=num_steps, num_particles=16, vectorize_particles=vectorize, progress=False)
+        counts.append(len(calls))
+    # The difference removes the one shape probe made before fitting.
+    assert (counts[1] - counts[0]) == 5 * per_step
+
+
+def test_history_records_the_terms_and_the_schedules() -> None:
+    x, y = regression()
+    result = pb.fit(
+        mlp_model(),
+        "meanfield",
+        (x, y),
+        num_steps=100,
+        lr=0.01,
+        lr_decay=0.1,
+        kl_weight=pb.linear_annealing(50),
+        progress=False,
+    )
+    h = result.history
+    assert len(h) == result.num_steps == 100
+    assert np.all(np.isfinite(h.loss))
+    np.testing.assert_allclose(h.loss, -(h.log_likelihood - h.kl_weight * h.kl), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(h.elbo, h.log_likelihood - h.kl)
+    assert h.kl_weight[0] == 0.0 and h.kl_weight[25] == 0.5 and np.all(h.kl_weight[50:] == 1.0)
+    assert h.lr[0] == pytest.approx(0.01) and h.lr[50] == pytest.approx(0.01)
+    assert h.lr[-1] == pytest.approx(0.001, rel=1e-6)
+    assert np.all(np.diff(h.lr[50:]) < 0)
+    assert result.elapsed_s > 0 and result.config["num_particles"] == 8
+    with pytest.raises(Exception):  # noqa: B017 - frozen dataclass
+        result.num_steps = 3  # type: ignore[misc]
+
+
+def test_fit_decreases_the_loss() -> None:
+    x, y = regression()
+    h = pb.fit(mlp_model(), "meanfield", (x, y), num_steps=300, progress=False).history
+    assert h.loss[-20:].mean() < 0.5 * h.loss[:20].mean()
+
+
+def test_minibatch_likelihood_is_scaled_to_the_dataset() -> None:
+    x, y = regression(n=50)
+    model = mlp_model()
+    guide = pb.guides.make_guide("map", model)  # deterministic θ: the scaling is exact
+    elbo = pb.ELBO(num_particles=1)
+    elbo.differentiable_loss(model, guide, x[:10], y[:10], dataset_size=50)
+    assert elbo.last is not None
+    with torch.no_grad():
+        out = model.net.net(x[:10]).squeeze(-1)
+        direct = torch.distributions.Normal(out, 0.1).log_prob(y[:10]).sum().item()
+    assert elbo.last.log_likelihood == pytest.approx(5 * direct, rel=1e-5)
+
+
+def test_epochs_batches_and_dataloader() -> None:
+    x, y = regression(n=50)
+    result = pb.fit(mlp_model(), "meanfield", (x, y), epochs=3, batch_size=16, progress=False)
+    assert result.num_steps == 3 * 4 and result.config["dataset_size"] == 50
+    loader = DataLoader(TensorDataset(x, y), batch_size=20, shuffle=True)
+    result = pb.fit(mlp_model(), "meanfield", loader, epochs=2, progress=False)
+    assert result.num_steps == 2 * 3 and np.all(np.isfinite(result.history.loss))
+    arrays = pb.fit(mlp_model(), "meanfield", (x.numpy().astype(np.float64), y.numpy()), num_steps=5, progress=False)
+    assert np.all(np.isfinite(arrays.history.loss))
+
+
+def test_same_seed_same_fit_and_caller_rng_untouched() -> None:
+    x, y = regression()
+    models = [mlp_model(), mlp_model(), mlp_model()]  # built first: nn.Linear draws from the global RNG
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    # init="prior": the guide starts from a seeded prior draw, not from each net's own weights
+    runs = [
+        pb.fit(m, "meanfield", (x, y), num_steps=30, batch_size=20, seed=7, init="prior", progress=False)
+        for m in models[:2]
+    ]
+    assert torch.equal(before, torch.get_rng_state())
+    np.testing.assert_array_equal(runs[0].history.loss, runs[1].history.loss)
+    pred = [r.posterior().predict(x, num_samples=50, seed=3).samples for r in runs]
+    assert torch.equal(pred[0], pred[1])
+    assert torch.equal(before, torch.get_rng_state())
+    other = pb.fit(models[2], "meanfield", (x, y), num_steps=30, batch_size=20, seed=8, init="prior", progress=False)
+    assert not np.array_equal(other.history.loss, runs[0].history.loss)
+
+
+def test_optimizer_can_be_chosen() -> None:
+    x, y = regression()
+    result = pb.fit(
+        mlp_model(), "meanfield", (x, y), num_steps=20, optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-4), progress=False
+    )
+    assert result.config["optimizer"] == "SGD"
+
+
+def test_divergence_stops_with_fit_error_and_keeps_the_last_good_guide() -> None:
+    x, y = regression()
+    model = mlp_model(scale="learn")
+    guide = pb.guides.make_guide("meanfield", model)
+    with pytest.raises(pb.FitError, match=r"the loss became nan at step \d+ \(last finite loss: .*learning rate"):
+        pb.fit(model, guide, (x, y), num_steps=200, lr=1e6, progress=False)
+    assert all(torch.isfinite(p).all() for p in guide.parameters())
+    assert math.isfinite(pb.ELBO(4).loss(model, guide, x, y))
+
+
+def test_deterministic_parameters_are_trained_as_point_estimates() -> None:
+    x, y = regression()
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    model = pb.BayesianModel(pb.lift(net, exclude="**.bias"), pb.likelihoods.Gaussian(scale=0.1))
+    before = model.net.net[0].bias.detach().clone()
+    result = pb.fit(model, "meanfield", (x, y), num_steps=20, progress=False)
+    assert "0.bias" not in result.guide.site_names
+    assert not torch.equal(before, model.net.net[0].bias.detach())
+    assert torch.equal(net[0].bias, model.net.net[0].bias) is False
