@@ -5,7 +5,7 @@ The pipeline, one stage per module::
     lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ fit ─▶ Posterior ─▶ predict
 """
 
-from pyrobnn import guides, likelihoods, priors
+from pyrobnn import datasets, guides, likelihoods, priors
 from pyrobnn.elbo import ELBO
 from pyrobnn.fit import FitError, FitResult, History, estimate_elbo, fit, linear_annealing
 from pyrobnn.lift import BayesianNet, lift, lift_
@@ -31,4 +31,5 @@ __all__ = [
     "priors",
     "likelihoods",
     "guides",
+    "datasets",
 ]

@@ -43,9 +43,7 @@ def match(pattern: str, name: str) -> bool:
     return compile_glob(pattern).match(name) is not None
 
 
-def select(
-    patterns: str | Sequence[str], names: Iterable[str], *, argument: str
-) -> list[str]:
+def select(patterns: str | Sequence[str], names: Iterable[str], *, argument: str) -> list[str]:
     """Names matched by any of ``patterns``, in the order of ``names``.
 
     Every pattern must match at least one name; one that matches nothing is

@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 from pyrobnn import _globs
 from pyrobnn.priors import Normal, Prior, PriorSpec, resolve
 
-__all__ = ["lift", "lift_", "BayesianNet", "Site", "SiteTable", "NORM_LAYERS", "UNBATCHABLE"]
+__all__ = ["NORM_LAYERS", "UNBATCHABLE", "BayesianNet", "Site", "SiteTable", "lift", "lift_"]
 
 #: Module types whose parameters stay deterministic unless ``include`` names them.
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -94,9 +94,9 @@ class SiteTable(Sequence[Site]):
         header = ("site", "shape", "size", "prior")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
         line = "  ".join
-        out = [line(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+        out = [line(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
         out.append(line("-" * w for w in widths))
-        out += [line(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        out += [line(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         num_det = sum(shape.numel() for shape in self.deterministic.values())
         out.append(f"{self.num_random} random scalars in {len(self)} sites; {num_det} deterministic")
         return "\n".join(out)
@@ -131,8 +131,10 @@ def lift(
     include, exclude
         Glob patterns over parameter names (``"0.weight"``, ``"**.bias"``;
         ``*`` is one name segment, ``**`` any dotted path). By default every
-        parameter is random except those of normalisation layers. Excluded
-        parameters stay deterministic and are trained as point estimates.
+        parameter is random except those of normalisation layers and frozen
+        ones (``requires_grad=False``, e.g. a pretrained backbone). Excluded
+        parameters stay deterministic and are trained as point estimates
+        (frozen ones stay fixed).
 
     Returns
     -------
@@ -197,10 +199,17 @@ class BayesianNet(nn.Module):
         # Random parameters become buffers of the twin: their values are kept (for
         # init="pretrained") but they are no longer trained as point estimates.
         # Frozen deterministic parameters become buffers too (Pyro and optimizers
-        # would otherwise switch them back on).
+        # would otherwise switch them back on). A tied parameter (one tensor under
+        # several names, e.g. tied embeddings) becomes one buffer under all its names,
+        # so functional_call still ties them and no alias stays a trained parameter.
+        aliases: dict[int, list[str]] = {}
+        for name, param in net.named_parameters(remove_duplicate=False):
+            aliases.setdefault(id(param), []).append(name)
         for name, param in params.items():
             if name in priors or not param.requires_grad:
-                _to_buffer(net, name, param.detach().clone())
+                value = param.detach().clone()
+                for alias in aliases[id(param)]:
+                    _to_buffer(net, alias, value)
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
             # Running statistics are updated in place, which vmap cannot batch;
             # such layers then always normalise with the statistics of the batch.
@@ -217,7 +226,7 @@ class BayesianNet(nn.Module):
     @property
     def sites(self) -> SiteTable:
         """The conversion report: each random site with its shape and prior."""
-        sites = [Site(name, self._shapes[name], self.priors[_key(name)]) for name in self._names]
+        sites = [Site(name, self._shapes[name], self.prior(name)) for name in self._names]
         return SiteTable(sites, self._deterministic)
 
     def prior(self, name: str) -> Prior:
@@ -297,8 +306,7 @@ class BayesianNet(nn.Module):
                 lead = this
             elif this != lead:
                 raise ValueError(
-                    f"all sites need the same batch shape; {name!r} has {tuple(this)}, "
-                    f"others {tuple(lead)}"
+                    f"all sites need the same batch shape; {name!r} has {tuple(this)}, others {tuple(lead)}"
                 )
         return torch.Size(lead or ())
 
@@ -364,7 +372,8 @@ def _choose(
             if isinstance(module, NORM_LAYERS)
             for p, _ in module.named_parameters(recurse=False)
         }
-        chosen = [n for n in names if n not in norm]
+        # Frozen parameters (a pretrained backbone) stay fixed unless named by include.
+        chosen = [n for n in names if n not in norm and params[n].requires_grad]
     else:
         chosen = _globs.select(include, names, argument="include")
     if exclude is not None:

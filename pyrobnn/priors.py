@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import pyro.distributions as dist
 import torch
@@ -27,17 +27,17 @@ from torch.distributions import Distribution
 from pyrobnn import _globs
 
 __all__ = [
-    "Prior",
-    "Normal",
-    "Laplace",
-    "StudentT",
+    "DistributionPrior",
     "FanInNormal",
     "HalfNormal",
+    "Laplace",
     "LogNormal",
-    "DistributionPrior",
+    "Normal",
+    "Prior",
     "PriorSpec",
-    "resolve",
+    "StudentT",
     "as_prior",
+    "resolve",
 ]
 
 
@@ -52,10 +52,10 @@ class Prior(nn.Module):
         """The prior for one particular parameter (a copy, so sites never share buffers)."""
         return copy.deepcopy(self)
 
-    def distribution(self, shape: torch.Size) -> Distribution:
+    def distribution(self, shape: torch.Size) -> dist.TorchDistribution:
         """One event over a whole tensor of ``shape`` (the form a weight site needs)."""
         shape = torch.Size(shape)
-        return self.base().expand(shape).to_event(len(shape))  # type: ignore[attr-defined]
+        return self.base().expand(shape).to_event(len(shape))  # type: ignore[attr-defined,no-any-return]
 
     @property
     def support(self) -> Any:
@@ -252,7 +252,7 @@ def _pyro_class(d: Distribution) -> type[Distribution]:
 
 def _read_parameters(d: Distribution) -> dict[str, torch.Tensor]:
     """The constructor arguments of a distribution, checked by rebuilding it."""
-    cls = type(d)
+    cls: Callable[..., Distribution] = type(d)
     candidates = [name for name in d.arg_constraints if name in d.__dict__]
     if not candidates:
         candidates = list(d.arg_constraints)
@@ -261,7 +261,7 @@ def _read_parameters(d: Distribution) -> dict[str, torch.Tensor]:
         rebuilt = cls(**params)
         probe = d.sample()
         same = torch.allclose(rebuilt.log_prob(probe), d.log_prob(probe), equal_nan=True)
-    except Exception as err:  # noqa: BLE001 - any failure means we cannot rebuild it
+    except Exception as err:  # any failure means we cannot rebuild it
         raise TypeError(
             f"pyrobnn cannot read the parameters of {d!r} to move it between devices. "
             "Use a pyrobnn prior (pb.priors.Normal, Laplace, StudentT, FanInNormal, ...) "
@@ -275,12 +275,12 @@ def _read_parameters(d: Distribution) -> dict[str, torch.Tensor]:
     return params
 
 
-PriorSpec = Union[
-    Prior,
-    Distribution,
-    Mapping[str, Union[Prior, Distribution]],
-    Callable[[str, torch.Tensor], Union[Prior, Distribution, None]],
-]
+PriorSpec = (
+    Prior
+    | Distribution
+    | Mapping[str, Prior | Distribution]
+    | Callable[[str, torch.Tensor], Prior | Distribution | None]
+)
 
 
 def as_prior(value: Prior | Distribution, *, what: str) -> Prior:
@@ -307,14 +307,14 @@ def resolve(spec: PriorSpec, params: Mapping[str, torch.Tensor]) -> dict[str, Pr
         for pattern in patterns:  # every pattern must be used
             _globs.select(pattern, params, argument="prior")
         for name, param in params.items():
-            pattern = next((p for p in patterns if _globs.match(p, name)), None)
-            if pattern is None:
+            first = next((p for p in patterns if _globs.match(p, name)), None)
+            if first is None:
                 raise ValueError(
                     f"no prior pattern matches parameter {name!r} (patterns: {patterns}). "
                     "Add a catch-all such as {'**': pb.priors.Normal(0.0, 1.0)} or "
                     f"exclude it with exclude=[{name!r}]."
                 )
-            prior = as_prior(spec[pattern], what=f"prior[{pattern!r}]")
+            prior = as_prior(spec[first], what=f"prior[{first!r}]")
             bound[name] = _check_bound(prior.bind(name, param), name, param)
         return bound
     if isinstance(spec, (Prior, Distribution)):

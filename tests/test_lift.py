@@ -120,7 +120,14 @@ ARCHITECTURES: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tenso
     "attention": (
         Attention,
         lambda: torch.randn(5, 6, 4),
-        ["att.in_proj_weight", "att.in_proj_bias", "att.out_proj.weight", "att.out_proj.bias", "head.weight", "head.bias"],
+        [
+            "att.in_proj_weight",
+            "att.in_proj_bias",
+            "att.out_proj.weight",
+            "att.out_proj.bias",
+            "head.weight",
+            "head.bias",
+        ],
     ),
     "nested": (Nested, lambda: torch.randn(5, 3), [n for n in NESTED_NAMES if ".norm." not in n]),
     "batchnorm": (
@@ -138,7 +145,7 @@ def test_lift_returns_a_new_module_and_leaves_the_users_net_untouched() -> None:
     before = {name: (param.detach().clone(), param.requires_grad) for name, param in net.named_parameters()}
     ids = {name: id(param) for name, param in net.named_parameters()}
 
-    bnet = pb.lift(net, exclude="0.bias")
+    bnet = pb.lift(net, exclude=["0.bias", "2.bias"])
 
     assert isinstance(bnet, pb.BayesianNet)
     assert bnet.net is not net
@@ -176,9 +183,9 @@ def test_lift_leaves_the_users_batchnorm_statistics_alone() -> None:
 
 
 def test_lift_rejects_what_is_not_a_plain_module() -> None:
-    with pytest.raises(TypeError, match="lift expects a torch.nn.Module, got function"):
+    with pytest.raises(TypeError, match=r"lift expects a torch\.nn\.Module, got function"):
         pb.lift(lambda x: x)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="already lifted; lift the original nn.Module"):
+    with pytest.raises(TypeError, match=r"already lifted; lift the original nn\.Module"):
         pb.lift(pb.lift(mlp()))
 
 
@@ -203,7 +210,7 @@ def test_random_parameters_become_buffers_holding_the_users_values() -> None:
     ],
     ids=["Normal", "Laplace", "StudentT", "pyro-Normal", "torch-Laplace"],
 )
-def test_a_shared_prior_is_iid_over_every_element(prior: object, expected: dist.Distribution) -> None:
+def test_a_shared_prior_is_iid_over_every_element(prior: pb.priors.PriorSpec, expected: dist.Distribution) -> None:
     bnet = pb.lift(mlp(), prior=prior)
     assert bnet.sites.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
     for site in bnet.sites:
@@ -245,7 +252,7 @@ def test_a_dict_prior_takes_the_first_matching_pattern() -> None:
     assert isinstance(bnet.prior("0.bias"), pb.priors.Laplace)
     weight = bnet.prior("2.weight")
     assert isinstance(weight, pb.priors.DistributionPrior)
-    torch.testing.assert_close(weight.base().scale, torch.tensor(3.0))
+    torch.testing.assert_close(weight.base().stddev, torch.tensor(3.0))
     assert isinstance(bnet.prior("2.bias"), pb.priors.Normal)
 
 
@@ -294,7 +301,9 @@ def test_a_callable_prior_may_return_a_parameter_shaped_distribution() -> None:
 
 
 def test_a_callable_prior_of_the_wrong_shape_errors() -> None:
-    with pytest.raises(ValueError, match=r"prior for '0\.weight' has batch shape \(3,\), but the parameter has shape \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"prior for '0\.weight' has batch shape \(3,\), but the parameter has shape \(4, 3\)"
+    ):
         pb.lift(mlp(), prior=lambda name, param: dist.Normal(torch.zeros(3), 1.0))
     with pytest.raises(TypeError, match=r"prior returned for '0\.weight' must be a pyrobnn prior .* got str"):
         pb.lift(mlp(), prior=lambda name, param: "normal")  # type: ignore[arg-type,return-value]
@@ -306,20 +315,31 @@ def test_a_shared_prior_must_have_scalar_batch_shape() -> None:
 
 
 def test_a_prior_must_be_scalar() -> None:
-    with pytest.raises(ValueError, match="scalar distribution applied to each weight.*event_shape \\(2,\\)"):
+    with pytest.raises(ValueError, match=r"scalar distribution applied to each weight.*event_shape \(2,\)"):
         pb.lift(mlp(), prior=dist.MultivariateNormal(torch.zeros(2), torch.eye(2)))
 
 
 @pytest.mark.parametrize(
     "prior", [dist.HalfNormal(1.0), pb.priors.HalfNormal(1.0), pb.priors.LogNormal()], ids=["pyro", "pb", "lognormal"]
 )
-def test_a_prior_for_a_weight_must_live_on_the_real_line(prior: object) -> None:
+def test_a_prior_for_a_weight_must_live_on_the_real_line(prior: pb.priors.PriorSpec) -> None:
     with pytest.raises(ValueError, match=r"prior for '0\.weight' has support .*a network weight is real-valued"):
         pb.lift(mlp(), prior=prior)
 
 
+class MyNormal(torch.distributions.Normal):
+    """A user's torch distribution: Pyro has no wrapper class for it."""
+
+
+def test_a_torch_distribution_without_a_pyro_counterpart_errors() -> None:
+    with pytest.raises(
+        TypeError, match=r"MyNormal is a torch distribution with no Pyro counterpart.*pyro\.distributions"
+    ):
+        pb.lift(mlp(), prior=MyNormal(0.0, 1.0))
+
+
 def test_an_unknown_prior_spec_errors() -> None:
-    with pytest.raises(TypeError, match="prior must be a pyrobnn prior, a Pyro/torch distribution, .* got float"):
+    with pytest.raises(TypeError, match=r"prior must be a pyrobnn prior, a Pyro/torch distribution, .* got float"):
         pb.lift(mlp(), prior=1.0)  # type: ignore[arg-type]
 
 
@@ -392,7 +412,9 @@ def test_a_glob_that_matches_nothing_lists_the_available_names(argument: str) ->
 
 # --------------------------------------------------------------------------- 4. the report
 def test_the_site_report() -> None:
-    bnet = pb.lift(mlp(), prior={"0.weight": pb.priors.Laplace(0.0, 0.5), "**": dist.Normal(0.0, 2.0)}, exclude="2.bias")
+    bnet = pb.lift(
+        mlp(), prior={"0.weight": pb.priors.Laplace(0.0, 0.5), "**": dist.Normal(0.0, 2.0)}, exclude="2.bias"
+    )
     sites = bnet.sites
     assert len(sites) == 3
     assert sites.names == ["0.weight", "0.bias", "2.weight"]
@@ -431,7 +453,7 @@ def test_the_site_report() -> None:
     ],
     ids=["Normal", "Laplace", "StudentT", "FanInNormal", "pyro-Normal", "torch-Laplace"],
 )
-def test_priors_follow_the_dtype_of_the_net(prior: object) -> None:
+def test_priors_follow_the_dtype_of_the_net(prior: pb.priors.PriorSpec) -> None:
     bnet = pb.lift(mlp(), prior=prior).to(torch.float64)
     for site in bnet.sites:
         d = bnet.prior(site.name).distribution(site.shape)
@@ -530,7 +552,9 @@ def test_run_checks_the_shapes_of_the_draws() -> None:
     x = torch.randn(5, 3)
     with pytest.raises(KeyError, match=r"no value for random site '2\.weight'"):
         bnet.run({"0.weight": torch.zeros(4, 3)}, x)
-    with pytest.raises(ValueError, match=r"site '0\.weight' has shape \(3, 4\), which does not end in the parameter shape \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"site '0\.weight' has shape \(3, 4\), which does not end in the parameter shape \(4, 3\)"
+    ):
         bnet.run({"0.weight": torch.zeros(3, 4), "2.weight": torch.zeros(2, 4)}, x)
     with pytest.raises(ValueError, match=r"same batch shape; '2\.weight' has \(3, 1\), others \(2, 1\)"):
         bnet.run({"0.weight": torch.zeros(2, 1, 4, 3), "2.weight": torch.zeros(3, 1, 2, 4)}, x)
@@ -575,9 +599,10 @@ def test_frozen_deterministic_parameters_become_frozen_buffers() -> None:
     assert bnet.sites.deterministic == {}  # frozen: not trained, so not in the report
     # the user's own parameters stay frozen parameters
     assert isinstance(net[0].weight, nn.Parameter) and not net[0].weight.requires_grad
-    # nothing switches them back on: a backward pass leaves them without gradients
-    with pyro.plate("particles", S, dim=-2):
-        bnet(torch.randn(5, 3)).sum().backward()
+    # nothing switches them back on: a backward pass through the draws leaves them without gradients
+    draws = {name: value.requires_grad_() for name, value in prior_draws(bnet, S).items()}
+    bnet.run_batched(draws, torch.randn(5, 3)).sum().backward()
+    assert draws["2.weight"].grad is not None
     assert not bnet.net[0].weight.requires_grad and bnet.net[0].weight.grad is None
 
 
@@ -587,3 +612,35 @@ def test_only_trainable_deterministic_parameters_stay_parameters() -> None:
     bnet = pb.lift(net, include="0.weight")
     assert [name for name, _ in bnet.named_parameters()] == ["net.0.bias", "net.2.weight"]
     assert "2.bias" in dict(bnet.net.named_buffers())
+
+
+# --------------------------------------------------------------------------- tied parameters
+class Tied(nn.Module):
+    """An encoder and decoder sharing one weight tensor (like tied embeddings)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(3, 3, bias=False)
+        self.dec = nn.Linear(3, 3, bias=False)
+        self.dec.weight = self.enc.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.tanh(self.enc(x)))
+
+
+def test_a_tied_parameter_is_one_random_site_used_everywhere() -> None:
+    bnet = pb.lift(Tied())
+    assert bnet.sites.names == ["enc.weight"]
+    assert list(bnet.named_parameters()) == []  # the alias is not left behind as a trained parameter
+    x, weights = torch.randn(5, 3), torch.randn(S, 3, 3)
+    out = bnet.run_batched({"enc.weight": weights}, x)
+    for s in range(S):
+        torch.testing.assert_close(out[s], torch.tanh(x @ weights[s].T) @ weights[s].T)
+
+
+def test_frozen_parameters_stay_deterministic_by_default() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    net[0].requires_grad_(False)
+    bnet = pb.lift(net)
+    assert bnet.sites.names == ["2.weight", "2.bias"]
+    assert pb.lift(net, include="**").sites.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
