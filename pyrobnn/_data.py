@@ -61,7 +61,7 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
             rows = bad.reshape(len(tensor), -1).any(dim=1).nonzero().flatten()
             raise ValueError(
                 f"{name} contains {int(bad.sum())} NaN or infinite values, in {len(rows)} rows "
-                f"(first at row {int(rows[0])}). Remove or impute those rows before fitting."
+                f"(first at row {int(rows[0])}). Remove or impute those rows."
             )
 
 

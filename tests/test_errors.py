@@ -1,0 +1,177 @@
+"""Bad input gets an error that names the problem and the fix; each message is pinned here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import pyrobnn as pb
+
+
+def net(d_in: int = 2, d_out: int = 1) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(d_in, 8), torch.nn.Tanh(), torch.nn.Linear(8, d_out))
+
+
+def model(d_out: int = 1, likelihood: pb.likelihoods.Likelihood | None = None) -> pb.BayesianModel:
+    return pb.BayesianModel(pb.lift(net(2, d_out)), likelihood or pb.likelihoods.Gaussian(0.1))
+
+
+X = torch.randn(20, 2)
+Y = X.sum(-1)
+
+
+def fit(m: pb.BayesianModel, data, **kwargs) -> pb.FitResult:
+    return pb.fit(m, "meanfield", data, num_steps=2, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(("which", "value"), [("x", float("nan")), ("x", float("inf")), ("y", float("nan"))])
+def test_non_finite_data(which: str, value: float) -> None:
+    x, y = X.clone(), Y.clone()
+    if which == "x":
+        x[3, 1] = value
+    else:
+        y[3] = value
+    with pytest.raises(ValueError, match=rf"{which} contains 1 NaN or infinite values, in 1 rows \(first at row 3\)"):
+        fit(model(), (x, y))
+
+
+def test_lengths_must_match() -> None:
+    with pytest.raises(ValueError, match="x has 20 rows but y has 19"):
+        fit(model(), (X, Y[:19]))
+
+
+def test_empty_data() -> None:
+    with pytest.raises(ValueError, match="x is empty"):
+        fit(model(), (X[:0], Y[:0]))
+
+
+def test_data_must_be_a_pair_or_loader() -> None:
+    with pytest.raises(TypeError, match=r"data must be a pair \(x, y\)"):
+        fit(model(), X)
+    loader = DataLoader(TensorDataset(X, Y), batch_size=5)
+    with pytest.raises(ValueError, match="batch_size is set by the DataLoader"):
+        fit(model(), loader, batch_size=5)
+
+
+def test_float64_tensors_are_converted_with_a_note() -> None:
+    with pytest.warns(UserWarning, match=r"x is torch.float64 but the model is torch.float32; converting"):
+        result = fit(model(), (X.double(), Y))
+    assert np.isfinite(result.history.loss).all()
+
+
+def test_output_shape_against_gaussian_target() -> None:
+    with pytest.raises(ValueError, match=r"output for one observation has shape \(3,\), so each y\[i\] must have shape"):
+        fit(model(d_out=3), (X, Y))
+
+
+def test_output_shape_against_heteroscedastic() -> None:
+    with pytest.raises(ValueError, match=r"its last dim must be even, holding the mean and the raw scale"):
+        fit(model(1, pb.likelihoods.HeteroscedasticGaussian()), (X, Y))
+
+
+def test_categorical_needs_one_logit_per_class() -> None:
+    m = pb.BayesianModel(pb.lift(torch.nn.Linear(2, 3)), pb.likelihoods.Categorical())
+    labels = torch.randint(0, 3, (20,))
+    with pytest.raises(ValueError, match=r"each y\[i\] must have shape \(\)"):
+        fit(m, (X, labels[:, None].expand(20, 2)))
+    with pytest.raises(TypeError, match=r"needs integer class labels, got y of dtype torch.float32. .*y.long\(\)"):
+        fit(m, (X, labels.float()))
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2 \(the net outputs 3 logits\), but y ranges over 0..5"):
+        fit(m, (X, labels.clone().index_fill_(0, torch.tensor([0]), 5)))
+
+
+def test_gaussian_given_integer_labels() -> None:
+    with pytest.raises(TypeError, match=r"needs real-valued targets, got y of dtype torch.int64.*Categorical"):
+        fit(model(), (X, torch.randint(0, 3, (20,))))
+
+
+def test_bernoulli_needs_binary_targets() -> None:
+    with pytest.raises(ValueError, match=r"Bernoulli likelihood needs targets in \{0, 1\}; found 2"):
+        fit(model(1, pb.likelihoods.Bernoulli()), (X, torch.full((20,), 2.0)))
+
+
+def test_poisson_needs_counts() -> None:
+    with pytest.raises(ValueError, match="non-negative integer counts"):
+        fit(model(1, pb.likelihoods.Poisson()), (X, torch.full((20,), -1.0)))
+
+
+def test_unknown_guide_kind() -> None:
+    with pytest.raises(ValueError, match=r"unknown guide kind 'meanfeld'; valid kinds are meanfield, map"):
+        pb.fit(model(), "meanfeld", (X, Y), num_steps=1, progress=False)
+    with pytest.raises(TypeError, match=r"guide 'meanfield': .*unexpected keyword argument 'rank'"):
+        pb.guides.make_guide("meanfield", model(), rank=3)
+
+
+def test_guide_options() -> None:
+    with pytest.raises(ValueError, match=r"kl must be 'analytic' or 'mc'"):
+        pb.guides.make_guide("meanfield", model(), kl="exact")
+    with pytest.raises(ValueError, match=r"init must be one of \('pretrained', 'prior'\)"):
+        pb.guides.make_guide("meanfield", model(), init="zeros")
+    with pytest.raises(ValueError, match="init_scale must be > 0"):
+        pb.guides.make_guide("meanfield", model(), init_scale=0.0)
+    with pytest.raises(TypeError, match=r"guide options \['init_scale'\] only apply when guide is a kind string"):
+        pb.fit(model(), pb.guides.make_guide("meanfield", model()), (X, Y), num_steps=1, init_scale=0.1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_particles": 0}, "num_particles must be an integer >= 1, got 0"),
+        ({"num_steps": 10, "epochs": 2}, "give num_steps or epochs, not both"),
+        ({"num_steps": 0}, "num_steps must be a positive integer"),
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\]"),
+        ({"batch_size": 0}, "batch_size must be a positive integer or None"),
+        ({"kl_weight": -1.0}, "the KL weight must be >= 0"),
+    ],
+)
+def test_fit_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        pb.fit(model(), "meanfield", (X, Y), progress=False, **kwargs)
+
+
+def test_model_needs_a_lifted_net_and_a_likelihood() -> None:
+    with pytest.raises(TypeError, match=r"needs a lifted network, got Sequential. Lift it first"):
+        pb.BayesianModel(net(), pb.likelihoods.Gaussian())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="likelihood must be one of pb.likelihoods"):
+        pb.BayesianModel(pb.lift(net()), torch.distributions.Normal)  # type: ignore[arg-type]
+
+
+def test_likelihood_options() -> None:
+    with pytest.raises(ValueError, match=r"scale must be a positive float, 'learn' or a prior, got 'fit'"):
+        pb.likelihoods.Gaussian("fit")
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        pb.likelihoods.Gaussian(0.0)
+    with pytest.raises(ValueError, match="the scale prior must be over the positive reals"):
+        pb.likelihoods.Gaussian(pb.priors.Normal(0.0, 1.0))
+
+
+def test_model_without_latent_variables() -> None:
+    m = pb.BayesianModel(pb.lift(net(), exclude="**"), pb.likelihoods.Gaussian(0.1))
+    with pytest.raises(ValueError, match="the model has no latent variables"):
+        pb.guides.make_guide("meanfield", m)
+
+
+def test_posterior_needs_matching_guide() -> None:
+    g = pb.guides.make_guide("meanfield", model())
+    other = pb.BayesianModel(pb.lift(net(), exclude="**.bias"), pb.likelihoods.Gaussian(0.1))
+    with pytest.raises(ValueError, match=r"guide and model disagree on the latent sites \['0.bias', '2.bias'\]"):
+        pb.Posterior(other, g)
+
+
+def test_predict_arguments() -> None:
+    m = model()
+    post = pb.Posterior(m, pb.guides.make_guide("meanfield", m))
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        post.predict(X, num_samples=0)
+    x = X.clone()
+    x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"x contains 1 NaN or infinite values, in 1 rows \(first at row 0\)"):
+        post.predict(x)
+    pred = post.predict(X, num_samples=5)
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"):
+        pred.interval(90)
+    with pytest.raises(AttributeError, match="probs is defined for Categorical likelihoods, not Gaussian"):
+        _ = pred.probs
