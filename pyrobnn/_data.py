@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from pyrobnn.model import BayesianModel
 
-__all__ = ["as_tensor", "check_finite", "Batches"]
+__all__ = ["Batches", "as_tensor", "check_finite"]
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:

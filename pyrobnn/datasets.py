@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Dataset", "load", "names", "describe"]
+__all__ = ["Dataset", "describe", "load", "names"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,13 @@ def _spirals(g: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 _REGISTRY: dict[str, tuple[str, Callable[[torch.Generator, int], tuple[torch.Tensor, torch.Tensor]], int, int, str]] = {
-    "gap1d": ("regression", _gap1d, 160, 200, "y = sin(3x) + N(0, 0.1²), x in [-2, -0.5] ∪ [0.5, 2]: a gap in the inputs"),
+    "gap1d": (
+        "regression",
+        _gap1d,
+        160,
+        200,
+        "y = sin(3x) + N(0, 0.1²), x in [-2, -0.5] ∪ [0.5, 2]: a gap in the inputs",
+    ),
     "hetero1d": ("regression", _hetero1d, 300, 300, "y = sin(2x) + noise growing from 0.05 to 0.3 over x in [-2, 2]"),
     "friedman": ("regression", _friedman, 500, 500, "Friedman #1: 10 inputs, 5 informative, N(0, 1) noise"),
     "moons": ("classification", _moons, 400, 400, "two interleaved half-moons, 2 classes"),

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyro
@@ -23,10 +23,10 @@ from pyrobnn.model import BayesianModel
 if TYPE_CHECKING:
     from pyrobnn.posterior import Posterior
 
-__all__ = ["fit", "FitResult", "History", "FitError", "estimate_elbo", "linear_annealing"]
+__all__ = ["FitError", "FitResult", "History", "estimate_elbo", "fit", "linear_annealing"]
 
-OptimizerSpec = Union[torch.optim.Optimizer, Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]]
-KLWeight = Union[float, Callable[[int], float]]
+OptimizerSpec = torch.optim.Optimizer | Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
+KLWeight = float | Callable[[int], float]
 
 
 class FitError(RuntimeError):
@@ -208,7 +208,7 @@ def fit(
 
         elbo = ELBO(num_particles, vectorize_particles, _kl_at(kl_weight, 0))
         loss_fn = elbo(model, guide)
-        params = [p for p in loss_fn.parameters() if p.requires_grad]
+        params: list[torch.Tensor] = [p for p in loss_fn.parameters() if p.requires_grad]
         opt = _make_optimizer(optimizer, params, lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, _decay(num_steps, lr_decay))
         snapshot = [p.detach().clone() for p in params]
@@ -291,7 +291,7 @@ def _decay(num_steps: int, factor: float) -> Callable[[int], float]:
     return multiplier
 
 
-def _make_optimizer(spec: OptimizerSpec | None, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(spec: OptimizerSpec | None, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     if spec is None:
         return torch.optim.Adam(params, lr=lr)
     if isinstance(spec, torch.optim.Optimizer):

@@ -23,20 +23,21 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.distributions import TorchDistribution
 from torch import nn
 from torch.distributions import Distribution, constraints
 
 from pyrobnn.priors import HalfNormal, Prior, as_prior
 
 __all__ = [
-    "Likelihood",
-    "Gaussian",
-    "HeteroscedasticGaussian",
-    "StudentT",
+    "SCALE_SITE",
     "Bernoulli",
     "Categorical",
+    "Gaussian",
+    "HeteroscedasticGaussian",
+    "Likelihood",
     "Poisson",
-    "SCALE_SITE",
+    "StudentT",
 ]
 
 #: Site name of a learned observation-noise scale.
@@ -90,7 +91,7 @@ class Likelihood(nn.Module):
     # ---------------------------------------------------------- distribution
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> Distribution:
+    ) -> TorchDistribution:
         raise NotImplementedError
 
     def mean(self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size) -> torch.Tensor:
@@ -128,6 +129,7 @@ class _Scaled(Likelihood):
 
     def _init_scale(self, scale: float | str | Prior | Distribution) -> None:
         prior: Prior | None = None
+        value: float | None = None
         if isinstance(scale, str):
             if scale != "learn":
                 raise ValueError(f"scale must be a positive float, 'learn' or a prior, got {scale!r}")
@@ -136,10 +138,14 @@ class _Scaled(Likelihood):
             prior = as_prior(scale, what="scale prior")
             if not isinstance(prior.support, type(constraints.positive)):
                 raise ValueError(f"the scale prior must be over the positive reals, got support {prior.support}")
-        elif not float(scale) > 0:
+        elif not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be a positive float, 'learn' or a prior, got {type(scale).__name__}")
+        elif not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
+        else:
+            value = float(scale)
         self.scale_prior = prior
-        self.register_buffer("scale_value", None if prior is not None else torch.tensor(float(scale)))
+        self.register_buffer("scale_value", None if value is None else torch.tensor(value))
 
     def latent_priors(self) -> dict[str, Prior]:
         return {} if self.scale_prior is None else {SCALE_SITE: self.scale_prior}
@@ -188,7 +194,7 @@ class Gaussian(_Scaled):
 
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> Distribution:
+    ) -> TorchDistribution:
         loc = _event_output(output, output_shape)
         event_ndim = len(self.event_shape(output_shape))
         return dist.Normal(loc, self._scale(latents, event_ndim)).to_event(event_ndim)
@@ -211,7 +217,7 @@ class StudentT(_Scaled):
 
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> Distribution:
+    ) -> TorchDistribution:
         loc = _event_output(output, output_shape)
         event_ndim = len(self.event_shape(output_shape))
         return dist.StudentT(self.df, loc, self._scale(latents, event_ndim)).to_event(event_ndim)
@@ -240,7 +246,7 @@ class HeteroscedasticGaussian(Likelihood):
                 f"has shape {tuple(output_shape)}; its last dim must be even, holding the mean "
                 "and the raw scale (e.g. Linear(hidden, 2) for a scalar target)."
             )
-        event = output_shape[:-1] + (output_shape[-1] // 2,)
+        event = torch.Size((*output_shape[:-1], output_shape[-1] // 2))
         return _SCALAR if event == _ONE else event
 
     def _shape_hint(self) -> str:
@@ -256,7 +262,7 @@ class HeteroscedasticGaussian(Likelihood):
 
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> Distribution:
+    ) -> TorchDistribution:
         loc, scale = self.split(output, output_shape)
         return dist.Normal(loc, scale).to_event(len(self.event_shape(output_shape)))
 
@@ -272,7 +278,7 @@ class Bernoulli(Likelihood):
 
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> Distribution:
+    ) -> TorchDistribution:
         logits = _event_output(output, output_shape)
         return dist.Bernoulli(logits=logits).to_event(len(self.event_shape(output_shape)))
 
@@ -318,7 +324,7 @@ class Categorical(Likelihood):
 
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> Distribution:
+    ) -> TorchDistribution:
         return dist.Categorical(logits=output).to_event(len(output_shape) - 1)
 
     def mean(self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size) -> torch.Tensor:
@@ -336,7 +342,7 @@ class Poisson(Likelihood):
 
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> Distribution:
+    ) -> TorchDistribution:
         log_rate = _event_output(output, output_shape).clamp(max=math.log(1e8))
         return dist.Poisson(log_rate.exp()).to_event(len(self.event_shape(output_shape)))
 

@@ -136,4 +136,3 @@ class BayesianModel(nn.Module):
             out = single.expand((num, *single.shape))
         latents = {name: draws[name].reshape(num, 1) for name in self.likelihood.latent_priors()}
         return out, latents
-

@@ -70,7 +70,10 @@ class Posterior:
             outputs = []
             for lo in range(0, num_samples, DRAWS_PER_CHUNK):
                 chunk = {name: value[lo : lo + DRAWS_PER_CHUNK] for name, value in draws.items()}
-                parts = [self.model.evaluate(chunk, x[i : i + POINTS_PER_CHUNK])[0] for i in range(0, len(x), POINTS_PER_CHUNK)]
+                parts = [
+                    self.model.evaluate(chunk, x[i : i + POINTS_PER_CHUNK])[0]
+                    for i in range(0, len(x), POINTS_PER_CHUNK)
+                ]
                 outputs.append(torch.cat(parts, dim=1))
             output = torch.cat(outputs, dim=0)
             latents = {name: draws[name].reshape(num_samples, 1) for name in self.model.likelihood.latent_priors()}
@@ -203,4 +206,5 @@ class Prediction:
             raise AttributeError(f"{what} is defined for {names} likelihoods, not {type(self.likelihood).__name__}")
 
     def __repr__(self) -> str:
-        return f"Prediction(num_samples={self.num_samples}, points={self.output.shape[1]}, likelihood={type(self.likelihood).__name__})"
+        kind = type(self.likelihood).__name__
+        return f"Prediction(num_samples={self.num_samples}, points={self.output.shape[1]}, likelihood={kind})"

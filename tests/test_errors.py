@@ -62,7 +62,9 @@ def test_float64_tensors_are_converted_with_a_note() -> None:
 
 
 def test_output_shape_against_gaussian_target() -> None:
-    with pytest.raises(ValueError, match=r"output for one observation has shape \(3,\), so each y\[i\] must have shape"):
+    with pytest.raises(
+        ValueError, match=r"output for one observation has shape \(3,\), so each y\[i\] must have shape"
+    ):
         fit(model(d_out=3), (X, Y))
 
 
@@ -78,7 +80,9 @@ def test_categorical_needs_one_logit_per_class() -> None:
         fit(m, (X, labels[:, None].expand(20, 2)))
     with pytest.raises(TypeError, match=r"needs integer class labels, got y of dtype torch.float32. .*y.long\(\)"):
         fit(m, (X, labels.float()))
-    with pytest.raises(ValueError, match=r"labels must lie in 0..2 \(the net outputs 3 logits\), but y ranges over 0..5"):
+    with pytest.raises(
+        ValueError, match=r"labels must lie in 0..2 \(the net outputs 3 logits\), but y ranges over 0..5"
+    ):
         fit(m, (X, labels.clone().index_fill_(0, torch.tensor([0]), 5)))
 
 
@@ -135,7 +139,7 @@ def test_fit_arguments(kwargs: dict, message: str) -> None:
 def test_model_needs_a_lifted_net_and_a_likelihood() -> None:
     with pytest.raises(TypeError, match=r"needs a lifted network, got Sequential. Lift it first"):
         pb.BayesianModel(net(), pb.likelihoods.Gaussian())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="likelihood must be one of pb.likelihoods"):
+    with pytest.raises(TypeError, match=r"likelihood must be one of pb\.likelihoods"):
         pb.BayesianModel(pb.lift(net()), torch.distributions.Normal)  # type: ignore[arg-type]
 
 

@@ -49,7 +49,15 @@ def test_network_runs_once_per_step_when_vectorized(vectorize: bool, per_step: i
     counts = []
     for num_steps in (3, 8):
         calls.clear()
-        pb.fit(model, "meanfield", (x, y), num_steps=num_steps, num_particles=16, vectorize_particles=vectorize, progress=False)
+        pb.fit(
+            model,
+            "meanfield",
+            (x, y),
+            num_steps=num_steps,
+            num_particles=16,
+            vectorize_particles=vectorize,
+            progress=False,
+        )
         counts.append(len(calls))
     # The difference removes the one shape probe made before fitting.
     assert (counts[1] - counts[0]) == 5 * per_step
@@ -133,7 +141,12 @@ def test_same_seed_same_fit_and_caller_rng_untouched() -> None:
 def test_optimizer_can_be_chosen() -> None:
     x, y = regression()
     result = pb.fit(
-        mlp_model(), "meanfield", (x, y), num_steps=20, optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-4), progress=False
+        mlp_model(),
+        "meanfield",
+        (x, y),
+        num_steps=20,
+        optimizer=lambda ps: torch.optim.SGD(ps, lr=1e-4),
+        progress=False,
     )
     assert result.config["optimizer"] == "SGD"
 

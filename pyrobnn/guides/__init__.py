@@ -7,14 +7,15 @@ Every guide has one interface: ``sample(num_samples, seed=)``, ``median()``,
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pyrobnn.guides._base import Guide
 from pyrobnn.guides.map import MAPGuide
 from pyrobnn.guides.meanfield import MeanFieldGuide
 from pyrobnn.model import BayesianModel
 
-__all__ = ["Guide", "MeanFieldGuide", "MAPGuide", "make_guide", "GUIDE_KINDS"]
+__all__ = ["GUIDE_KINDS", "Guide", "MAPGuide", "MeanFieldGuide", "make_guide"]
 
 _FACTORIES: dict[str, Callable[..., Guide]] = {
     "meanfield": MeanFieldGuide,

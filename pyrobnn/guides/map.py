@@ -45,7 +45,9 @@ class MAPGuide(Guide):
         }
 
     def _sample(self, num_samples: int) -> dict[str, torch.Tensor]:
-        return {name: self._point(name).expand((num_samples, *site.shape)).clone() for name, site in self._sites.items()}
+        return {
+            name: self._point(name).expand((num_samples, *site.shape)).clone() for name, site in self._sites.items()
+        }
 
     def median(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():

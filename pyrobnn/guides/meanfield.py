@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import constraints
 
 from pyrobnn.guides._base import Guide
 from pyrobnn.lift import _key
@@ -101,7 +101,7 @@ class MeanFieldGuide(Guide):
     def _normal(self, name: str) -> dist.Normal:
         return dist.Normal(self.loc[_key(name)], F.softplus(self.raw_scale[_key(name)]))
 
-    def site_distribution(self, name: str) -> Distribution:
+    def site_distribution(self, name: str) -> dist.TorchDistribution:
         """q for one site: a Normal (to_event over the whole tensor) on its support."""
         base = self._normal(name)
         transform = self._transforms[name]
