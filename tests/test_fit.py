@@ -170,3 +170,34 @@ def test_deterministic_parameters_are_trained_as_point_estimates() -> None:
     assert "0.bias" not in result.guide.site_names
     assert not torch.equal(before, model.net.net[0].bias.detach())
     assert torch.equal(net[0].bias, model.net.net[0].bias) is False
+
+
+def test_minibatches_draw_one_permutation_per_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = regression(n=50)
+    calls = []
+    original = torch.randperm
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randperm", counting)
+    pb.fit(mlp_model(), "meanfield", (x, y), epochs=3, batch_size=10, progress=False)
+    assert len(calls) == 3  # 15 steps, 3 epochs: no per-step permutation in the data plate
+
+
+def test_fit_on_an_explicit_device_and_dtype() -> None:
+    x, y = regression()
+    model = mlp_model().double()
+    result = pb.fit(model, "meanfield", (x.double(), y.double()), num_steps=5, device="cpu", progress=False)
+    assert all(p.dtype == torch.float64 for p in result.guide.parameters())
+    assert result.config["device"] == "cpu"
+    assert result.posterior().predict(x, num_samples=3).mean.dtype == torch.float64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_and_predict_on_cuda() -> None:
+    x, y = regression()
+    result = pb.fit(mlp_model(scale="learn"), "meanfield", (x, y), num_steps=5, device="cuda", progress=False)
+    assert all(p.is_cuda for p in result.guide.parameters())
+    assert result.posterior().predict(x, num_samples=3).mean.is_cuda

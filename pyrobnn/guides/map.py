@@ -32,7 +32,7 @@ class MAPGuide(Guide):
         values = initial_values(model, init)
         self.value = nn.ParameterDict()
         for name, site in self._sites.items():
-            unconstrained = self._transforms[name].inv(values[name].to(torch.get_default_dtype()))
+            unconstrained = self._transforms[name].inv(values[name])
             self.value[_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
 
     def _point(self, name: str) -> torch.Tensor:

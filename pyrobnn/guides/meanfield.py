@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import constraints
 
+from pyrobnn._data import model_device, model_dtype
 from pyrobnn.guides._base import Guide
 from pyrobnn.lift import _key
 from pyrobnn.model import BayesianModel
@@ -30,12 +31,15 @@ def initial_values(model: BayesianModel, init: str) -> dict[str, torch.Tensor]:
     likelihood's default for its own latents. ``"prior"``: one draw from the prior.
     """
     sites = model.latent_sites()
+    dtype, device = model_dtype(model), model_device(model)
     if init == "pretrained":
-        return {name: site.init.detach().clone() for name, site in sites.items()}
-    if init == "prior":
+        values = {name: site.init.detach() for name, site in sites.items()}
+    elif init == "prior":
         with torch.no_grad():
-            return {name: site.prior.distribution(site.shape).sample() for name, site in sites.items()}
-    raise ValueError(f"init must be one of {INIT_KINDS}, got {init!r}")
+            values = {name: site.prior.distribution(site.shape).sample() for name, site in sites.items()}
+    else:
+        raise ValueError(f"init must be one of {INIT_KINDS}, got {init!r}")
+    return {name: value.to(device=device, dtype=dtype).clone() for name, value in values.items()}
 
 
 class MeanFieldGuide(Guide):
@@ -93,9 +97,9 @@ class MeanFieldGuide(Guide):
         self.loc = nn.ParameterDict()
         self.raw_scale = nn.ParameterDict()
         for name, site in self._sites.items():
-            unconstrained = self._transforms[name].inv(values[name].to(torch.get_default_dtype()))
+            unconstrained = self._transforms[name].inv(values[name])
             self.loc[_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
-            self.raw_scale[_key(name)] = nn.Parameter(torch.full(site.shape, raw_scale))
+            self.raw_scale[_key(name)] = nn.Parameter(torch.full_like(self.loc[_key(name)], raw_scale))
 
     # ------------------------------------------------------------ q per site
     def _normal(self, name: str) -> dist.Normal:
@@ -122,7 +126,8 @@ class MeanFieldGuide(Guide):
             return {name: self._transforms[name](self.loc[_key(name)]).clone() for name in self._sites}
 
     def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
-        qs = torch.as_tensor(qs, dtype=torch.get_default_dtype(), device=self._device())
+        first = next(iter(self.loc.values()))
+        qs = torch.as_tensor(qs, dtype=first.dtype, device=first.device)
         out = {}
         with torch.no_grad():
             for name, site in self._sites.items():

@@ -1,0 +1,59 @@
+"""The package's surface and its manners: layering, global state, public names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pyro
+import torch
+
+import pyrobnn as pb
+
+
+def test_core_imports_without_the_export_and_plotting_stack() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('arviz', 'xarray', 'matplotlib', 'pandas', 'scipy'):\n"
+        "    sys.modules[name] = None  # any import of them now fails\n"
+        "import pyrobnn\n"
+        "print(sorted(m for m in ('arviz', 'xarray', 'matplotlib') if sys.modules.get(m)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_import_and_fit_leave_pyro_settings_alone() -> None:
+    before = (pyro.settings.get("module_local_params"), pyro.infer.util.is_validation_enabled())
+    x = torch.randn(10, 2)
+    model = pb.BayesianModel(pb.lift(torch.nn.Linear(2, 1)), pb.likelihoods.Gaussian(0.1))
+    pb.fit(model, "meanfield", (x, x.sum(-1)), num_steps=3, progress=False)
+    assert (pyro.settings.get("module_local_params"), pyro.infer.util.is_validation_enabled()) == before
+    assert len(pyro.get_param_store()) == 0  # nothing leaks into Pyro's global parameter store
+
+
+def test_public_names_exist() -> None:
+    for name in pb.__all__:
+        assert hasattr(pb, name), name
+    for module in (pb.priors, pb.likelihoods, pb.guides, pb.datasets):
+        for name in module.__all__:
+            assert hasattr(module, name), (module.__name__, name)
+
+
+def test_cli_compare_and_errors(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pyrobnn.cli import main
+
+    assert main(["datasets"]) == 0
+    assert "gap1d" in capsys.readouterr().out
+    code = main(["compare", "--data", "builtin:gap1d", "--guides", "meanfield,map", "--steps", "20", "--samples", "50",
+                 "--quiet", "--out", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| guide" in out and "meanfield" in out and "rmse" in out and "n/a" in out
+    assert "meanfield" in (tmp_path / "report.md").read_text()
+    assert main(["compare", "--data", "builtin:nope", "--quiet"]) == 2
+    assert "unknown built-in dataset 'nope'; available: gap1d" in capsys.readouterr().err
+    assert main(["fit", "--data", "builtin:gap1d", "--guide", "fullrnk", "--quiet"]) == 2
+    assert "valid guides: meanfield, map" in capsys.readouterr().err
+    assert main(["fit", "--data", "csv:x.csv", "--quiet"]) == 2
+    assert "unsupported --data 'csv:x.csv'" in capsys.readouterr().err
