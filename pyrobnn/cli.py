@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +104,7 @@ def _compare(args: argparse.Namespace, kinds: list[str]) -> int:
     return 0
 
 
-def _table(rows: list[dict[str, object]]) -> str:
+def _table(rows: Sequence[Mapping[str, object]]) -> str:
     columns = list(rows[0])
     cells = [[_fmt(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
@@ -142,10 +142,10 @@ def _report(args: argparse.Namespace, data: Prepared, table: str) -> str:
             "",
             table,
             "",
-            "*final ELBO*: on the (standardised) training data, 256 particles; n/a for MAP, whose objective "
-            "(the log joint density at the estimate) is not a bound on the evidence. *test_log_likelihood*: mean over test "
-            "points of log (1/S) Σ_s p(y | x, θ_s), in original units. *coverage*: share of test targets inside the "
-            "central 90% predictive interval.",
+            "*final ELBO*: on the (standardised) training data, 256 particles; n/a for MAP, whose objective",
+            "(the log joint density at the estimate) is not a bound on the evidence.",
+            "*test_log_likelihood*: mean over test points of log (1/S) Σ_s p(y | x, θ_s), in original units.",
+            "*coverage*: share of test targets inside the central 90% predictive interval.",
             "",
             f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `pyrobnn {' '.join(sys.argv[1:])}`.",
             "",
