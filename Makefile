@@ -19,8 +19,8 @@ demo: setup
 	$(BIN)/pyrobnn compare --data builtin:gap1d --guides meanfield,map --out demo-report
 
 lint: setup
-	$(BIN)/ruff check pyrobnn tests benchmarks
-	$(BIN)/ruff format --check pyrobnn tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: setup
 	$(BIN)/mypy pyrobnn

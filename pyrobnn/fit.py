@@ -30,7 +30,16 @@ KLWeight = float | Callable[[int], float]
 
 
 class FitError(RuntimeError):
-    """The fit diverged: the loss became NaN or infinite."""
+    """The fit diverged: the loss became NaN or infinite.
+
+    ``step`` is the step at which it happened and ``history`` the record up to
+    it (the failed step's row is NaN).
+    """
+
+    def __init__(self, message: str, *, step: int, history: History) -> None:
+        super().__init__(message)
+        self.step = step
+        self.history = history
 
 
 @dataclass(frozen=True)
@@ -236,7 +245,9 @@ def fit(
                     f"the loss became {terms.loss} at step {step} (last finite loss: {last_finite:.6g}). "
                     "The guide was restored to its last finite state. Likely causes: a learning "
                     f"rate too high (lr={lr}), an initial scale too large, or inputs on a wildly "
-                    "different scale than the prior (standardise x and y)."
+                    "different scale than the prior (standardise x and y).",
+                    step=step,
+                    history=History(*record[:, :step]),
                 )
             with torch.no_grad():
                 torch._foreach_copy_(snapshot, params)

@@ -238,12 +238,18 @@ class BayesianNet(nn.Module):
         return getattr(module, attr)  # type: ignore[no-any-return]
 
     # ----------------------------------------------------------------- compute
+    @property
+    def site_names(self) -> list[str]:
+        """Names of the random sites (parameter paths), in sampling order."""
+        return list(self._names)
+
+    def sample_params(self) -> dict[str, torch.Tensor]:
+        """Draw every random parameter from its prior with ``pyro.sample`` (inside a model)."""
+        return {name: pyro.sample(name, self.prior(name).distribution(self._shapes[name])) for name in self._names}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Sample every random parameter (``pyro.sample``) and run the net on ``x``."""
-        draws = {}
-        for name in self._names:
-            draws[name] = pyro.sample(name, self.prior(name).distribution(self._shapes[name]))
-        return self.run(draws, x)
+        return self.run(self.sample_params(), x)
 
     def run(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Run the net on ``x`` with given parameter values, batched over leading dims.
@@ -256,7 +262,7 @@ class BayesianNet(nn.Module):
         """
         if not self._names:
             return self.net(x)  # type: ignore[no-any-return]
-        lead = self._lead_shape(draws)
+        lead = self.batch_shape(draws)
         if not lead:
             return functional_call(self.net, dict(draws), (x,))  # type: ignore[no-any-return]
         if lead[-1] != 1:
@@ -284,12 +290,13 @@ class BayesianNet(nn.Module):
             return functional_call(net, params, (inputs,))  # type: ignore[no-any-return]
 
         if not self._vmap_ok:
-            num = self._lead_shape(draws)[0] if draws else 0
+            num = self.batch_shape(draws)[0] if draws else 0
             return torch.stack([one({k: v[i] for k, v in draws.items()}, x) for i in range(num)])
         with _batchable_attention():
             return vmap(one, in_dims=(0, None), randomness="different")(dict(draws), x)  # type: ignore[no-any-return]
 
-    def _lead_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
+    def batch_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
+        """The leading (batch) shape shared by all draws, checked against the parameter shapes."""
         lead = None
         for name in self._names:
             if name not in draws:

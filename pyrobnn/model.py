@@ -92,11 +92,12 @@ class BayesianModel(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor | None = None, *, dataset_size: int | None = None
     ) -> torch.Tensor:
         """Run the model. ``dataset_size`` (default ``len(x)``) scales a minibatch likelihood."""
-        draws = {site.name: pyro.sample(site.name, site.prior.distribution(site.shape)) for site in self.net.sites}
+        draws = self.net.sample_params()
         latents = self.likelihood.sample_latents()
         out = self.net.run(draws, x)
         n = x.shape[0]
-        batch_ndim = max(len(self.net._lead_shape(draws)) - 1, 0)
+        # run() drops the data-plate dim from the draws' batch shape; what is left precedes N
+        batch_ndim = max(len(self.net.batch_shape(draws)) - 1, 0)
         output_shape = out.shape[batch_ndim + 1 :]
         if y is not None:
             if y.shape[0] != n:
@@ -126,7 +127,7 @@ class BayesianModel(nn.Module):
         Returns the output, shape ``(P, N, *o)``, and the likelihood latents, each
         shaped ``(P, 1)`` to broadcast over the data dim. Pure torch: no Pyro sites.
         """
-        net_draws = {name: draws[name] for name in self.net.sites.names}
+        net_draws = {name: draws[name] for name in self.net.site_names}
         if net_draws:
             out = self.net.run_batched(net_draws, x)
             num = out.shape[0]

@@ -155,8 +155,10 @@ def test_divergence_stops_with_fit_error_and_keeps_the_last_good_guide() -> None
     x, y = regression()
     model = mlp_model(scale="learn")
     guide = pb.guides.make_guide("meanfield", model)
-    with pytest.raises(pb.FitError, match=r"the loss became nan at step \d+ \(last finite loss: .*learning rate"):
+    message = r"the loss became nan at step \d+ \(last finite loss: .*learning rate"
+    with pytest.raises(pb.FitError, match=message) as err:
         pb.fit(model, guide, (x, y), num_steps=200, lr=1e6, progress=False)
+    assert len(err.value.history) == err.value.step and np.isfinite(err.value.history.loss).all()
     assert all(torch.isfinite(p).all() for p in guide.parameters())
     assert math.isfinite(pb.ELBO(4).loss(model, guide, x, y))
 
