@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 from pyro import poutine
+from pyro.distributions import Delta
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
-from torch.distributions import kl_divergence
+from torch.distributions import Independent, kl_divergence
 
 __all__ = ["ELBO", "Terms"]
 
@@ -109,9 +110,23 @@ def _scaled_sum(value: torch.Tensor, site: dict[str, Any]) -> torch.Tensor:
     return (value * site["scale"]).sum()
 
 
+def _is_point_mass(fn: Any) -> bool:
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
+
+
 def _terms(model_trace: Any, guide_trace: Any, analytic: bool) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """Expected log-likelihood and KL(q || p) of one (possibly vectorized) trace pair.
+
+    The KL is Σ log q over every guide site (auxiliary ones included: a joint
+    guide samples one latent vector and puts point masses carrying the Jacobian
+    at the model's sites) minus Σ log p over the model's latent sites, except for
+    sites whose KL has a closed form, which replace both terms.
+    """
     log_lik: torch.Tensor | float = 0.0
     kl: torch.Tensor | float = 0.0
+    closed_form = set()
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample":
             continue
@@ -119,18 +134,22 @@ def _terms(model_trace: Any, guide_trace: Any, analytic: bool) -> tuple[torch.Te
             log_lik = log_lik + _scaled_sum(site["fn"].log_prob(site["value"]), site)
             continue
         q_site = guide_trace.nodes[name]
-        q, p = q_site["fn"], site["fn"]
-        if not q.has_rsample:
-            raise ValueError(
-                f"guide site {name!r} uses {type(q).__name__}, which cannot be "
-                "reparameterised; pyrobnn's ELBO needs rsample-able guide distributions."
-            )
-        if analytic:
+        # Pyro's KL(Delta || p) = -log p(v) ignores a Delta's log_density: never use it.
+        if analytic and not _is_point_mass(q_site["fn"]):
             try:
-                kl = kl + _scaled_sum(kl_divergence(q, p), q_site)
+                kl = kl + _scaled_sum(kl_divergence(q_site["fn"], site["fn"]), q_site)
+                closed_form.add(name)
                 continue
             except NotImplementedError:
                 pass
-        value = q_site["value"]
-        kl = kl + _scaled_sum(q.log_prob(value) - p.log_prob(value), q_site)
+        kl = kl - _scaled_sum(site["fn"].log_prob(site["value"]), site)
+    for name, q_site in guide_trace.nodes.items():
+        if q_site["type"] != "sample" or name in closed_form:
+            continue
+        if not q_site["fn"].has_rsample:
+            raise ValueError(
+                f"guide site {name!r} uses {type(q_site['fn']).__name__}, which cannot be "
+                "reparameterised; pyrobnn's ELBO needs rsample-able guide distributions."
+            )
+        kl = kl + _scaled_sum(q_site["fn"].log_prob(q_site["value"]), q_site)
     return log_lik, kl

@@ -102,7 +102,9 @@ def test_poisson_needs_counts() -> None:
 
 
 def test_unknown_guide_kind() -> None:
-    with pytest.raises(ValueError, match=r"unknown guide kind 'meanfeld'; valid kinds are meanfield, map"):
+    with pytest.raises(
+        ValueError, match=r"unknown guide kind 'meanfeld'; valid kinds are meanfield, lowrank, fullrank, flow, map"
+    ):
         pb.fit(model(), "meanfeld", (X, Y), num_steps=1, progress=False)
     with pytest.raises(TypeError, match=r"guide 'meanfield': .*unexpected keyword argument 'rank'"):
         pb.guides.make_guide("meanfield", model(), rank=3)

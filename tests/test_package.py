@@ -54,6 +54,6 @@ def test_cli_compare_and_errors(tmp_path, capsys) -> None:  # type: ignore[no-un
     assert main(["compare", "--data", "builtin:nope", "--quiet"]) == 2
     assert "unknown built-in dataset 'nope'; available: gap1d" in capsys.readouterr().err
     assert main(["fit", "--data", "builtin:gap1d", "--guide", "fullrnk", "--quiet"]) == 2
-    assert "valid guides: meanfield, map" in capsys.readouterr().err
+    assert "valid guides: meanfield, lowrank, fullrank, flow, map" in capsys.readouterr().err
     assert main(["fit", "--data", "csv:x.csv", "--quiet"]) == 2
     assert "unsupported --data 'csv:x.csv'" in capsys.readouterr().err

@@ -3,6 +3,16 @@
 Every guide has one interface: ``sample(num_samples, seed=)``, ``median()``,
 ``quantiles(qs)``, ``log_prob(draws)``, and ``state_dict()`` /
 ``load_state_dict()`` from ``torch.nn.Module``.
+
+=================  ======================================================  ==================
+kind               q(θ)                                                    cost per step
+=================  ======================================================  ==================
+``"meanfield"``    independent Normals; closed-form KL for Normal priors   O(D)
+``"lowrank"``      Normal with covariance W Wᵀ + diag (``rank=``)          O(D · rank)
+``"fullrank"``     Normal with a dense covariance (D ≤ 5000)               O(D³)
+``"flow"``         normalizing flow over a ``scope``, mean-field elsewhere  depends on scope
+``"map"``          a point mass (MAP estimate, for comparison)             O(D)
+=================  ======================================================  ==================
 """
 
 from __future__ import annotations
@@ -11,14 +21,30 @@ from collections.abc import Callable
 from typing import Any
 
 from pyrobnn.guides._base import Guide
+from pyrobnn.guides.flow import FlowGuide, GuideList, make_flow_guide
+from pyrobnn.guides.fullrank import FullRankGuide
+from pyrobnn.guides.lowrank import LowRankGuide
 from pyrobnn.guides.map import MAPGuide
 from pyrobnn.guides.meanfield import MeanFieldGuide
 from pyrobnn.model import BayesianModel
 
-__all__ = ["GUIDE_KINDS", "Guide", "MAPGuide", "MeanFieldGuide", "make_guide"]
+__all__ = [
+    "GUIDE_KINDS",
+    "FlowGuide",
+    "FullRankGuide",
+    "Guide",
+    "GuideList",
+    "LowRankGuide",
+    "MAPGuide",
+    "MeanFieldGuide",
+    "make_guide",
+]
 
 _FACTORIES: dict[str, Callable[..., Guide]] = {
     "meanfield": MeanFieldGuide,
+    "lowrank": LowRankGuide,
+    "fullrank": FullRankGuide,
+    "flow": make_flow_guide,
     "map": MAPGuide,
 }
 
@@ -32,11 +58,24 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
     Parameters
     ----------
     kind
-        ``"meanfield"`` (:class:`MeanFieldGuide`) or ``"map"`` (:class:`MAPGuide`).
+        ``"meanfield"``, ``"lowrank"``, ``"fullrank"``, ``"flow"`` or ``"map"``.
     model
         The model whose latent sites the guide covers.
     **options
-        Passed to the guide's constructor (e.g. ``init_scale``, ``init``, ``kl``).
+        Passed to the guide: ``init_scale`` and ``init`` for all but ``"map"``
+        (which takes ``init``); ``kl`` for ``"meanfield"`` (and the mean-field
+        part of a scoped flow); ``rank`` for ``"lowrank"``; ``max_dim`` for
+        ``"fullrank"``; ``flow``, ``num_layers``, ``hidden_dims`` and ``scope``
+        for ``"flow"``.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    >>> model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(0.1))
+    >>> pb.guides.make_guide("lowrank", model, rank=2).num_latent
+    33
+    >>> type(pb.guides.make_guide("flow", model, scope="last_layer")).__name__
+    'GuideList'
     """
     if not isinstance(kind, str) or kind.lower() not in _FACTORIES:
         raise ValueError(f"unknown guide kind {kind!r}; valid kinds are {', '.join(GUIDE_KINDS)}")

@@ -27,19 +27,24 @@ class Guide(nn.Module):
     #: whether the ELBO may use a closed-form KL(q || p) where one is registered
     analytic_kl: bool = False
 
-    def __init__(self, model: BayesianModel) -> None:
+    def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:
         super().__init__()
         if not isinstance(model, BayesianModel):
             raise TypeError(f"a guide is built for a pb.BayesianModel, got {type(model).__name__}")
-        sites = model.latent_sites()
-        if not sites:
+        all_sites = model.latent_sites()
+        if not all_sites:
             raise ValueError(
                 "the model has no latent variables: every parameter was excluded from the "
                 "prior. Lift at least one parameter, or train the net by maximum likelihood."
             )
+        if sites is not None:  # a guide for part of the model, to be combined with others
+            unknown = [name for name in sites if name not in all_sites]
+            if unknown:
+                raise ValueError(f"unknown latent sites {unknown}; the model has {list(all_sites)}")
+            all_sites = {name: all_sites[name] for name in sites}
         # Kept as a plain dict (not submodules): the guide owns only its own parameters.
-        self._sites: dict[str, LatentSite] = sites
-        self._transforms: dict[str, Transform] = {name: biject_to(site.support) for name, site in sites.items()}
+        self._sites: dict[str, LatentSite] = all_sites
+        self._transforms: dict[str, Transform] = {name: biject_to(site.support) for name, site in all_sites.items()}
 
     @property
     def site_names(self) -> list[str]:

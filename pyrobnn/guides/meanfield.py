@@ -60,6 +60,9 @@ class MeanFieldGuide(Guide):
     init
         ``"pretrained"`` (locations at the network's current weights) or
         ``"prior"`` (locations at a draw from the prior).
+    sites
+        Restrict the guide to these latent sites (for composing it with another
+        guide over the rest); default: all.
     kl
         ``"analytic"``: closed-form KL(q‖p) wherever torch registers one (Normal
         priors), Monte Carlo elsewhere; ``"mc"``: Monte Carlo for every site.
@@ -84,8 +87,9 @@ class MeanFieldGuide(Guide):
         init_scale: float = 1e-2,
         init: str = "pretrained",
         kl: str = "analytic",
+        sites: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, sites)
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         if kl not in ("analytic", "mc"):

@@ -1,0 +1,136 @@
+"""Guides over the joint unconstrained latent vector of (some of) a model's sites.
+
+A joint guide draws one vector u ∈ R^D from a distribution q(u) at an auxiliary
+site, splits it into the sites' unconstrained values, maps each to its support,
+and places a point mass at each model site carrying log|det ∂u/∂θ| (the pattern
+of Pyro's ``AutoContinuous``). The ELBO then sees log q(θ) = log q(u) + Σ log|det ∂u/∂θ|.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.util import sum_rightmost
+from torch.distributions import biject_to
+
+from pyrobnn._rng import seeded
+from pyrobnn.guides._base import Guide
+from pyrobnn.model import BayesianModel, LatentSite
+
+__all__ = ["JointGuide", "LatentLayout", "PriorModel"]
+
+#: Draws used for the median and quantiles of guides without closed-form marginals.
+QUANTILE_DRAWS = 4000
+
+
+class PriorModel:
+    """A data-free model sampling only the chosen latent sites from their priors.
+
+    Pyro's autoguides discover their latent space by running a model once; this
+    one needs no data, so a guide can be built (and its parameters created)
+    before any batch is seen.
+    """
+
+    def __init__(self, sites: Mapping[str, LatentSite]) -> None:
+        self.sites = dict(sites)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return {name: pyro.sample(name, site.prior.distribution(site.shape)) for name, site in self.sites.items()}
+
+
+class LatentLayout:
+    """How the sites' unconstrained values are laid out in one latent vector."""
+
+    def __init__(self, sites: Mapping[str, LatentSite]) -> None:
+        self.names = list(sites)
+        self.shapes = {name: site.shape for name, site in sites.items()}
+        self.transforms = {name: biject_to(site.support) for name, site in sites.items()}
+        self.sizes = {name: site.shape.numel() for name, site in sites.items()}
+        self.dim = sum(self.sizes.values())
+
+    def split(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unconstrained values per site, each ``batch + shape``, from ``batch + (D,)``."""
+        batch = latent.shape[:-1]
+        out, pos = {}, 0
+        for name in self.names:
+            size = self.sizes[name]
+            out[name] = latent[..., pos : pos + size].reshape(batch + self.shapes[name])
+            pos += size
+        return out
+
+    def constrain(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: self.transforms[name](u) for name, u in self.split(latent).items()}
+
+    def pack(self, draws: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent vectors of constrained draws, and Σ log|det ∂u/∂θ| per draw."""
+        parts, log_det = [], None
+        for name in self.names:
+            value = draws[name]
+            batch = value.shape[: value.dim() - len(self.shapes[name])]
+            u = self.transforms[name].inv(value)
+            ld = sum_rightmost(self.transforms[name].inv.log_abs_det_jacobian(value, u), len(self.shapes[name]))
+            log_det = ld if log_det is None else log_det + ld
+            parts.append(u.reshape((*batch, -1)))
+        assert log_det is not None
+        return torch.cat(parts, dim=-1), log_det
+
+
+class JointGuide(Guide):
+    """Base class: subclasses define :meth:`posterior`, a distribution over R^D."""
+
+    def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:
+        super().__init__(model, sites)
+        self.layout = LatentLayout(self._sites)
+
+    @property
+    def latent_site(self) -> str:
+        """Name of the auxiliary site holding the joint latent vector."""
+        return f"_{type(self).__name__}_latent"
+
+    def posterior(self) -> dist.TorchDistribution:
+        """q(u) over the unconstrained latent vector u ∈ R^D."""
+        raise NotImplementedError
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        latent = pyro.sample(self.latent_site, self.posterior(), infer={"is_auxiliary": True})
+        result = {}
+        for name, u in self.layout.split(latent).items():
+            transform = self.layout.transforms[name]
+            value = transform(u)
+            ndim = len(self.layout.shapes[name])
+            log_density = sum_rightmost(transform.inv.log_abs_det_jacobian(value, u), ndim)
+            result[name] = pyro.sample(name, dist.Delta(value, log_density=log_density, event_dim=ndim))
+        return result
+
+    def _sample(self, num_samples: int) -> dict[str, torch.Tensor]:
+        return self.layout.constrain(self.posterior().sample((num_samples,)))
+
+    def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        latent, log_det = self.layout.pack(draws)
+        return self.posterior().log_prob(latent) + log_det
+
+    def median(self) -> dict[str, torch.Tensor]:
+        """Marginal medians, estimated from draws (fixed seed) when no closed form exists."""
+        return {name: q[0] for name, q in self.quantiles([0.5]).items()}
+
+    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Marginal quantiles, estimated from ``QUANTILE_DRAWS`` draws with a fixed seed."""
+        draws = self.sample(QUANTILE_DRAWS, seed=0)
+        qs = torch.as_tensor(qs, dtype=torch.float64).reshape(-1)
+        ranks = (qs * (QUANTILE_DRAWS - 1)).round().long()  # nearest-rank estimate
+        return {name: value.sort(dim=0).values[ranks.to(value.device)] for name, value in draws.items()}
+
+    def covariance(self) -> torch.Tensor:
+        """The D×D covariance of q(u) in :attr:`layout` order (estimated from draws for flows)."""
+        with torch.no_grad():
+            q = self.posterior()
+            try:
+                return q.covariance_matrix.clone()  # type: ignore[no-any-return]
+            except (AttributeError, NotImplementedError):
+                with seeded(0, self._device()):
+                    u = q.sample((QUANTILE_DRAWS,))
+                return torch.cov(u.T)
