@@ -1,11 +1,15 @@
 # make demo  - set up .venv and run the main job (compare guides on a built-in dataset)
 # make test  - set up .venv and run lint, type checks and the whole test suite
+# make test-arviz1 - the torch-free ArviZ export core against arviz 1.x (Python 3.12, small env)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck pytest clean
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) python3.12)
+VENV_AZ1  ?= .venv-arviz1
+
+.PHONY: setup demo test lint typecheck pytest test-arviz1 clean
 
 setup: $(STAMP)
 
@@ -28,7 +32,17 @@ typecheck: setup
 pytest: setup
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# arviz 1.x needs Python >= 3.12; this env has numpy, arviz 1.x, netCDF I/O and pytest, no torch.
+$(VENV_AZ1)/.installed:
+	test -x $(VENV_AZ1)/bin/python || $(PYTHON312) -m venv $(VENV_AZ1)
+	$(VENV_AZ1)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_AZ1)/bin/python -m pip install --quiet numpy 'arviz>=1' h5netcdf h5py pytest
+	touch $@
+
+test-arviz1: $(VENV_AZ1)/.installed
+	$(VENV_AZ1)/bin/python -m pytest -q -p no:cacheprovider --noconftest -o filterwarnings=error tests/test_arviz_core.py
+
+test: lint typecheck pytest test-arviz1
 
 clean:
-	rm -rf $(VENV) demo-report .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_AZ1) demo-report .pytest_cache .mypy_cache .ruff_cache

@@ -5,8 +5,10 @@ The pipeline, one stage per module::
     lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ fit ─▶ Posterior ─▶ predict
 """
 
-from pyrobnn import datasets, guides, likelihoods, priors
+from pyrobnn import datasets, diagnostics, guides, likelihoods, plots, priors
+from pyrobnn.compare import compare
 from pyrobnn.elbo import ELBO
+from pyrobnn.export import to_arviz
 from pyrobnn.fit import FitError, FitResult, History, estimate_elbo, fit, linear_annealing
 from pyrobnn.lift import BayesianNet, lift, lift_
 from pyrobnn.model import BayesianModel
@@ -23,7 +25,9 @@ __all__ = [
     "History",
     "Posterior",
     "Prediction",
+    "compare",
     "datasets",
+    "diagnostics",
     "estimate_elbo",
     "fit",
     "guides",
@@ -31,5 +35,7 @@ __all__ = [
     "lift_",
     "likelihoods",
     "linear_annealing",
+    "plots",
     "priors",
+    "to_arviz",
 ]

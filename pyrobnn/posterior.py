@@ -81,6 +81,53 @@ class Posterior:
             prediction._draw_samples()
         return prediction
 
+    def predict_draws(self, draws: dict[str, torch.Tensor], x: Any, seed: int | None = None) -> Prediction:
+        """The posterior predictive at ``x`` for given draws of every site (each ``(S, *shape)``).
+
+        Like :meth:`predict`, chunked over draws and points, but for draws the
+        caller already holds (for instance to export them alongside the
+        prediction). ``seed`` seeds the draws of y in ``Prediction.samples``.
+        """
+        missing = set(self.guide.site_names) - set(draws)
+        if missing:
+            raise ValueError(f"draws lack the sites {sorted(missing)}; pass a draw of every latent site")
+        dtype, device = model_dtype(self.model), model_device(self.model)
+        x = as_tensor(x, "x", dtype=dtype, device=device)
+        check_pair(x, None)
+        num_samples = int(next(iter(draws.values())).shape[0])
+        with seeded(seed, device), torch.no_grad(), _eval(self.model):
+            outputs = []
+            for lo in range(0, num_samples, DRAWS_PER_CHUNK):
+                chunk = {name: draws[name][lo : lo + DRAWS_PER_CHUNK] for name in self.guide.site_names}
+                parts = [
+                    self.model.evaluate(chunk, x[i : i + POINTS_PER_CHUNK])[0]
+                    for i in range(0, len(x), POINTS_PER_CHUNK)
+                ]
+                outputs.append(torch.cat(parts, dim=1))
+            output = torch.cat(outputs, dim=0)
+            latents = {name: draws[name].reshape(num_samples, 1) for name in self.model.likelihood.latent_priors()}
+            prediction = Prediction(self.model, output, latents)
+            prediction._draw_samples()
+        return prediction
+
+    def log_prior(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log p(θ) of draws shaped ``(S, *shape)`` per site: a ``(S,)`` tensor (sum over sites)."""
+        total: torch.Tensor | None = None
+        with torch.no_grad():
+            for name, site in self.model.latent_sites().items():
+                lp = site.prior.distribution(site.shape).log_prob(draws[name])
+                total = lp if total is None else total + lp
+        assert total is not None  # a Posterior's model has at least one latent site
+        return total
+
+    def log_likelihood(self, x: Any, y: Any, num_samples: int = 1000, seed: int | None = None) -> torch.Tensor:
+        """The per-draw pointwise log-likelihood matrix log p(yᵢ | xᵢ, θ_s), shape ``(num_samples, N)``.
+
+        Its log-mean-exp over draws (dim 0) is :meth:`Prediction.log_prob`; it is
+        the ``log_likelihood`` group ArviZ's LOO and WAIC read.
+        """
+        return self.predict(x, num_samples=num_samples, seed=seed).log_likelihood(y)
+
     def __repr__(self) -> str:
         return f"Posterior(guide={type(self.guide).__name__}, sites={len(self.guide.site_names)})"
 
@@ -174,6 +221,14 @@ class Prediction:
         y = self.likelihood.prepare_y(self.output_shape, y)
         log_p = self._per_draw().log_prob(y)  # (num_samples, N)
         return torch.logsumexp(log_p, dim=0) - math.log(self.num_samples)
+
+    def log_likelihood(self, y: Any) -> torch.Tensor:
+        """Per-draw pointwise log-likelihood log p(yᵢ | xᵢ, θ_s): a ``(num_samples, N)`` tensor."""
+        y = as_tensor(y, "y", dtype=self.output.dtype, device=self.output.device)
+        if len(y) != self.output.shape[1]:
+            raise ValueError(f"y has {len(y)} rows but the prediction has {self.output.shape[1]} points")
+        y = self.likelihood.prepare_y(self.output_shape, y)
+        return self._per_draw().log_prob(y)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------ classification
     @property

@@ -1,0 +1,260 @@
+"""From fitted posteriors to the export dict: draws, predictive, log densities and history as numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyrobnn import _globs
+from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype
+from pyrobnn._rng import seeded
+from pyrobnn.export._core import HISTORY_GROUP, Groups, convert, stack_chains
+from pyrobnn.fit import FitResult, History
+from pyrobnn.model import OBS, BayesianModel
+from pyrobnn.posterior import Posterior
+
+__all__ = ["MAX_DEFAULT_WEIGHTS", "default_site_dims", "default_var_names", "to_arviz"]
+
+#: Nets with more random weights than this export only the likelihood's sites and the last layer by default.
+MAX_DEFAULT_WEIGHTS = 100_000
+#: Draws per chunk when evaluating log densities (bounds memory for large nets).
+DRAWS_PER_CHUNK = 64
+#: The dimension of observations in the data-indexed groups.
+OBS_DIM = "obs_id"
+
+PosteriorLike = Posterior | FitResult
+
+
+def to_arviz(
+    post: PosteriorLike | Sequence[PosteriorLike],
+    x: Any = None,
+    y: Any = None,
+    *,
+    num_samples: int = 1000,
+    seed: int | None = None,
+    var_names: str | Sequence[str] | None = None,
+    coords: Mapping[str, Any] | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
+) -> Any:
+    r"""Export a fitted posterior (or several, as chains) to ArviZ.
+
+    Parameters
+    ----------
+    post
+        A :class:`pyrobnn.Posterior` or a :class:`pyrobnn.FitResult` (which also
+        exports the ELBO history), or a list of them: independent fits of the
+        same model become the chains, so ``az.rhat`` and ``az.ess`` across them
+        reveal a fit that depends on its seed.
+    x, y
+        Data to evaluate the posterior on (usually the training data). With
+        ``x``: ``posterior_predictive`` and ``constant_data``; with ``y`` too:
+        ``log_likelihood`` (pointwise, for ``az.loo``/``az.waic``),
+        ``observed_data`` and ``sample_stats.log_p``.
+    num_samples
+        Draws per chain.
+    seed
+        Seeds the draws; chain ``c`` uses ``seed + c``. ``None`` draws from
+        torch's global RNG.
+    var_names
+        Sites to export in ``posterior``: glob patterns over site names
+        (``"2.*"``, ``"**.bias"``), ``"all"``, or ``None`` for every site when
+        the net has at most :data:`MAX_DEFAULT_WEIGHTS` random weights and
+        otherwise the likelihood's sites and the last layer.
+    coords, dims
+        ArviZ coordinates and dims, merged over the defaults: each site's axes
+        are named ``{site}_out``, ``{site}_in`` (and ``{site}_k0``, …) for
+        linear and convolutional layers, ``{site}_dim_i`` otherwise;
+        observations run along ``obs_id``.
+
+    Returns
+    -------
+    arviz.InferenceData or xarray.DataTree
+        With groups ``posterior``, ``sample_stats`` (``log_q``, and ``log_p``
+        with ``y``), the data groups above, and ``elbo_history`` (per step:
+        ``loss``, ``log_likelihood``, ``kl``, ``kl_weight``, ``lr``, ``elbo``;
+        dims ``(chain, step)``) when fit results were given.
+
+    Notes
+    -----
+    ``log_q`` is the guide's log density log q(θ_s) and ``log_p`` the joint
+    log p(θ_s, y | x) = log p(θ_s) + Σᵢ log p(yᵢ | xᵢ, θ_s), both over *all*
+    latent sites, so log_p − log_q are the importance log weights of
+    :func:`pyrobnn.diagnostics.psis_khat`. Draws from a variational posterior
+    are independent, so within a chain the effective sample size is the number
+    of draws; across chains, R̂ compares independent fits.
+
+    Examples
+    --------
+    >>> idata = pb.to_arviz(result, x, y, num_samples=500, seed=0)   # doctest: +SKIP
+    >>> az.loo(idata)                                                  # doctest: +SKIP
+    """
+    items = list(post) if isinstance(post, (list, tuple)) else [post]
+    if not items:
+        raise ValueError("to_arviz needs a posterior, or a non-empty list of them (one per chain)")
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    posts: list[Posterior] = []
+    histories: list[History | None] = []
+    for i, item in enumerate(items):
+        if isinstance(item, FitResult):
+            posts.append(item.posterior())
+            histories.append(item.history)
+        elif isinstance(item, Posterior):
+            posts.append(item)
+            histories.append(None)
+        else:
+            raise TypeError(
+                f"to_arviz takes a pb.Posterior or pb.FitResult (or a list of them), got {type(item).__name__}"
+                + (f" at position {i}" if len(items) > 1 else "")
+            )
+    if any(h is None for h in histories) and not all(h is None for h in histories):
+        raise ValueError("mix of FitResults and Posteriors: pass all FitResults (to export the history) or none")
+    _check_same_model(posts)
+    model = posts[0].model
+    names = default_var_names(model) if var_names is None else _select(var_names, model)
+    chains = []
+    for c, p in enumerate(posts):
+        groups = collect(p, x, y, num_samples=num_samples, seed=None if seed is None else seed + c, var_names=names)
+        history = histories[c]
+        if history is not None:
+            groups[HISTORY_GROUP] = _history(history)
+        chains.append(groups)
+    stacked = stack_chains(chains)
+    all_dims = default_site_dims(model, names)
+    if x is not None:
+        x_t = as_tensor(x, "x", dtype=model_dtype(model), device=model_device(model))
+        all_dims["x"] = [OBS_DIM] + [f"x_dim_{i}" for i in range(x_t.dim() - 1)]
+        event = stacked["posterior_predictive"][OBS].shape[3:]
+        all_dims[OBS] = [OBS_DIM] + [f"{OBS}_dim_{i}" for i in range(len(event))]
+    all_dims.update({k: list(v) for k, v in (dims or {}).items()})
+    attrs = {
+        "inference_library": "pyrobnn",
+        "guide": ",".join(sorted({type(p.guide).__name__ for p in posts})),
+        "num_latent": int(posts[0].guide.num_latent),
+    }
+    return convert(stacked, coords=coords, dims=all_dims, attrs=attrs)
+
+
+def collect(
+    post: Posterior,
+    x: Any = None,
+    y: Any = None,
+    *,
+    num_samples: int = 1000,
+    seed: int | None = None,
+    var_names: Sequence[str] | None = None,
+) -> Groups:
+    """One chain's groups as numpy, sample arrays laid out ``(draw, ...)``."""
+    model, guide = post.model, post.guide
+    names = list(guide.site_names) if var_names is None else list(var_names)
+    dtype, device = model_dtype(model), model_device(model)
+    if y is not None and x is None:
+        raise ValueError("y was given without x; pass x=inputs, y=targets")
+    x_t = None if x is None else as_tensor(x, "x", dtype=dtype, device=device)
+    y_t = None
+    if x_t is not None:
+        check_pair(x_t, None)
+        if y is not None:
+            y_t = as_tensor(y, "y", dtype=dtype, device=device)
+            check_pair(x_t, y_t)
+            y_t = model.likelihood.prepare_y(model.output_shape(x_t), y_t)
+    posterior: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    log_q, log_p, log_lik, pp = [], [], [], []
+    with seeded(seed, device), torch.no_grad():
+        for lo in range(0, num_samples, DRAWS_PER_CHUNK):
+            draws = guide.sample(min(DRAWS_PER_CHUNK, num_samples - lo))
+            for name in names:
+                posterior[name].append(_np(draws[name]))
+            log_q.append(_np(guide.log_prob(draws)))
+            if x_t is None:
+                continue
+            pred = post.predict_draws(draws, x_t)
+            pp.append(_np(pred.samples))
+            if y_t is not None:
+                ll = pred.log_likelihood(y_t)
+                log_lik.append(_np(ll))
+                log_p.append(_np(post.log_prior(draws) + ll.sum(-1)))
+    groups: Groups = {
+        "posterior": {name: np.concatenate(v) for name, v in posterior.items()},
+        "sample_stats": {"log_q": np.concatenate(log_q)},
+    }
+    if log_p:
+        groups["sample_stats"]["log_p"] = np.concatenate(log_p)
+    if x_t is not None:
+        groups["posterior_predictive"] = {OBS: np.concatenate(pp)}
+        groups["constant_data"] = {"x": _np(x_t)}
+    if y_t is not None:
+        groups["log_likelihood"] = {OBS: np.concatenate(log_lik)}
+        groups["observed_data"] = {OBS: _np(y_t)}
+    return groups
+
+
+def default_var_names(model: BayesianModel) -> list[str]:
+    """All latent sites for a net of at most :data:`MAX_DEFAULT_WEIGHTS` random weights.
+
+    Larger nets: the likelihood's own sites (e.g. a learned noise scale) and the
+    sites of the last layer (the module owning the last random parameter).
+    """
+    sites = model.latent_sites()
+    net_names = list(model.net.site_names)
+    if sum(sites[n].shape.numel() for n in net_names) <= MAX_DEFAULT_WEIGHTS:
+        return list(sites)
+    last_module = net_names[-1].rpartition(".")[0]
+    last = [n for n in net_names if n.rpartition(".")[0] == last_module]
+    return last + [n for n in sites if n not in net_names]
+
+
+def default_site_dims(model: BayesianModel, names: Sequence[str]) -> dict[str, list[str]]:
+    """Named dims per parameter axis: ``{site}_out``, ``{site}_in``, ``{site}_k0`` … or ``{site}_dim_i``."""
+    sites = model.latent_sites()
+    dims = {}
+    for name in names:
+        shape = sites[name].shape
+        module = _module_of(model.net, name)
+        if isinstance(module, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)) and len(shape) >= 1:
+            axes = [f"{name}_out", f"{name}_in"][: len(shape)] + [f"{name}_k{i}" for i in range(len(shape) - 2)]
+        else:
+            axes = [f"{name}_dim_{i}" for i in range(len(shape))]
+        dims[name] = axes
+    return dims
+
+
+def _module_of(net: nn.Module, name: str) -> nn.Module | None:
+    inner = getattr(net, "net", None)  # the BayesianNet's deterministic twin
+    if not isinstance(inner, nn.Module):
+        return None
+    path = name.rpartition(".")[0]
+    try:
+        return inner.get_submodule(path) if path else inner
+    except AttributeError:
+        return None
+
+
+def _select(var_names: str | Sequence[str], model: BayesianModel) -> list[str]:
+    available = list(model.latent_sites())
+    if var_names == "all":
+        return available
+    return _globs.select(var_names, available, argument="var_names")
+
+
+def _check_same_model(posts: Sequence[Posterior]) -> None:
+    ref = {n: s.shape for n, s in posts[0].model.latent_sites().items()}
+    for i, p in enumerate(posts[1:], start=1):
+        other = {n: s.shape for n, s in p.model.latent_sites().items()}
+        if other != ref:
+            raise ValueError(
+                f"chain {i} comes from a different model (latent sites {other} vs {ref}); "
+                "chains must be fits of the same architecture and priors"
+            )
+
+
+def _history(history: History) -> dict[str, np.ndarray]:
+    return {name: np.asarray(value, dtype=float) for name, value in history.as_dict().items()}
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

@@ -1,0 +1,48 @@
+"""The plots draw what they say, on the Agg backend."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pyrobnn as pb
+from pyrobnn import plots
+
+
+@pytest.fixture(autouse=True)
+def _close() -> None:
+    yield
+    plt.close("all")
+
+
+def test_elbo_predictive_and_prior_posterior() -> None:
+    x = torch.linspace(-2, 2, 30).unsqueeze(-1)
+    y = torch.sin(x[:, 0]) + 0.1 * torch.randn(30)
+    model = pb.BayesianModel(
+        pb.lift(nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))), pb.likelihoods.Gaussian(0.1)
+    )
+    result = pb.fit(model, "meanfield", (x, y), num_steps=100, progress=False)
+    axes = plots.plot_elbo(result, smooth=10)
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), result.history.elbo)
+    ax = plots.plot_predictive(result.posterior(), x, y, num_samples=100)
+    assert len(ax.collections) == 3  # two bands and the data
+    axes = plots.plot_prior_posterior(result.posterior(), ["0.weight", "2.bias"], num_samples=100)
+    assert [a.get_title() for a in axes] == ["0.weight", "2.bias"] and all(a.lines for a in axes)
+    with pytest.raises(ValueError, match=r"plot_predictive draws 1-D inputs, got x of shape \(30, 2\)"):
+        plots.plot_predictive(result.posterior(), torch.randn(30, 2))
+
+
+def test_reliability_diagram() -> None:
+    x = torch.randn(60, 2)
+    y = (x[:, 0] > 0).long()
+    model = pb.BayesianModel(pb.lift(nn.Linear(2, 2)), pb.likelihoods.Categorical())
+    result = pb.fit(model, "meanfield", (x, y), num_steps=100, lr=0.05, progress=False)
+    ax = plots.plot_reliability(result.posterior(), x, y, num_samples=100)
+    assert ax.get_title().startswith("ECE = ") and len(ax.patches) == 10
