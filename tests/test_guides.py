@@ -19,12 +19,50 @@ X = torch.randn(30, 3)
 Y = X.sum(-1)
 
 
-@pytest.mark.parametrize("kind", pb.guides.GUIDE_KINDS)
-def test_guide_contract(kind: str) -> None:
-    model = small_model()
-    guide = pb.guides.make_guide(kind, model)
+class ConvNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 3, kernel_size=2)
+        self.head = torch.nn.Linear(3 * 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv(x.unsqueeze(1))).flatten(1))
+
+
+NETS = {
+    "mlp": lambda: torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)),
+    "no-bias": lambda: torch.nn.Sequential(
+        torch.nn.Linear(3, 5, bias=False), torch.nn.Tanh(), torch.nn.Linear(5, 1, bias=False)
+    ),
+    "conv": ConvNet,
+    "batchnorm": lambda: torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 1)
+    ),
+}
+
+KINDS = {
+    "meanfield": {},
+    "meanfield-mc": {"kl": "mc"},
+    "lowrank": {"rank": 2},
+    "fullrank": {},
+    "flow-iaf": {"flow": "iaf"},
+    "flow-affine-last": {"flow": "affine_coupling", "scope": "last_layer"},
+    "flow-spline": {"flow": "spline_coupling", "num_layers": 1},
+    "map": {},
+}
+
+
+@pytest.mark.parametrize("net_name", list(NETS))
+@pytest.mark.parametrize("kind_name", list(KINDS))
+def test_guide_contract(kind_name: str, net_name: str) -> None:
+    torch.manual_seed(0)
+    model = pb.BayesianModel(pb.lift(NETS[net_name]()), pb.likelihoods.Gaussian(scale="learn"))
+    kind = kind_name.split("-")[0]
+    guide = pb.guides.make_guide(kind, model, **KINDS[kind_name])
     sites = model.latent_sites()
-    assert guide.site_names == list(sites) == ["0.weight", "0.bias", "2.weight", "2.bias", "likelihood.scale"]
+    assert guide.site_names == list(sites) and sites["likelihood.scale"].shape == ()
+    if net_name == "batchnorm":
+        assert not any(name.startswith("1.") for name in sites)  # normalisation stays deterministic
 
     loss = pb.ELBO(num_particles=4)(model, guide)(X, Y)
     assert torch.isfinite(loss)
@@ -42,10 +80,14 @@ def test_guide_contract(kind: str) -> None:
     for k, v in q.items():
         torch.testing.assert_close(v[1], guide.median()[k])
     log_q = guide.log_prob(draws)
-    assert log_q.shape == (6,) and torch.isfinite(log_q).all()
+    assert log_q.shape == (6,)
+    if kind == "map":
+        assert torch.all(log_q == 0)  # draws sit on the point mass
+    else:
+        assert torch.isfinite(log_q).all()
 
     # state_dict round trip: a fresh guide loaded from it gives the identical loss under the same seed
-    fresh = pb.guides.make_guide(kind, model, init="prior")
+    fresh = pb.guides.make_guide(kind, model, **{**KINDS[kind_name], "init": "prior"})
     fresh.load_state_dict(guide.state_dict())
     losses = []
     for g in (guide, fresh):
@@ -53,6 +95,49 @@ def test_guide_contract(kind: str) -> None:
         losses.append(pb.ELBO(num_particles=4).loss(model, g, X, Y))
     assert losses[0] == losses[1]
     assert repr(guide)
+
+    result = pb.fit(model, guide, (X, Y), num_steps=3, num_particles=2, progress=False)
+    assert np.isfinite(result.history.loss).all()
+
+
+def test_joint_guide_log_prob_is_the_density_of_its_draws() -> None:
+    """log q of a joint guide on the constrained scale: check it against a change of variables."""
+    model = small_model()
+    guide = pb.guides.make_guide("fullrank", model, init_scale=0.2)
+    draws = guide.sample(5, seed=3)
+    latent, log_det = guide.layout.pack(draws)  # type: ignore[union-attr]
+    mvn = guide.posterior()  # type: ignore[operator]
+    # likelihood.scale = exp(u): log q(θ) = log q(u) − log θ for that coordinate
+    expected = mvn.log_prob(latent) - draws["likelihood.scale"].log()
+    torch.testing.assert_close(guide.log_prob(draws), expected)
+    torch.testing.assert_close(log_det, -draws["likelihood.scale"].log())
+
+
+def test_flow_scope_and_size_errors() -> None:
+    model = small_model()
+    guide = pb.guides.make_guide("flow", model, scope="last_layer")
+    assert [part.site_names for part in guide.guides] == [  # type: ignore[attr-defined]
+        ["2.weight", "2.bias"],
+        ["0.weight", "0.bias", "likelihood.scale"],
+    ]
+    assert pb.guides.make_guide("flow", model, scope=["0.*"]).guides[0].site_names == ["0.weight", "0.bias"]  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="unknown flow 'maf'; valid flows are iaf, affine_coupling, spline_coupling"):
+        pb.guides.make_guide("flow", model, flow="maf")
+    with pytest.raises(ValueError, match=r"scope pattern 'head\.\*' matches no parameter"):
+        pb.guides.make_guide("flow", model, scope="head.*")
+    with pytest.raises(ValueError, match="a flow needs at least 2 latent dimensions in its scope, got D = 1"):
+        pb.guides.make_guide("flow", model, scope="likelihood.scale")
+    big = pb.BayesianModel(pb.lift(torch.nn.Linear(80, 40)), pb.likelihoods.Gaussian(0.1))
+    with pytest.raises(
+        ValueError, match=r"an IAF over D = 3240 latent dimensions needs hidden width ≥ D.*scope='last_layer'"
+    ):
+        pb.guides.make_guide("flow", big, flow="iaf")
+    with pytest.raises(
+        ValueError, match=r"a full-rank guide over D = 3240 .*limit max_dim=1000\). Use make_guide\('lowrank'"
+    ):
+        pb.guides.make_guide("fullrank", big, max_dim=1000)
+    with pytest.raises(ValueError, match="rank must be a positive integer, got 0"):
+        pb.guides.make_guide("lowrank", model, rank=0)
 
 
 def test_meanfield_log_prob_matches_a_direct_normal_density() -> None:
@@ -92,3 +177,17 @@ def test_analytic_kl_cuts_the_variance_of_the_elbo() -> None:
         spread[kl] = np.std(terms)
     assert spread["analytic"] == 0.0  # closed form: no Monte Carlo noise at all
     assert spread["mc"] > 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "options"), [("lowrank", {"rank": 10}), ("flow", {"scope": "last_layer"})])
+def test_guides_scale_to_an_mnist_sized_mlp(kind: str, options: dict) -> None:
+    """784-512-512-10 (670k weights): built and stepped within memory (timing: benchmarks/guide_step_time.py)."""
+    net = torch.nn.Sequential(
+        torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)
+    )
+    model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Categorical())
+    x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+    result = pb.fit(model, kind, (x, y), num_steps=2, num_particles=4, progress=False, **options)
+    assert np.isfinite(result.history.loss).all()
+    assert result.guide.num_latent == 669_706

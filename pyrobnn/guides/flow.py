@@ -15,6 +15,7 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
+from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.distributions import constraints
 
@@ -70,10 +71,12 @@ class FlowGuide(JointGuide):
     sites
         The sites the flow covers (default: all).
     flow
-        ``"iaf"`` (affine autoregressive; hidden width must be ≥ D),
-        ``"affine_coupling"`` or ``"spline_coupling"`` (hidden width free of D).
+        ``"affine_coupling"`` (Real NVP, the default) or ``"spline_coupling"``
+        (more flexible, slower), whose hidden width need not grow with D; or
+        ``"iaf"`` (affine autoregressive), whose hidden width must be ≥ D.
     num_layers
-        Flow layers; coordinates are reversed between layers.
+        Flow layers (default 4: a coupling layer transforms half of the
+        coordinates); the coordinate order is reversed between layers.
     hidden_dims
         Hidden widths of each layer's conditioner network (default:
         ``[max(2 D, 16)]`` for IAF, ``[min(max(2 D, 16), 256)]`` for couplings).
@@ -95,8 +98,8 @@ class FlowGuide(JointGuide):
         model: BayesianModel,
         sites: Sequence[str] | None = None,
         *,
-        flow: str = "iaf",
-        num_layers: int = 2,
+        flow: str = "affine_coupling",
+        num_layers: int = 4,
         hidden_dims: Sequence[int] | None = None,
         init_scale: float = 1e-2,
         init: str = "pretrained",
@@ -128,18 +131,17 @@ class FlowGuide(JointGuide):
         self.flow, self.num_layers, self.hidden_dims = flow, num_layers, list(hidden_dims)
         values = initial_values(model, init)
         loc, _ = self.layout.pack({name: values[name] for name in self.layout.names})
-        make = {"iaf": T.affine_autoregressive, "affine_coupling": T.affine_coupling}.get(flow, T.spline_coupling)
-        self.layers = nn.ModuleList([make(dim, hidden_dims=self.hidden_dims) for _ in range(num_layers)])
+        self.layers = nn.ModuleList([_layer(flow, dim, self.hidden_dims) for _ in range(num_layers)])
         self.loc_scale = _LocScale(loc, init_scale)
-        # Couplings transform one half given the other: reverse the coordinates between layers.
-        # (An IAF layer already draws its own variable order.)
+        # Each layer conditions later coordinates on earlier ones (a coupling: the second half on
+        # the first); reversing the order between layers lets every coordinate depend on the others.
         self.register_buffer("reverse", torch.arange(dim - 1, -1, -1, device=loc.device))
         self.to(loc.device)
 
     def posterior(self) -> dist.TorchDistribution:
         chain: list[Any] = []
         for i, layer in enumerate(self.layers):
-            if i and self.flow != "iaf":
+            if i:
                 chain.append(T.Permute(self.reverse))
             chain.append(layer)
         chain.append(self.loc_scale)
@@ -149,6 +151,16 @@ class FlowGuide(JointGuide):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, flow={self.flow}, num_layers={self.num_layers}, hidden_dims={self.hidden_dims}"
+
+
+def _layer(flow: str, dim: int, hidden_dims: list[int]) -> dist.TransformModule:
+    if flow == "iaf":
+        # A fixed variable order (Pyro's helper draws a random one): layers alternate via Permute.
+        arn = AutoRegressiveNN(dim, hidden_dims, permutation=torch.arange(dim))  # type: ignore[arg-type]
+        return T.AffineAutoregressive(arn)
+    if flow == "affine_coupling":
+        return T.affine_coupling(dim, hidden_dims=hidden_dims)
+    return T.spline_coupling(dim, hidden_dims=hidden_dims)
 
 
 class GuideList(Guide):
