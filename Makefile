@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/pyrobnn compare --data builtin:gap1d --guides meanfield,map --out demo-report
+	$(BIN)/pyrobnn compare --data builtin:gap1d --guides meanfield,lowrank,fullrank,flow,map --out demo-report
 
 lint: setup
 	$(BIN)/ruff check .

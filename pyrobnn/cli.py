@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -13,10 +14,10 @@ import torch
 from torch import nn
 
 from pyrobnn import datasets, likelihoods
-from pyrobnn.fit import estimate_elbo, fit
+from pyrobnn.compare import compare
+from pyrobnn.fit import fit
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.lift import lift
-from pyrobnn.metrics import evaluate
 from pyrobnn.model import BayesianModel
 
 __all__ = ["main"]
@@ -71,11 +72,11 @@ def _guides(text: str) -> list[str]:
 
 def _compare(args: argparse.Namespace, kinds: list[str]) -> int:
     data = _load(args.data)
-    rows = []
+    results = {}
     for kind in kinds:
         model = _model(data, args.hidden, args.seed)
         print(f"fitting {kind} on {data.dataset.name} ...", file=sys.stderr)
-        result = fit(
+        results[kind] = fit(
             model,
             kind,
             (data.x_train, data.y_train),
@@ -85,15 +86,17 @@ def _compare(args: argparse.Namespace, kinds: list[str]) -> int:
             seed=args.seed,
             progress=not args.quiet,
         )
-        # A point mass has no density, so its "ELBO" (the log joint at θ̂) is not a bound: leave it out.
-        elbo = None
-        if kind != "map":
-            terms, _ = estimate_elbo(model, result.guide, data.x_train, data.y_train, num_particles=256, seed=args.seed)
-            elbo = terms.elbo
-        metrics = evaluate(
-            result.posterior(), data.x_test, data.y_test, num_samples=args.samples, seed=args.seed, y_scale=data.y_scale
-        )
-        rows.append({"guide": kind, "final ELBO": elbo, **metrics, "seconds": result.elapsed_s})
+    frame = compare(
+        results,
+        data.x_test,
+        data.y_test,
+        train=(data.x_train, data.y_train),
+        num_samples=args.samples,
+        seed=args.seed,
+        y_scale=data.y_scale,
+    )
+    columns = [c for c in COLUMNS if c in frame.columns]
+    rows = [{"guide": name, **{c: _value(frame.loc[name, c]) for c in columns}} for name in frame.index]
     table = _table(rows)
     print(table)
     if args.out:
@@ -102,6 +105,27 @@ def _compare(args: argparse.Namespace, kinds: list[str]) -> int:
         (out / "report.md").write_text(_report(args, data, table))
         print(f"report written to {out / 'report.md'}", file=sys.stderr)
     return 0
+
+
+#: Columns of pb.compare's table shown by the command, in this order.
+COLUMNS = (
+    "final_elbo",
+    "test_log_likelihood",
+    "rmse",
+    "coverage",
+    "accuracy",
+    "ece",
+    "khat",
+    "elpd_loo",
+    "fit_seconds",
+    "num_variational_params",
+)
+
+
+def _value(value: object) -> object:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def _table(rows: Sequence[Mapping[str, object]]) -> str:
@@ -142,10 +166,12 @@ def _report(args: argparse.Namespace, data: Prepared, table: str) -> str:
             "",
             table,
             "",
-            "*final ELBO*: on the (standardised) training data, 256 particles; n/a for MAP, whose objective",
-            "(the log joint density at the estimate) is not a bound on the evidence.",
+            "*final_elbo*: mean per-step ELBO over the last 5% of the fit, on the (standardised) training data;",
+            "n/a for MAP, whose objective (the log joint density at the estimate) is not a bound on the evidence.",
             "*test_log_likelihood*: mean over test points of log (1/S) Σ_s p(y | x, θ_s), in original units.",
             "*coverage*: share of test targets inside the central 90% predictive interval.",
+            "*khat*: PSIS Pareto k̂ of log p(θ, y) − log q(θ) (< 0.5 good, 0.5-0.7 usable, > 0.7 poor);",
+            "*elpd_loo*: PSIS-LOO expected log predictive density on the training data (ArviZ).",
             "",
             f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `pyrobnn {' '.join(sys.argv[1:])}`.",
             "",

@@ -164,10 +164,10 @@ def test_a_flow_beats_meanfield_on_a_non_gaussian_posterior() -> None:
     mf_elbo, _, mf_tv = fit("meanfield")
     flow_elbo, flow_se, flow_tv = fit("flow", flow="affine_coupling", num_layers=4)
     assert flow_elbo < log_evidence + 4 * flow_se
-    # Observed: gap to log p(y) 0.117 nats for mean-field, 0.003 for the flow (SEs 0.019, 0.002).
+    # Observed: gap to log p(y) 0.117 nats for mean-field, 0.014 for the flow (SEs 0.019, 0.002).
     assert flow_elbo - mf_elbo > 0.05
     assert log_evidence - flow_elbo < 0.03
     # Total variation between ρ's marginal and the grid's, over 100 bins of width 0.1:
-    # observed 0.095 for mean-field, 0.019 for the flow (histogram noise of 200,000 draws ≈ 0.01).
+    # observed 0.095 for mean-field, 0.024 for the flow (histogram noise of 200,000 draws ≈ 0.01).
     assert flow_tv < 0.5 * mf_tv
     assert flow_tv < 0.05

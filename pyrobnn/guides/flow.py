@@ -157,10 +157,22 @@ def _layer(flow: str, dim: int, hidden_dims: list[int]) -> dist.TransformModule:
     if flow == "iaf":
         # A fixed variable order (Pyro's helper draws a random one): layers alternate via Permute.
         arn = AutoRegressiveNN(dim, hidden_dims, permutation=torch.arange(dim))  # type: ignore[arg-type]
-        return T.AffineAutoregressive(arn)
-    if flow == "affine_coupling":
-        return T.affine_coupling(dim, hidden_dims=hidden_dims)
-    return T.spline_coupling(dim, hidden_dims=hidden_dims)
+        layer = T.AffineAutoregressive(arn)
+    elif flow == "affine_coupling":
+        layer = T.affine_coupling(dim, hidden_dims=hidden_dims)
+    else:
+        layer = T.spline_coupling(dim, hidden_dims=hidden_dims)
+        return layer  # (a zero conditioner output is not the identity for a spline)
+    # Shrink the conditioner's output layer (Glow zeroes it; a small nonzero start keeps a
+    # gradient flowing to every layer): an affine layer then starts within ~1% of the identity,
+    # so the guide starts as the mean-field guide at the initial values rather than a random
+    # warp of it, which on a network's weights can throw the fit off at once.
+    last = [m for m in layer.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(1e-2)
+        if last.bias is not None:
+            last.bias.zero_()
+    return layer
 
 
 class GuideList(Guide):
