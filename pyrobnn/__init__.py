@@ -6,6 +6,7 @@ The pipeline, one stage per module::
 """
 
 from pyrobnn import datasets, diagnostics, guides, likelihoods, plots, priors
+from pyrobnn.checkpoint import load, save
 from pyrobnn.compare import compare
 from pyrobnn.elbo import ELBO
 from pyrobnn.export import to_arviz
@@ -35,7 +36,9 @@ __all__ = [
     "lift_",
     "likelihoods",
     "linear_annealing",
+    "load",
     "plots",
     "priors",
+    "save",
     "to_arviz",
 ]

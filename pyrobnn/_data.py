@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
 
 from pyrobnn.model import BayesianModel
 
-__all__ = ["Batches", "as_tensor", "check_finite"]
+__all__ = ["Batches", "as_tensor", "check_finite", "check_vmap"]
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -86,11 +87,48 @@ def prepare_targets(model: BayesianModel, output_shape: torch.Size, y: torch.Ten
     return y
 
 
+def check_vmap(model: BayesianModel, x: torch.Tensor) -> None:
+    """Make sure the network runs over a batch of weight draws; fall back to a loop if not.
+
+    ``torch.func.vmap`` cannot batch some code a plain forward pass runs fine
+    (``.item()``, data-dependent ``if``, in-place updates of buffers). A net
+    like that gets its particles and predictive draws run one at a time, with a
+    warning. Call after one plain forward pass has succeeded (``output_shape``),
+    so that an error here can only come from ``vmap``.
+    """
+    net = model.net
+    # Workaround until lift.py does this itself: BayesianNet._vmap_ok is the switch
+    # run_batched reads (see the report of issue 7).
+    if not getattr(net, "_vmap_ok", False) or not net.site_names:
+        return
+    values = {name: net.initial_value(name).detach() for name in net.site_names}
+    draws = {name: value.expand(2, *value.shape) for name, value in values.items()}
+    try:
+        with torch.no_grad():
+            net.run_batched(draws, x[:2])
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(
+            f"the network cannot run under torch.func.vmap ({reason}); pyrobnn runs its particles "
+            "and predictive draws one at a time instead, which is slower. To vectorize, rewrite the "
+            "forward pass without .item(), Python control flow on tensor values or in-place buffer updates.",
+            UserWarning,
+            stacklevel=3,
+        )
+        net._vmap_ok = False
+
+
 class Batches:
     """Minibatches over in-memory tensors or a DataLoader, endlessly, epoch after epoch.
 
     In-memory data is reshuffled once per epoch with its own generator (one
     ``randperm`` per epoch, none per step); ``batch_size=None`` means full batch.
+
+    With ``shard=(rank, world_size)`` (data-parallel fitting) each process sees
+    its own part of every epoch through a ``DistributedSampler``: in-memory data
+    are split by one built here (``batch_size`` is then per process, and
+    ``None`` means the whole shard), a DataLoader must carry its own. ``size``
+    stays the full dataset size N, which scales each process's likelihood.
     """
 
     def __init__(
@@ -101,11 +139,13 @@ class Batches:
         batch_size: int | None,
         device: torch.device,
         seed: int,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         dtype = model_dtype(model)
         self.device = device
         self.dtype = dtype
         self.model = model
+        self.sampler: DistributedSampler[Any] | None = None
         if isinstance(data, DataLoader):
             if batch_size is not None:
                 raise ValueError("batch_size is set by the DataLoader; leave batch_size=None when passing one.")
@@ -114,6 +154,17 @@ class Batches:
                 self.size = len(data.dataset)  # type: ignore[arg-type]
             except TypeError as err:
                 raise TypeError("the DataLoader's dataset must have a length (the dataset size N)") from err
+            if self.size == 0 or len(data) == 0:
+                raise ValueError("the DataLoader yields no batches (its dataset is empty): there is nothing to fit.")
+            if shard is not None:
+                if not isinstance(data.sampler, DistributedSampler):
+                    raise ValueError(
+                        "distributed=True with a DataLoader needs a DistributedSampler, so that each process "
+                        "fits its own part of the data: DataLoader(dataset, batch_size=..., "
+                        "sampler=torch.utils.data.distributed.DistributedSampler(dataset)). "
+                        f"This one has a {type(data.sampler).__name__}."
+                    )
+                self.sampler = data.sampler
             self.steps_per_epoch = len(data)
             self.x = self.y = None
             self.output_shape: torch.Size | None = None
@@ -127,29 +178,48 @@ class Batches:
             y = as_tensor(data[1], "y", dtype=dtype, device=device)
             check_pair(x, y)
             self.output_shape = model.output_shape(x)
+            check_vmap(model, x)
             self.x, self.y = x, prepare_targets(model, self.output_shape, y)
             self.loader = None
             self.size = len(x)
             if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-            self.batch_size = self.size if batch_size is None else min(batch_size, self.size)
-            self.steps_per_epoch = math.ceil(self.size / self.batch_size)
+            per_process = self.size
+            if shard is not None:
+                rank, world_size = shard
+                # drop_last=False pads the last shard with repeated rows, so that every
+                # process takes the same number of steps per epoch (DDP runs in lockstep).
+                self.sampler = DistributedSampler(
+                    TensorDataset(x), num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+                )
+                per_process = self.sampler.num_samples
+            self.batch_size = per_process if batch_size is None else min(batch_size, per_process)
+            self.steps_per_epoch = math.ceil(per_process / self.batch_size)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = 0
         while True:
+            if self.sampler is not None:
+                self.sampler.set_epoch(epoch)  # a new split of the data for each epoch
             if self.loader is not None:
                 for batch in self.loader:
                     yield self._loader_batch(batch)
+            elif self.x is None or self.y is None:
+                raise RuntimeError("Batches holds neither a DataLoader nor tensors")  # unreachable
+            elif self.sampler is not None:
+                order = torch.tensor(list(self.sampler), dtype=torch.long, device=self.device)
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start : start + self.batch_size]
+                    yield self.x[idx], self.y[idx]
             elif self.batch_size == self.size:
-                assert self.x is not None and self.y is not None
                 yield self.x, self.y
             else:
-                assert self.x is not None and self.y is not None
                 perm = torch.randperm(self.size, generator=self.generator).to(self.device)
                 for start in range(0, self.size, self.batch_size):
                     idx = perm[start : start + self.batch_size]
                     yield self.x[idx], self.y[idx]
+            epoch += 1
 
     def _loader_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -159,4 +229,5 @@ class Batches:
         check_pair(x, y)
         if self.output_shape is None:
             self.output_shape = self.model.output_shape(x)
+            check_vmap(self.model, x)
         return x, prepare_targets(self.model, self.output_shape, y)

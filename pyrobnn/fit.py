@@ -14,6 +14,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from pyrobnn import distributed as _dist
 from pyrobnn._data import Batches, as_tensor, check_pair, model_device, model_dtype, prepare_targets
 from pyrobnn._rng import seeded
 from pyrobnn.elbo import ELBO, Terms
@@ -127,6 +128,7 @@ def fit(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
+    distributed: bool = False,
     **guide_options: Any,
 ) -> FitResult:
     r"""Fit ``guide`` to the posterior of ``model`` by maximising the ELBO.
@@ -165,7 +167,19 @@ def fit(
         Seeds the particles, the minibatch order and the guide's initialisation;
         the caller's global torch RNG state is left unchanged.
     progress
-        Show a progress bar with the current loss.
+        Show a progress bar with the current loss (on rank 0 only when distributed).
+    distributed
+        Data-parallel fitting on ``torch.distributed``: run the same script in
+        every process (e.g. with ``torchrun``) after
+        ``torch.distributed.init_process_group``, each passing the whole data.
+        The ELBO module is wrapped in ``DistributedDataParallel``; in-memory data
+        are split across processes by a ``DistributedSampler`` (``batch_size``
+        is then per process; ``None`` means the process's whole shard), and a
+        ``DataLoader`` must carry a ``DistributedSampler`` itself. Gradients are
+        averaged across processes, so every process holds the same guide after
+        each step; the history is the average of the processes' terms. For
+        multi-GPU use pass each process its own ``device=f"cuda:{local_rank}"``
+        and use the ``"nccl"`` backend. See :mod:`pyrobnn.distributed`.
 
     Returns
     -------
@@ -177,6 +191,8 @@ def fit(
     FitError
         When the loss becomes NaN or infinite; the guide is restored to the last
         state whose loss was finite.
+    RuntimeError
+        With ``distributed=True`` and no initialised process group.
 
     Notes
     -----
@@ -195,6 +211,7 @@ def fit(
         raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
     if not 0.0 < lr_decay <= 1.0:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+    rank, world_size = _dist.process_group() if distributed else (0, 1)
     target = torch.device(device) if device is not None else model_device(model)
     model.to(target)
 
@@ -206,7 +223,8 @@ def fit(
         if not isinstance(guide, Guide):
             raise TypeError(f"guide must be a pyrobnn guide or a kind string, got {type(guide).__name__}")
         guide.to(target)
-        batches = Batches(data, model, batch_size=batch_size, device=target, seed=seed)
+        shard = (rank, world_size) if distributed else None
+        batches = Batches(data, model, batch_size=batch_size, device=target, seed=seed, shard=shard)
         if epochs is not None:
             if not (isinstance(epochs, int) and epochs >= 1):
                 raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -218,12 +236,17 @@ def fit(
         elbo = ELBO(num_particles, vectorize_particles, _kl_at(kl_weight, 0))
         loss_fn = elbo(model, guide)
         params: list[torch.Tensor] = [p for p in loss_fn.parameters() if p.requires_grad]
+        # DDP gives every process rank 0's parameters, then averages the gradients.
+        step_fn: torch.nn.Module = _dist.wrap(loss_fn, target) if distributed else loss_fn
+        if distributed:  # after the common initialisation, each process draws its own particles
+            torch.manual_seed(_dist.rank_seed(seed, rank))
         opt = _make_optimizer(optimizer, params, lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, _decay(num_steps, lr_decay))
         snapshot = [p.detach().clone() for p in params]
 
         record = np.full((5, num_steps), np.nan)
-        bar = tqdm(total=num_steps, desc=f"fit {type(guide).__name__}", unit="step", disable=not progress)
+        show = progress and rank == 0
+        bar = tqdm(total=num_steps, desc=f"fit {type(guide).__name__}", unit="step", disable=not show)
         refresh = max(1, num_steps // 200)
         last_finite = math.nan
         start = time.perf_counter()
@@ -234,9 +257,12 @@ def fit(
             elbo.kl_weight = _kl_at(kl_weight, step)
             # Pyro's shape checks on the first step (as the caller has them), then off for speed.
             with pyro.validation_enabled(validate and step == 0):
-                loss = loss_fn(x, y, dataset_size=batches.size)
+                loss = step_fn(x, y, dataset_size=batches.size)
             terms = elbo.last
             assert terms is not None
+            if distributed:  # one record for all processes; a divergence anywhere stops all of them
+                values = _dist.mean_over_processes([terms.loss, terms.log_likelihood, terms.kl], target)
+                terms = Terms(values[0], values[1], values[2], terms.kl_weight)
             if not math.isfinite(terms.loss):
                 with torch.no_grad():
                     torch._foreach_copy_(params, snapshot)
@@ -280,6 +306,8 @@ def fit(
             "kl_weight": kl_weight if isinstance(kl_weight, (int, float)) else repr(kl_weight),
             "device": str(target),
             "seed": seed,
+            "distributed": distributed,
+            "world_size": world_size,
         }
     )
     return FitResult(model, guide, history, num_steps, seed, elapsed, config)

@@ -181,3 +181,95 @@ def test_predict_arguments() -> None:
         pred.interval(90)
     with pytest.raises(AttributeError, match="probs is defined for Categorical likelihoods, not Gaussian"):
         _ = pred.probs
+
+
+def test_categorical_labels_below_zero() -> None:
+    m = pb.BayesianModel(pb.lift(torch.nn.Linear(2, 3)), pb.likelihoods.Categorical())
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2 \(the net outputs 3 logits\), but y ranges over -1"):
+        fit(m, (X, torch.full((20,), -1)))
+
+
+def test_empty_dataloader() -> None:
+    loader = DataLoader(TensorDataset(X[:0], Y[:0]), batch_size=5)
+    with pytest.raises(
+        ValueError, match=r"the DataLoader yields no batches \(its dataset is empty\): there is nothing to fit"
+    ):
+        fit(model(), loader)
+
+
+def test_unknown_likelihood() -> None:
+    with pytest.raises(TypeError, match=r"likelihood must be one of pb\.likelihoods \(Gaussian, .*\), got str"):
+        pb.BayesianModel(pb.lift(net()), "gaussian")  # type: ignore[arg-type]
+
+
+def test_unknown_prior() -> None:
+    with pytest.raises(TypeError, match=r"prior must be a pyrobnn prior, .* a dict \{glob: prior\} .*; got str"):
+        pb.lift(net(), prior="normal")  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"prior\['\*\*'\] must be a pyrobnn prior \(e.g. pb.priors.Normal\(0.0, 1.0\)\)"
+    ):
+        pb.lift(net(), prior={"**": "normal"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"(?s)cannot read the parameters of MixtureSameFamily.* Use a pyrobnn prior"):
+        pb.lift(
+            net(),
+            prior=torch.distributions.MixtureSameFamily(
+                torch.distributions.Categorical(torch.ones(2)), torch.distributions.Normal(torch.zeros(2), 1.0)
+            ),
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"include": "3.*"}, r"include pattern '3\.\*' matches no parameter. Available names: 0.weight, 0.bias"),
+        ({"exclude": "**.bais"}, r"exclude pattern '\*\*\.bais' matches no parameter. .*e\.g\. '\*\*\.bias'"),
+        ({"prior": {"*.weigth": pb.priors.Normal(0.0, 1.0)}}, r"prior pattern '\*\.weigth' matches no parameter"),
+    ],
+)
+def test_glob_that_matches_nothing(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        pb.lift(net(), **kwargs)
+
+
+def test_flow_scope_that_matches_nothing() -> None:
+    with pytest.raises(ValueError, match=r"scope pattern '9\.\*' matches no parameter"):
+        pb.guides.make_guide("flow", model(), scope="9.*")
+
+
+def test_parameter_that_cannot_be_lifted() -> None:
+    complex_net = torch.nn.Linear(2, 1, dtype=torch.complex64)
+    with pytest.raises(
+        TypeError, match=r"parameter 'weight' has dtype torch.complex64; only real .* exclude=\['weight'\]"
+    ):
+        pb.lift(complex_net)
+
+
+class _ItemNet(torch.nn.Module):
+    """Calls .item() on a weight: fine in a forward pass, impossible under torch.func.vmap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x) * (1.0 if self.layer.weight.sum().item() > -1e9 else 0.0)
+
+
+def test_net_that_cannot_run_under_vmap_falls_back_to_a_loop_with_a_warning() -> None:
+    m = pb.BayesianModel(pb.lift(_ItemNet()), pb.likelihoods.Gaussian(0.1))
+    calls = []
+    m.net.net.register_forward_hook(lambda *_: calls.append(1))
+    message = r"the network cannot run under torch.func.vmap \(vmap: .*item\(\).*\); pyrobnn runs its particles"
+    with pytest.warns(UserWarning, match=message):
+        result = pb.fit(m, "meanfield", (X, Y), num_steps=3, num_particles=4, progress=False)
+    assert np.isfinite(result.history.loss).all()
+    calls.clear()
+    pred = result.posterior().predict(X, num_samples=5, seed=0)  # the loop serves predictions too
+    assert len(calls) == 5 and torch.isfinite(pred.mean).all()
+
+
+def test_fit_arguments_of_the_wrong_type() -> None:
+    with pytest.raises(ValueError, match=r"num_particles must be an integer >= 1, got 1\.5"):
+        pb.fit(model(), "meanfield", (X, Y), num_particles=1.5, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"fit needs a pb\.BayesianModel, got Sequential"):
+        pb.fit(net(), "meanfield", (X, Y), progress=False)  # type: ignore[arg-type]

@@ -203,3 +203,64 @@ def test_fit_and_predict_on_cuda() -> None:
     result = pb.fit(mlp_model(scale="learn"), "meanfield", (x, y), num_steps=5, device="cuda", progress=False)
     assert all(p.is_cuda for p in result.guide.parameters())
     assert result.posterior().predict(x, num_samples=3).mean.is_cuda
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [("lowrank", {"rank": 2}), ("fullrank", {}), ("flow", {"scope": "last_layer"}), ("map", {})],
+)
+def test_every_guide_kind_is_reproducible_and_leaves_the_caller_rng_alone(kind: str, options: dict) -> None:
+    x, y = regression()
+    models = [mlp_model(hidden=4), mlp_model(hidden=4)]
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    runs = [
+        pb.fit(m, kind, (x, y), num_steps=10, batch_size=32, seed=11, init="prior", progress=False, **options)
+        for m in models
+    ]
+    pred = [r.posterior().predict(x, num_samples=20, seed=2).samples for r in runs]
+    assert torch.equal(before, torch.get_rng_state())
+    np.testing.assert_array_equal(runs[0].history.loss, runs[1].history.loss)
+    assert torch.equal(pred[0], pred[1])
+
+
+def test_a_shuffling_dataloader_is_reproducible_under_the_seed() -> None:
+    x, y = regression(n=50)
+    models = [mlp_model(), mlp_model()]  # built first: nn.Linear draws from the global RNG
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    histories = []
+    for model in models:
+        # A DataLoader without its own generator shuffles from torch's global RNG: fit's seed governs it.
+        loader = DataLoader(TensorDataset(x, y), batch_size=10, shuffle=True)
+        result = pb.fit(model, "meanfield", loader, epochs=2, seed=4, init="prior", progress=False)
+        histories.append(result.history.loss)
+    assert torch.equal(before, torch.get_rng_state())
+    np.testing.assert_array_equal(histories[0], histories[1])
+
+
+def test_divergence_message_names_step_loss_and_causes() -> None:
+    x, y = regression()
+    model = mlp_model(scale="learn")
+    with pytest.raises(pb.FitError) as err:
+        pb.fit(model, "meanfield", (x, y), num_steps=200, lr=1e6, progress=False)
+    message = str(err.value)
+    step = err.value.step
+    assert f"at step {step} " in message and step >= 1
+    last = err.value.history.loss[-1]
+    assert f"last finite loss: {last:.6g}" in message
+    assert "lr=1000000.0" in message and "initial scale" in message and "standardise x and y" in message
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["meanfield", "lowrank", "flow", "map"])
+def test_priors_and_guide_follow_the_device(kind: str) -> None:
+    x, y = regression()
+    model = mlp_model(scale="learn")
+    rng = torch.cuda.get_rng_state()
+    result = pb.fit(model, kind, (x, y), num_steps=5, device="cuda", progress=False)
+    assert torch.equal(rng, torch.cuda.get_rng_state())
+    assert all(t.is_cuda for t in [*model.parameters(), *model.buffers()])  # priors live in buffers
+    assert all(t.is_cuda for t in [*result.guide.parameters(), *result.guide.buffers()])
+    pred = result.posterior().predict(x, num_samples=4, seed=0)
+    assert pred.mean.is_cuda and torch.isfinite(pred.mean).all()
