@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FitError", "FitResult", "History", "estimate_elbo", "fit", "linear_annealing"]
 
-OptimizerSpec = torch.optim.Optimizer | Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
+OptimizerSpec = torch.optim.Optimizer | Callable[[Iterable[Any]], torch.optim.Optimizer]
 KLWeight = float | Callable[[int], float]
 
 
@@ -153,7 +153,8 @@ def fit(
         Draw all particles at once; the network then runs once per step.
     lr, optimizer
         Adam's learning rate, or an optimiser (an instance, or a callable taking
-        the parameters and returning one).
+        parameter groups and returning one). A guide may train some of its
+        parameters at a fixed fraction of the rate (see ``Guide.param_groups``).
     lr_decay
         The learning rate falls geometrically over the second half of the fit to
         ``lr * lr_decay``, so the final guide sits at the optimum rather than
@@ -240,8 +241,14 @@ def fit(
         step_fn: torch.nn.Module = _dist.wrap(loss_fn, target) if distributed else loss_fn
         if distributed:  # after the common initialisation, each process draws its own particles
             torch.manual_seed(_dist.rank_seed(seed, rank))
-        opt = _make_optimizer(optimizer, params, lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, _decay(num_steps, lr_decay))
+        # The model's deterministic parameters at lr; a guide may train some of its own groups
+        # at a fraction of it (a flow's conditioner networks), applied through the schedule.
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+        groups = [g for g in groups + guide.param_groups() if g["params"]]
+        opt = _make_optimizer(optimizer, groups, lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt, [_decay(num_steps, lr_decay, g.get("lr_scale", 1.0)) for g in opt.param_groups]
+        )
         snapshot = [p.detach().clone() for p in params]
 
         record = np.full((5, num_steps), np.nan)
@@ -320,17 +327,17 @@ def _kl_at(kl_weight: KLWeight, step: int) -> float:
     return value
 
 
-def _decay(num_steps: int, factor: float) -> Callable[[int], float]:
+def _decay(num_steps: int, factor: float, scale: float = 1.0) -> Callable[[int], float]:
     half = num_steps // 2
     span = max(num_steps - 1 - half, 1)
 
     def multiplier(step: int) -> float:
-        return 1.0 if step <= half else factor ** ((step - half) / span)
+        return scale * (1.0 if step <= half else factor ** ((step - half) / span))
 
     return multiplier
 
 
-def _make_optimizer(spec: OptimizerSpec | None, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(spec: OptimizerSpec | None, params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
     if spec is None:
         return torch.optim.Adam(params, lr=lr)
     if isinstance(spec, torch.optim.Optimizer):

@@ -80,6 +80,10 @@ class Guide(nn.Module):
         """log q(θ) of draws shaped ``(num_samples, *shape)``: a ``(num_samples,)`` tensor."""
         raise NotImplementedError
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups, each with an ``lr_scale`` (its fraction of the fit's learning rate)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]
+
     # ------------------------------------------------------------- helpers
     def _device(self) -> torch.device:
         for p in self.parameters():
