@@ -155,7 +155,7 @@ def test_a_flow_beats_meanfield_on_a_non_gaussian_posterior() -> None:
     def fit(kind: str, **options: object) -> tuple[float, float, float]:
         torch.manual_seed(0)
         model = pb.BayesianModel(pb.lift(torch.nn.Linear(1, 2, bias=False)), pb.likelihoods.HeteroscedasticGaussian())
-        result = pb.fit(model, kind, (x, y), num_steps=3000, lr=0.01, init_scale=0.3, progress=False, **options)
+        result = pb.fit(model, kind, (x, y), num_steps=5000, lr=0.01, init_scale=0.3, progress=False, **options)
         terms, se = pb.estimate_elbo(model, result.guide, x, y, num_particles=4096)
         rho_draws = result.posterior().sample(200_000, seed=0)["weight"][:, 1, 0].double()
         q = torch.histogram(rho_draws, bins=rho_edges).hist / len(rho_draws)
@@ -164,10 +164,10 @@ def test_a_flow_beats_meanfield_on_a_non_gaussian_posterior() -> None:
     mf_elbo, _, mf_tv = fit("meanfield")
     flow_elbo, flow_se, flow_tv = fit("flow", flow="affine_coupling", num_layers=4)
     assert flow_elbo < log_evidence + 4 * flow_se
-    # Observed: gap to log p(y) 0.117 nats for mean-field, 0.014 for the flow (SEs 0.019, 0.002).
+    # Observed: gap to log p(y) 0.117 nats for mean-field, 0.008 for the flow (SEs 0.019, 0.003).
     assert flow_elbo - mf_elbo > 0.05
     assert log_evidence - flow_elbo < 0.03
     # Total variation between ρ's marginal and the grid's, over 100 bins of width 0.1:
-    # observed 0.095 for mean-field, 0.024 for the flow (histogram noise of 200,000 draws ≈ 0.01).
+    # observed 0.098 for mean-field, 0.032 for the flow (histogram noise of 200,000 draws ≈ 0.01).
     assert flow_tv < 0.5 * mf_tv
     assert flow_tv < 0.05
