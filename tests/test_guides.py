@@ -136,6 +136,11 @@ def test_flow_scope_and_size_errors() -> None:
         ValueError, match=r"a full-rank guide over D = 3240 .*limit max_dim=1000\). Use make_guide\('lowrank'"
     ):
         pb.guides.make_guide("fullrank", big, max_dim=1000)
+    mnist = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+    wide = pb.BayesianModel(pb.lift(mnist), pb.likelihoods.Categorical())
+    message = r"a flow \(affine_coupling\) over D = 407050 .* GiB with gradients and Adam state .*scope='last_layer'"
+    with pytest.raises(ValueError, match=message):
+        pb.guides.make_guide("flow", wide)
     with pytest.raises(ValueError, match="rank must be a positive integer, got 0"):
         pb.guides.make_guide("lowrank", model, rank=0)
 

@@ -7,6 +7,7 @@ of a small model — and a mean-field guide covers the rest.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from pyrobnn.guides._joint import JointGuide
 from pyrobnn.guides.meanfield import MeanFieldGuide, initial_values
 from pyrobnn.model import BayesianModel
 
-__all__ = ["FLOWS", "FlowGuide", "GuideList", "make_flow_guide"]
+__all__ = ["FLOWS", "FlowGuide", "GuideList", "flow_size", "make_flow_guide"]
 
 FLOWS = ("iaf", "affine_coupling", "spline_coupling")
 
@@ -84,6 +85,9 @@ class FlowGuide(JointGuide):
         As for :class:`MeanFieldGuide`.
     max_dim
         Refuse an IAF over more than this many dimensions.
+    max_memory_gib
+        Refuse a flow whose conditioner networks, with their gradients and Adam
+        state, would take more memory than this.
     conditioner_lr
         The flow layers' networks learn at this fraction of the fit's learning
         rate (the location and scale at the full rate); default 1 / (last hidden
@@ -111,6 +115,7 @@ class FlowGuide(JointGuide):
         init_scale: float = 1e-2,
         init: str = "pretrained",
         max_dim: int = MAX_IAF_DIM,
+        max_memory_gib: float = 2.0,
         conditioner_lr: float | None = None,
     ) -> None:
         super().__init__(model, sites)
@@ -138,6 +143,15 @@ class FlowGuide(JointGuide):
         if hidden_dims is None:
             width = max(2 * dim, 16)
             hidden_dims = [width] if flow == "iaf" else [min(width, 256)]
+        size = flow_size(flow, dim, list(hidden_dims), num_layers)
+        if 16 * size > max_memory_gib * 2**30:
+            raise ValueError(
+                f"a flow ({flow}) over D = {dim} latent dimensions ({num_layers} layers, hidden {list(hidden_dims)}) "
+                f"has about {size / 1e6:.0f}M parameters, {16 * size / 2**30:.1f} GiB with gradients and Adam "
+                f"state (limit max_memory_gib={max_memory_gib}). Scope the flow to a smaller block "
+                "(scope='last_layer' or a list of globs) with mean-field elsewhere, use fewer or narrower "
+                "layers, or raise max_memory_gib if you have the memory."
+            )
         self.flow, self.num_layers, self.hidden_dims = flow, num_layers, list(hidden_dims)
         self.conditioner_lr = 1.0 / self.hidden_dims[-1] if conditioner_lr is None else float(conditioner_lr)
         values = initial_values(model, init)
@@ -168,6 +182,19 @@ class FlowGuide(JointGuide):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, flow={self.flow}, num_layers={self.num_layers}, hidden_dims={self.hidden_dims}"
+
+
+def flow_size(flow: str, dim: int, hidden_dims: list[int], num_layers: int) -> int:
+    """Approximate number of parameters in the flow layers' conditioner networks."""
+    split = dim // 2
+    if flow == "iaf":
+        widths = [dim, *hidden_dims, 2 * dim]
+    elif flow == "affine_coupling":
+        widths = [split, *hidden_dims, 2 * (dim - split)]
+    else:  # spline coupling: 8 bins' widths, heights, derivatives and lambdas per coordinate
+        widths = [split, *hidden_dims, (dim - split) * (4 * 8 - 1)]
+    extra = split * (4 * 8 - 1) if flow == "spline_coupling" else 0  # its unconditioned spline
+    return num_layers * (extra + sum(a * b + b for a, b in itertools.pairwise(widths)))
 
 
 def _layer(flow: str, dim: int, hidden_dims: list[int]) -> dist.TransformModule:
