@@ -1,0 +1,196 @@
+"""Median milliseconds per SVI step: pyrobnn against a hand-written floor and plain Pyro.
+
+Methods, on the same MLP, data and batch:
+
+* ``floor``  — hand-written vectorized Bayes-by-backprop in pure torch: weights drawn as
+  ``[S, out, in]``, ``baddbmm``, closed-form KL, Adam. The reference every ratio is to.
+* ``pyro``   — plain Pyro: ``PyroModule`` + ``PyroSample`` + ``AutoNormal`` + ``Trace_ELBO``
+  with particles looped (``SVI``).
+* ``meanfield`` / ``lowrank(10)`` / ``flow(last layer)`` — pyrobnn guides, vectorized
+  particles, one step of the ELBO module with Adam (what ``pb.fit`` does per step).
+
+Tasks: ``small`` (13-50-1 regression) and ``mnist`` (784-512-512-10 classification), batch
+128, random data. Rounds are interleaved so the machine's drift hits every method alike.
+
+    python benchmarks/step_time.py --tasks small mnist --particles 1 10 32 --rounds 5 --device cpu
+
+torch_blue (the other maintained BNN library) is not benchmarked yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+from pyro.nn import PyroModule, PyroSample
+from torch import nn
+
+import pyrobnn as pb
+
+TASKS = {"small": ([13, 50, 1], "regression"), "mnist": ([784, 512, 512, 10], "classification")}
+N_TRAIN = 60_000
+
+
+def make_net(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def floor_step(sizes: list[int], task: str, x: torch.Tensor, y: torch.Tensor, s: int) -> Callable[[], None]:
+    """Hand-written vectorized Bayes-by-backprop (closed-form KL against N(0, 1))."""
+    shapes = [((b, a), (b,)) for a, b in itertools.pairwise(sizes)]
+    params = []
+    for w_shape, b_shape in shapes:
+        for shape in (w_shape, b_shape):
+            params += [
+                torch.randn(shape, device=x.device).mul_(0.05).requires_grad_(),
+                torch.full(shape, math.log(math.expm1(0.01)), device=x.device, requires_grad=True),
+            ]
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad()
+        h = x.expand(s, *x.shape)
+        kl = 0.0
+        for i in range(len(shapes)):
+            wm, wr, bm, br = params[4 * i : 4 * i + 4]
+            ws, bs = F.softplus(wr), F.softplus(br)
+            w = wm + ws * torch.randn((s, *wm.shape), device=x.device)
+            b = bm + bs * torch.randn((s, *bm.shape), device=x.device)
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if i < len(shapes) - 1:
+                h = F.relu(h)
+            for m, sd in ((wm, ws), (bm, bs)):
+                kl = kl + (0.5 * (sd**2 + m**2 - 1) - sd.log()).sum()
+        if task == "regression":
+            loglik = dist.Normal(h.squeeze(-1), 0.1).log_prob(y).sum(-1).mean()
+        else:
+            loglik = -F.cross_entropy(h.reshape(-1, h.shape[-1]), y.repeat(s), reduction="sum") / s
+        loss = -(N_TRAIN / len(x) * loglik - kl)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def pyro_step(sizes: list[int], task: str, x: torch.Tensor, y: torch.Tensor, s: int) -> Callable[[], None]:
+    """Plain Pyro: PyroModule + PyroSample priors, AutoNormal, Trace_ELBO with looped particles."""
+    pyro.clear_param_store()
+    net = make_net(sizes).to(x.device)
+    pyro.nn.module.to_pyro_module_(net)
+    for module in net.modules():
+        for name, value in list(module.named_parameters(recurse=False)):
+            prior = dist.Normal(torch.zeros((), device=x.device), 1.0).expand(value.shape).to_event(value.dim())
+            setattr(module, name, PyroSample(prior))
+
+    class Model(PyroModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+            out = self.net(x)
+            with pyro.plate("data", N_TRAIN, subsample=torch.arange(len(x), device=x.device)):
+                if task == "regression":
+                    pyro.sample("obs", dist.Normal(out.squeeze(-1), 0.1), obs=y)
+                else:
+                    pyro.sample("obs", dist.Categorical(logits=out), obs=y)
+
+    model = Model()
+    guide = AutoNormal(model, init_scale=0.01)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO(num_particles=s, max_plate_nesting=1))
+    return lambda: svi.step(x, y) and None
+
+
+def pyrobnn_step(
+    sizes: list[int], task: str, x: torch.Tensor, y: torch.Tensor, s: int, kind: str, **options: object
+) -> Callable[[], None]:
+    likelihood = pb.likelihoods.Gaussian(0.1) if task == "regression" else pb.likelihoods.Categorical()
+    model = pb.BayesianModel(pb.lift(make_net(sizes)), likelihood).to(x.device)
+    guide = pb.guides.make_guide(kind, model, **options).to(x.device)
+    loss_fn = pb.ELBO(s)(model, guide)
+    opt = torch.optim.Adam([g for g in guide.param_groups() if g["params"]], lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss_fn(x, y, dataset_size=N_TRAIN).backward()
+        opt.step()
+
+    return step
+
+
+METHODS: dict[str, Callable[..., Callable[[], None]]] = {
+    "floor": floor_step,
+    "pyro": pyro_step,
+    "meanfield": lambda *a: pyrobnn_step(*a, "meanfield"),
+    "lowrank(10)": lambda *a: pyrobnn_step(*a, "lowrank", rank=10),
+    "flow(last layer)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--particles", nargs="+", type=int, default=[1, 10, 32])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per method per round")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    print(f"device {device}, torch {torch.__version__}, pyro {pyro.__version__}, {time.strftime('%Y-%m-%d')}")
+    for task in args.tasks:
+        sizes, kind = TASKS[task]
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, sizes[0], device=device)
+        if kind == "regression":
+            y = torch.randn(args.batch, device=device)
+        else:
+            y = torch.randint(0, sizes[-1], (args.batch,), device=device)
+        for s in args.particles:
+            steps = {name: METHODS[name](sizes, kind, x, y, s) for name in args.methods}
+            for step in steps.values():
+                step()  # warm-up
+            times: dict[str, list[float]] = {name: [] for name in steps}
+            for _ in range(args.rounds):
+                for name, step in steps.items():
+                    sync()
+                    start = time.perf_counter()
+                    for _ in range(args.steps):
+                        step()
+                    sync()
+                    times[name].append((time.perf_counter() - start) / args.steps)
+            base = statistics.median(times["floor"]) if "floor" in times else None
+            print(f"\n{task} ({'-'.join(map(str, sizes))}), S = {s}")
+            print(f"  {'method':18s} {'ms/step':>9s} {'ratio':>7s}")
+            for name, values in times.items():
+                median = statistics.median(values)
+                ratio = f"{median / base:7.2f}" if base else "      -"
+                print(f"  {name:18s} {1000 * median:9.2f} {ratio}")
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    print(f"\npeak {'GPU' if device.type == 'cuda' else 'resident'} memory of the whole run: {peak / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
