@@ -58,8 +58,8 @@ def fit(distributed: bool, optimizer=None) -> pb.FitResult:  # type: ignore[no-u
     )
 
 
-def _flat(params: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in params])
+def _flat(groups: list[dict]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for group in groups for p in group["params"]])
 
 
 def worker(out: Path) -> None:
@@ -69,11 +69,11 @@ def worker(out: Path) -> None:
     mismatches: list[int] = []
     steps = [0]
 
-    def optimizer(params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        opt = torch.optim.Adam(params, lr=0.05)
+    def optimizer(groups: list[dict]) -> torch.optim.Optimizer:  # pb.fit passes parameter groups
+        opt = torch.optim.Adam(groups, lr=0.05)
 
         def compare(*_: object) -> None:  # after every step: do all processes hold the same guide?
-            mine = _flat(params)
+            mine = _flat(opt.param_groups)
             everyone = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
             dist.all_gather(everyone, mine)
             if not all(torch.equal(mine, other) for other in everyone):
