@@ -349,7 +349,8 @@ def _check_bound(prior: Prior, name: str, param: torch.Tensor) -> Prior:
             f"has shape {tuple(param.shape)}; use a scalar prior or one of that shape."
         )
     support = prior.support
-    if support is not dist.constraints.real:
+    # A mixture's support wraps its components' (MixtureSameFamilyConstraint(Real())).
+    if getattr(support, "base_constraint", support) is not dist.constraints.real:
         raise ValueError(
             f"the prior for {name!r} has support {support}, but a network weight is "
             "real-valued; choose a prior over the real line (Normal, Laplace, StudentT)."

@@ -644,3 +644,19 @@ def test_frozen_parameters_stay_deterministic_by_default() -> None:
     bnet = pb.lift(net)
     assert bnet.sites.names == ["2.weight", "2.bias"]
     assert pb.lift(net, include="**").sites.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_a_scale_mixture_prior_is_real_valued() -> None:
+    class SpikeAndSlab(pb.priors.Prior):
+        def base(self) -> torch.distributions.Distribution:
+            weights = torch.tensor([0.5, 0.5])
+            return pyro.distributions.MixtureSameFamily(
+                pyro.distributions.Categorical(weights),
+                pyro.distributions.Normal(torch.zeros(2), torch.tensor([0.1, 1.0])),
+            )
+
+    bnet = pb.lift(torch.nn.Linear(2, 1), prior=SpikeAndSlab())
+    assert bnet.sites.names == ["weight", "bias"]
+    with pyro.poutine.trace() as tr:
+        bnet(torch.randn(3, 2))
+    assert torch.isfinite(tr.trace.log_prob_sum())
