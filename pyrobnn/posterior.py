@@ -62,24 +62,9 @@ class Posterior:
         """
         if not (isinstance(num_samples, int) and num_samples >= 1):
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        dtype, device = model_dtype(self.model), model_device(self.model)
-        x = as_tensor(x, "x", dtype=dtype, device=device)
-        check_pair(x, None)
-        with seeded(seed, device), torch.no_grad(), _eval(self.model):
-            draws = self.guide.sample(num_samples)
-            outputs = []
-            for lo in range(0, num_samples, DRAWS_PER_CHUNK):
-                chunk = {name: value[lo : lo + DRAWS_PER_CHUNK] for name, value in draws.items()}
-                parts = [
-                    self.model.evaluate(chunk, x[i : i + POINTS_PER_CHUNK])[0]
-                    for i in range(0, len(x), POINTS_PER_CHUNK)
-                ]
-                outputs.append(torch.cat(parts, dim=1))
-            output = torch.cat(outputs, dim=0)
-            latents = {name: draws[name].reshape(num_samples, 1) for name in self.model.likelihood.latent_priors()}
-            prediction = Prediction(self.model, output, latents)
-            prediction._draw_samples()
-        return prediction
+        x = self._inputs(x)
+        with seeded(seed, x.device):
+            return self._predict(self.guide.sample(num_samples), x)
 
     def predict_draws(self, draws: dict[str, torch.Tensor], x: Any, seed: int | None = None) -> Prediction:
         """The posterior predictive at ``x`` for given draws of every site (each ``(S, *shape)``).
@@ -91,11 +76,18 @@ class Posterior:
         missing = set(self.guide.site_names) - set(draws)
         if missing:
             raise ValueError(f"draws lack the sites {sorted(missing)}; pass a draw of every latent site")
-        dtype, device = model_dtype(self.model), model_device(self.model)
-        x = as_tensor(x, "x", dtype=dtype, device=device)
+        x = self._inputs(x)
+        with seeded(seed, x.device):
+            return self._predict(draws, x)
+
+    def _inputs(self, x: Any) -> torch.Tensor:
+        x = as_tensor(x, "x", dtype=model_dtype(self.model), device=model_device(self.model))
         check_pair(x, None)
+        return x
+
+    def _predict(self, draws: dict[str, torch.Tensor], x: torch.Tensor) -> Prediction:
         num_samples = int(next(iter(draws.values())).shape[0])
-        with seeded(seed, device), torch.no_grad(), _eval(self.model):
+        with torch.no_grad(), _eval(self.model):
             outputs = []
             for lo in range(0, num_samples, DRAWS_PER_CHUNK):
                 chunk = {name: draws[name][lo : lo + DRAWS_PER_CHUNK] for name in self.guide.site_names}

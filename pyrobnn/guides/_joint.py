@@ -15,13 +15,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.util import sum_rightmost
+from pyro.infer.autoguide import init_to_value
 from torch.distributions import biject_to
 
 from pyrobnn._rng import seeded
 from pyrobnn.guides._base import Guide
 from pyrobnn.model import BayesianModel, LatentSite
 
-__all__ = ["JointGuide", "LatentLayout", "PriorModel"]
+__all__ = ["AutoGaussianGuide", "JointGuide", "LatentLayout", "PriorModel"]
 
 #: Draws used for the median and quantiles of guides without closed-form marginals.
 QUANTILE_DRAWS = 4000
@@ -134,3 +135,31 @@ class JointGuide(Guide):
                 with seeded(0, self._device()):
                     u = q.sample((QUANTILE_DRAWS,))
                 return torch.cov(u.T)
+
+
+class AutoGaussianGuide(JointGuide):
+    """A joint Gaussian guide whose parameters and marginals come from a Pyro autoguide.
+
+    The autoguide is built on a :class:`PriorModel` of the sites, with module-local
+    parameters, and set up at once (its parameters exist before any data is seen).
+    """
+
+    def _build_auto(self, auto_cls: type, values: Mapping[str, torch.Tensor], **options: Any) -> None:
+        with pyro.settings.context(module_local_params=True):
+            self.auto = auto_cls(PriorModel(self._sites), init_loc_fn=init_to_value(values=dict(values)), **options)
+            self.auto._setup_prototype()  # creates the parameters now, no data needed
+            self.auto.get_posterior()
+        assert self.auto.latent_dim == self.layout.dim
+
+    def posterior(self) -> dist.TorchDistribution:
+        with pyro.settings.context(module_local_params=True):
+            return self.auto.get_posterior()  # type: ignore[no-any-return]
+
+    def median(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad(), pyro.settings.context(module_local_params=True):
+            return dict(self.auto.median())
+
+    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Exact Gaussian marginal quantiles, mapped through each site's support."""
+        with torch.no_grad(), pyro.settings.context(module_local_params=True):
+            return dict(self.auto.quantiles(torch.as_tensor(qs).tolist()))

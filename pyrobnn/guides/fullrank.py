@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pyro.infer.autoguide import AutoMultivariateNormal
 
-import pyro
-import pyro.distributions as dist
-import torch
-from pyro.infer.autoguide import AutoMultivariateNormal, init_to_value
-
-from pyrobnn.guides._joint import JointGuide, PriorModel
+from pyrobnn.guides._joint import AutoGaussianGuide
 from pyrobnn.guides.meanfield import initial_values
 from pyrobnn.model import BayesianModel
 
@@ -24,7 +19,7 @@ def memory_of_dense(dim: int) -> float:
     return 4.0 * 4 * dim * (dim + 1) / 2
 
 
-class FullRankGuide(JointGuide):
+class FullRankGuide(AutoGaussianGuide):
     r"""q(u) = N(μ, L Lᵀ) over the unconstrained latent vector, L lower-triangular.
 
     Wraps Pyro's :class:`~pyro.infer.autoguide.AutoMultivariateNormal`. It can
@@ -60,22 +55,4 @@ class FullRankGuide(JointGuide):
             )
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
-        values = initial_values(model, init)
-        with pyro.settings.context(module_local_params=True):
-            self.auto = AutoMultivariateNormal(
-                PriorModel(self._sites), init_loc_fn=init_to_value(values=values), init_scale=init_scale
-            )
-            self.auto._setup_prototype()
-            self.auto.get_posterior()
-
-    def posterior(self) -> dist.TorchDistribution:
-        with pyro.settings.context(module_local_params=True):
-            return self.auto.get_posterior()  # type: ignore[no-any-return]
-
-    def median(self) -> dict[str, torch.Tensor]:
-        with torch.no_grad(), pyro.settings.context(module_local_params=True):
-            return dict(self.auto.median())
-
-    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad(), pyro.settings.context(module_local_params=True):
-            return dict(self.auto.quantiles(torch.as_tensor(qs).tolist()))
+        self._build_auto(AutoMultivariateNormal, initial_values(model, init), init_scale=init_scale)

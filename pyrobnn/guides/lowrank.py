@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pyro.infer.autoguide import AutoLowRankMultivariateNormal
 
-import pyro
-import pyro.distributions as dist
-import torch
-from pyro.infer.autoguide import AutoLowRankMultivariateNormal, init_to_value
-
-from pyrobnn.guides._joint import JointGuide, PriorModel
+from pyrobnn.guides._joint import AutoGaussianGuide
 from pyrobnn.guides.meanfield import initial_values
 from pyrobnn.model import BayesianModel
 
 __all__ = ["LowRankGuide"]
 
 
-class LowRankGuide(JointGuide):
+class LowRankGuide(AutoGaussianGuide):
     r"""q(u) = N(μ, W Wᵀ + D) over the unconstrained latent vector, W of shape (D, rank).
 
     Wraps Pyro's :class:`~pyro.infer.autoguide.AutoLowRankMultivariateNormal`
@@ -50,26 +45,7 @@ class LowRankGuide(JointGuide):
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self.rank = rank
-        values = initial_values(model, init)
-        with pyro.settings.context(module_local_params=True):
-            self.auto = AutoLowRankMultivariateNormal(
-                PriorModel(self._sites), init_loc_fn=init_to_value(values=values), init_scale=init_scale, rank=rank
-            )
-            self.auto._setup_prototype()  # creates the parameters now, no data needed
-            self.auto.get_posterior()
-        assert self.auto.latent_dim == self.layout.dim
-
-    def posterior(self) -> dist.TorchDistribution:
-        with pyro.settings.context(module_local_params=True):
-            return self.auto.get_posterior()  # type: ignore[no-any-return]
-
-    def median(self) -> dict[str, torch.Tensor]:
-        with torch.no_grad(), pyro.settings.context(module_local_params=True):
-            return dict(self.auto.median())
-
-    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad(), pyro.settings.context(module_local_params=True):
-            return dict(self.auto.quantiles(torch.as_tensor(qs).tolist()))
+        self._build_auto(AutoLowRankMultivariateNormal, initial_values(model, init), init_scale=init_scale, rank=rank)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rank={self.rank}"
