@@ -14,7 +14,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from pyrobnn.model import BayesianModel
 
-__all__ = ["Batches", "as_tensor", "check_finite", "check_vmap"]
+__all__ = ["Batches", "as_tensor", "check_finite"]
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -87,37 +87,6 @@ def prepare_targets(model: BayesianModel, output_shape: torch.Size, y: torch.Ten
     return y
 
 
-def check_vmap(model: BayesianModel, x: torch.Tensor) -> None:
-    """Make sure the network runs over a batch of weight draws; fall back to a loop if not.
-
-    ``torch.func.vmap`` cannot batch some code a plain forward pass runs fine
-    (``.item()``, data-dependent ``if``, in-place updates of buffers). A net
-    like that gets its particles and predictive draws run one at a time, with a
-    warning. Call after one plain forward pass has succeeded (``output_shape``),
-    so that an error here can only come from ``vmap``.
-    """
-    net = model.net
-    # Workaround until lift.py does this itself: BayesianNet._vmap_ok is the switch
-    # run_batched reads (see the report of issue 7).
-    if not getattr(net, "_vmap_ok", False) or not net.site_names:
-        return
-    values = {name: net.initial_value(name).detach() for name in net.site_names}
-    draws = {name: value.expand(2, *value.shape) for name, value in values.items()}
-    try:
-        with torch.no_grad():
-            net.run_batched(draws, x[:2])
-    except RuntimeError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        warnings.warn(
-            f"the network cannot run under torch.func.vmap ({reason}); pyrobnn runs its particles "
-            "and predictive draws one at a time instead, which is slower. To vectorize, rewrite the "
-            "forward pass without .item(), Python control flow on tensor values or in-place buffer updates.",
-            UserWarning,
-            stacklevel=3,
-        )
-        net._vmap_ok = False
-
-
 class Batches:
     """Minibatches over in-memory tensors or a DataLoader, endlessly, epoch after epoch.
 
@@ -178,7 +147,6 @@ class Batches:
             y = as_tensor(data[1], "y", dtype=dtype, device=device)
             check_pair(x, y)
             self.output_shape = model.output_shape(x)
-            check_vmap(model, x)
             self.x, self.y = x, prepare_targets(model, self.output_shape, y)
             self.loader = None
             self.size = len(x)
@@ -229,5 +197,4 @@ class Batches:
         check_pair(x, y)
         if self.output_shape is None:
             self.output_shape = self.model.output_shape(x)
-            check_vmap(self.model, x)
         return x, prepare_targets(self.model, self.output_shape, y)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -221,6 +222,7 @@ class BayesianNet(nn.Module):
         self._shapes = {name: params[name].shape for name in random_names}
         self._deterministic = {n: p.shape for n, p in params.items() if n not in priors and p.requires_grad}
         self._vmap_ok = not any(isinstance(m, UNBATCHABLE) for m in net.modules())
+        self._vmap_worked = False  # until the first batched pass succeeds, a vmap error means: loop
 
     # ------------------------------------------------------------------ report
     @property
@@ -282,18 +284,42 @@ class BayesianNet(nn.Module):
         -----
         The rows run at once under ``torch.func.vmap``, except for nets holding a
         layer that ``vmap`` cannot batch (:data:`UNBATCHABLE`: LSTM, GRU and RNN
-        have no batching rule, pytorch#105982); those run one row at a time.
+        have no batching rule, pytorch#105982) or code it cannot trace: those
+        run one row at a time, the latter found on the first call, with a warning.
         """
         net = self.net
 
         def one(params: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(net, params, (inputs,))  # type: ignore[no-any-return]
 
-        if not self._vmap_ok:
+        def one_by_one() -> torch.Tensor:
             num = self.batch_shape(draws)[0] if draws else 0
             return torch.stack([one({k: v[i] for k, v in draws.items()}, x) for i in range(num)])
-        with _batchable_attention():
-            return vmap(one, in_dims=(0, None), randomness="different")(dict(draws), x)  # type: ignore[no-any-return]
+
+        if not self._vmap_ok:
+            return one_by_one()
+        try:
+            with _batchable_attention():
+                out = vmap(one, in_dims=(0, None), randomness="different")(dict(draws), x)
+        except RuntimeError as err:
+            if self._vmap_worked:  # vmap ran this net before: the error is the net's own
+                raise
+            # vmap cannot batch some code a plain forward pass runs (.item(), Python control
+            # flow on tensor values, in-place buffer updates). If the loop fails too, its own
+            # error propagates: then it was never vmap's fault.
+            looped = one_by_one()
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            warnings.warn(
+                f"the network cannot run under torch.func.vmap ({reason}); pyrobnn runs its particles "
+                "and predictive draws one at a time instead, which is slower. To vectorize, rewrite the "
+                "forward pass without .item(), Python control flow on tensor values or in-place buffer updates.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self._vmap_ok = False
+            return looped
+        self._vmap_worked = True
+        return out  # type: ignore[no-any-return]
 
     def batch_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
         """The leading (batch) shape shared by all draws, checked against the parameter shapes."""
