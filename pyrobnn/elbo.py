@@ -14,6 +14,11 @@ the two terms apart (``elbo.last``), and it uses the closed-form KL for every
 site where torch registers one, if the guide allows it (as
 :class:`~pyro.infer.TraceMeanField_ELBO` does), with a Monte Carlo
 log q − log p elsewhere. Every guide site must be reparameterisable.
+
+With vectorized particles, a closed-form KL is evaluated once per site on the
+per-particle distributions, not on their copies broadcast over the particle
+plate (the value is the same for every particle; computing it S times cost a
+third of a step on an MNIST-sized MLP).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from pyro.util import check_model_guide_match
 from torch.distributions import Independent, kl_divergence
 
 __all__ = ["ELBO", "Terms"]
+
+#: Key of a trace node holding its distribution before particle broadcasting. (Not in the
+#: site's ``infer`` dict: poutine.replay hands the model the guide's ``infer`` dict.)
+_PER_PARTICLE = "_pyrobnn_per_particle_fn"
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,24 @@ class ELBO(Trace_ELBO):
         self.kl_weight = float(kl_weight)
         self.last: Terms | None = None
 
+    def _get_vectorized_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        # As Pyro's, plus a messenger inside the particle plate on each side that keeps every
+        # site's distribution as it was before the plate broadcast it (used by _closed_form_kl).
+        if self.num_particles == 1:
+            return self._get_trace(model, guide, args, kwargs)
+        keep_model, keep_guide = _KeepPerParticle(), _KeepPerParticle()
+        model_trace, guide_trace = self._get_trace(
+            self._vectorized_num_particles(keep_model(model)),
+            self._vectorized_num_particles(keep_guide(guide)),
+            args,
+            kwargs,
+        )
+        for trace, kept in ((model_trace, keep_model.fns), (guide_trace, keep_guide.fns)):
+            for name, fn in kept.items():
+                if name in trace.nodes:
+                    trace.nodes[name][_PER_PARTICLE] = fn
+        return model_trace, guide_trace
+
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
         # Like Pyro's get_importance_trace, but without computing every log density
         # up front: closed-form KL sites never need log q or log p.
@@ -98,6 +125,28 @@ class ELBO(Trace_ELBO):
     def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():
             return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+
+class _KeepPerParticle(poutine.messenger.Messenger):
+    """Records each sample site's ``fn`` before outer plates broadcast it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fns: dict[str, Any] = {}
+
+    def _pyro_sample(self, msg: dict[str, Any]) -> None:
+        self.fns[msg["name"]] = msg["fn"]
+
+
+def _closed_form_kl(q_site: dict[str, Any], p_site: dict[str, Any]) -> torch.Tensor:
+    """Σ KL(q‖p) of one site over its particles; raises NotImplementedError without a closed form."""
+    q_once, p_once = q_site.get(_PER_PARTICLE), p_site.get(_PER_PARTICLE)
+    if q_once is None or p_once is None or q_site["mask"] is not None:
+        return _scaled_sum(kl_divergence(q_site["fn"], p_site["fn"]), q_site)
+    kl = kl_divergence(q_once, p_once)
+    # The same value for every particle: count it once per particle, as the broadcast sum would.
+    num_particles = q_site["fn"].batch_shape.numel() // max(kl.numel(), 1)
+    return (kl * q_site["scale"]).sum() * num_particles
 
 
 def _item(value: torch.Tensor | float) -> float:
@@ -137,7 +186,7 @@ def _terms(model_trace: Any, guide_trace: Any, analytic: bool) -> tuple[torch.Te
         # Pyro's KL(Delta || p) = -log p(v) ignores a Delta's log_density: never use it.
         if analytic and not _is_point_mass(q_site["fn"]):
             try:
-                kl = kl + _scaled_sum(kl_divergence(q_site["fn"], site["fn"]), q_site)
+                kl = kl + _closed_form_kl(q_site, site)
                 closed_form.add(name)
                 continue
             except NotImplementedError:
