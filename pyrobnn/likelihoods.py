@@ -92,6 +92,7 @@ class Likelihood(nn.Module):
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> TorchDistribution:
+        """p(y | output, latents): batch shape ``batch + (N,)``, event shape ``e`` (see the module notes)."""
         raise NotImplementedError
 
     def mean(self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size) -> torch.Tensor:

@@ -109,7 +109,7 @@ def expected_calibration_error(pred: Prediction, y: Any, num_bins: int = 10) -> 
 
     Notes
     -----
-    ECE = Σ_b (n_b / N) · |acc_b − conf_b| over bins b of the top-label
+    :math:`\mathrm{ECE} = \sum_b (n_b / N)\, |\mathrm{acc}_b - \mathrm{conf}_b|` over bins b of the top-label
     confidence (Naeini, Cooper & Hauskrecht 2015; Guo, Pleiss, Sun &
     Weinberger 2017). 0 is perfectly calibrated.
 

@@ -275,6 +275,9 @@ def _read_parameters(d: Distribution) -> dict[str, torch.Tensor]:
     return params
 
 
+#: What :func:`pyrobnn.lift` accepts as ``prior``: a pyrobnn prior or a Pyro/torch distribution
+#: (applied i.i.d. to every element), a ``{glob: prior}`` dict, or a callable ``(name, param) -> prior``
+#: that may return ``None`` to keep a parameter deterministic.
 PriorSpec = (
     Prior
     | Distribution

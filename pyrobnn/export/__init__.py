@@ -1,8 +1,8 @@
 """Export to ArviZ: :func:`to_arviz`.
 
-The export is built in two steps. :mod:`pyrobnn.export._collect` draws from the
+The export is built in two steps. ``pyrobnn.export._collect`` draws from the
 posterior and evaluates it with torch into one dict of numpy arrays laid out
-``(chain, draw, ...)``; :mod:`pyrobnn.export._core` (numpy only, no torch)
+``(chain, draw, ...)``; ``pyrobnn.export._core`` (numpy only, no torch)
 hands that dict to a thin adapter for the installed ArviZ line: arviz 0.2x
 returns an ``InferenceData``, arviz 1.x an xarray ``DataTree``. ArviZ and
 xarray are imported only when an export runs.

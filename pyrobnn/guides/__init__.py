@@ -4,15 +4,15 @@ Every guide has one interface: ``sample(num_samples, seed=)``, ``median()``,
 ``quantiles(qs)``, ``log_prob(draws)``, and ``state_dict()`` /
 ``load_state_dict()`` from ``torch.nn.Module``.
 
-=================  ======================================================  ==================
-kind               q(θ)                                                    cost per step
-=================  ======================================================  ==================
-``"meanfield"``    independent Normals; closed-form KL for Normal priors   O(D)
-``"lowrank"``      Normal with covariance W Wᵀ + diag (``rank=``)          O(D · rank)
-``"fullrank"``     Normal with a dense covariance (D ≤ 5000)               O(D³)
+=================  =======================================================  ==================
+kind               q(θ)                                                     cost per step
+=================  =======================================================  ==================
+``"meanfield"``    independent Normals; closed-form KL for Normal priors    O(D)
+``"lowrank"``      Normal with covariance W Wᵀ + diag (``rank=``)           O(D · rank)
+``"fullrank"``     Normal with a dense covariance (D ≤ 5000)                O(D³)
 ``"flow"``         normalizing flow over a ``scope``, mean-field elsewhere  depends on scope
-``"map"``          a point mass (MAP estimate, for comparison)             O(D)
-=================  ======================================================  ==================
+``"map"``          a point mass (MAP estimate, for comparison)              O(D)
+=================  =======================================================  ==================
 """
 
 from __future__ import annotations
