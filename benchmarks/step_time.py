@@ -7,23 +7,32 @@ Methods, on the same MLP, data and batch:
 * ``pyro``   — plain Pyro: ``PyroModule`` + ``PyroSample`` + ``AutoNormal`` + ``Trace_ELBO``
   with particles looped (``SVI``).
 * ``meanfield`` / ``lowrank(10)`` / ``flow(last layer)`` — pyrobnn guides, vectorized
-  particles, one step of the ELBO module with Adam (what ``pb.fit`` does per step).
+  particles, one step of the ELBO module with Adam (what ``pb.fit`` does per step after
+  the first: Pyro's validation checks off).
+* ``torch_blue`` / ``torch_blue(analytic)`` — torch_blue 1.1 (``pip install -e '.[bench]'``):
+  ``convert_to_vimodule``, ``samples=S``, ``KullbackLeiblerLoss`` (its quickstart's Monte
+  Carlo KL) or ``AnalyticalKullbackLeiblerLoss``, Adam. Skipped when not installed.
 
 Tasks: ``small`` (13-50-1 regression) and ``mnist`` (784-512-512-10 classification), batch
 128, random data. Rounds are interleaved so the machine's drift hits every method alike.
 
     python benchmarks/step_time.py --tasks small mnist --particles 1 10 32 --rounds 5 --device cpu
 
-torch_blue (the other maintained BNN library) is not benchmarked yet.
+After the timings it measures each method's peak memory for the MNIST-sized MLP at S = 32
+(``--memory-particles``), each in a fresh process: the growth of the peak resident set
+over the process's size once the data exist (on CUDA: peak allocated GPU memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
+import json
 import math
-import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -128,7 +137,33 @@ def pyrobnn_step(
 
     def step() -> None:
         opt.zero_grad()
-        loss_fn(x, y, dataset_size=N_TRAIN).backward()
+        with pyro.validation_enabled(False):  # as pb.fit after its first step
+            loss_fn(x, y, dataset_size=N_TRAIN).backward()
+        opt.step()
+
+    return step
+
+
+def torch_blue_step(
+    sizes: list[int], task: str, x: torch.Tensor, y: torch.Tensor, s: int, analytic: bool = False
+) -> Callable[[], None]:
+    """torch_blue 1.1: the same MLP converted in place, mean-field Normal, N(0, 1) prior."""
+    from torch_blue import vi
+    from torch_blue.vi.distributions import Categorical, MeanFieldNormal
+
+    net = make_net(sizes).to(x.device)
+    vi.convert_to_vimodule(net)
+    predictive = MeanFieldNormal() if task == "regression" else Categorical()
+    if analytic:
+        loss_fn = vi.AnalyticalKullbackLeiblerLoss(net, predictive, dataset_size=N_TRAIN)
+    else:
+        loss_fn = vi.KullbackLeiblerLoss(predictive, dataset_size=N_TRAIN)
+    target = y.unsqueeze(-1) if task == "regression" else y
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss_fn(net(x, samples=s), target).backward()
         opt.step()
 
     return step
@@ -141,6 +176,71 @@ METHODS: dict[str, Callable[..., Callable[[], None]]] = {
     "lowrank(10)": lambda *a: pyrobnn_step(*a, "lowrank", rank=10),
     "flow(last layer)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer"),
 }
+if importlib.util.find_spec("torch_blue") is not None:
+    METHODS["torch_blue"] = torch_blue_step
+    METHODS["torch_blue(analytic)"] = lambda *a: torch_blue_step(*a, analytic=True)
+
+
+def make_data(sizes: list[int], kind: str, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    x = torch.randn(batch, sizes[0], device=device)
+    if kind == "regression":
+        return x, torch.randn(batch, device=device)
+    return x, torch.randint(0, sizes[-1], (batch,), device=device)
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as handle:  # Linux: "5" resets VmHWM to the current RSS
+        handle.write("5")
+
+
+def measure_memory(method: str, task: str, s: int, batch: int, device: torch.device) -> float:
+    """Peak memory in bytes that ``method`` adds for a few steps (run in a fresh process)."""
+    sizes, kind = TASKS[task]
+    x, y = make_data(sizes, kind, batch, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        _reset_peak_rss()  # imports peak higher than the data; measure from here
+        base = _status_bytes("VmRSS")
+    step = METHODS[method](sizes, kind, x, y, s)
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return float(torch.cuda.max_memory_allocated(device) - base)
+    return float(_status_bytes("VmHWM") - base)
+
+
+def memory_table(methods: list[str], task: str, s: int, batch: int, device: str) -> None:
+    print(
+        f"\npeak memory, {task} ({'-'.join(map(str, TASKS[task][0]))}), S = {s}, batch {batch}, each in a fresh process"
+    )
+    print(f"  {'method':22s} {'GiB':>7s} {'ratio':>7s}")
+    peaks = {}
+    for name in methods:
+        child = ["--memory-of", name, "--tasks", task, "--particles", str(s), "--batch", str(batch), "--device", device]
+        out = subprocess.run(
+            [sys.executable, __file__, *child],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    base = peaks.get("floor")
+    for name, peak in peaks.items():
+        ratio = f"{peak / base:7.2f}" if base else "      -"
+        print(f"  {name:22s} {peak / 2**30:7.3f} {ratio}")
 
 
 def main() -> None:
@@ -152,18 +252,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per method per round")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-particles", type=int, default=32, help="S for the memory table; 0 skips it")
+    parser.add_argument("--memory-task", default="mnist", choices=list(TASKS))
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one method's peak, in this process
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.memory_of:
+        peak = measure_memory(args.memory_of, args.tasks[0], args.particles[0], args.batch, device)
+        print(json.dumps({"peak_bytes": peak}))
+        return
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     print(f"device {device}, torch {torch.__version__}, pyro {pyro.__version__}, {time.strftime('%Y-%m-%d')}")
+    if "torch_blue" not in METHODS:
+        print("torch_blue is not installed (pip install -e '.[bench]'): its rows are skipped")
     for task in args.tasks:
         sizes, kind = TASKS[task]
-        torch.manual_seed(0)
-        x = torch.randn(args.batch, sizes[0], device=device)
-        if kind == "regression":
-            y = torch.randn(args.batch, device=device)
-        else:
-            y = torch.randint(0, sizes[-1], (args.batch,), device=device)
+        x, y = make_data(sizes, kind, args.batch, device)
         for s in args.particles:
             steps = {name: METHODS[name](sizes, kind, x, y, s) for name in args.methods}
             for step in steps.values():
@@ -179,17 +283,13 @@ def main() -> None:
                     times[name].append((time.perf_counter() - start) / args.steps)
             base = statistics.median(times["floor"]) if "floor" in times else None
             print(f"\n{task} ({'-'.join(map(str, sizes))}), S = {s}")
-            print(f"  {'method':18s} {'ms/step':>9s} {'ratio':>7s}")
+            print(f"  {'method':22s} {'ms/step':>9s} {'ratio':>7s}")
             for name, values in times.items():
                 median = statistics.median(values)
                 ratio = f"{median / base:7.2f}" if base else "      -"
-                print(f"  {name:18s} {1000 * median:9.2f} {ratio}")
-    peak = (
-        torch.cuda.max_memory_allocated(device)
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
-    print(f"\npeak {'GPU' if device.type == 'cuda' else 'resident'} memory of the whole run: {peak / 2**30:.2f} GiB")
+                print(f"  {name:22s} {1000 * median:9.2f} {ratio}")
+    if args.memory_particles:
+        memory_table(args.methods, args.memory_task, args.memory_particles, args.batch, args.device)
 
 
 if __name__ == "__main__":

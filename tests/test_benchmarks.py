@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+UCI = BENCHMARKS.parent.parent / "shared" / "data" / "uci"
 
 
 def run(script: str, *args: str) -> str:
@@ -19,10 +23,35 @@ def run(script: str, *args: str) -> str:
 
 
 def test_step_time_smoke() -> None:
-    out = run("step_time.py", "--tasks", "small", "--particles", "2", "--rounds", "1", "--steps", "1")
-    for method in ("floor", "pyro", "meanfield", "lowrank(10)", "flow(last layer)"):
-        assert method in out
-    assert "small (13-50-1), S = 2" in out and "peak resident memory" in out
+    out = run(
+        "step_time.py",
+        *("--tasks", "small", "--particles", "2", "--rounds", "1", "--steps", "1"),
+        *("--memory-task", "small", "--memory-particles", "2"),
+    )
+    methods = ["floor", "pyro", "meanfield", "lowrank(10)", "flow(last layer)"]
+    if importlib.util.find_spec("torch_blue") is not None:
+        methods += ["torch_blue", "torch_blue(analytic)"]
+    timings, memory = out.split("peak memory")
+    assert "small (13-50-1), S = 2" in timings and "small (13-50-1), S = 2" in memory
+    for method in methods:
+        assert f"  {method} " in timings and f"  {method} " in memory
+
+
+@pytest.mark.skipif(not (UCI / "yacht" / "data.txt").is_file(), reason="needs ../shared/data/uci beside the repo")
+def test_uci_smoke(tmp_path: Path) -> None:
+    out = run(
+        "uci.py",
+        *("--datasets", "yacht", "--splits", "2", "--steps", "3", "--samples", "10"),
+        *("--workers", "1", "--out", str(tmp_path)),
+    )
+    with open(tmp_path / "uci-meanfield.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["dataset"], r["split"]) for r in rows] == [("yacht", "0"), ("yacht", "1")]
+    assert all(math.isfinite(float(r["rmse"])) and math.isfinite(float(r["test_ll"])) for r in rows)
+    report = (tmp_path / "uci-meanfield.md").read_text()
+    assert "| yacht | 2 |" in report  # the summary row, with the published columns beside it
+    assert "6.890 ± 0.670" in report and "Against the published numbers" in report
+    assert report in out
 
 
 @pytest.mark.slow
