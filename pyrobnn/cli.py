@@ -1,111 +1,41 @@
-"""The ``pyrobnn`` command: fit and compare guides on a dataset, write a report."""
+"""The ``pyrobnn`` command: fit and compare guides on a dataset, write a report.
+
+::
+
+    pyrobnn datasets
+    pyrobnn compare --data builtin:gap1d --guides meanfield,lowrank,map --out report/
+    pyrobnn compare --data csv:houses.csv --target price --epochs 40 --batch-size 128 --out report/
+    pyrobnn fit --data uci:../shared/data/uci/yacht --split 0 --guide meanfield --out report/
+
+A mistake in the arguments (an unknown dataset, column or guide, a missing
+``--target`` or ``--split``) prints what is valid and exits with status 2; a
+diverged fit exits with status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import sys
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pyrobnn import datasets, likelihoods
+from pyrobnn import _report, datasets, likelihoods
 from pyrobnn.compare import compare
-from pyrobnn.fit import fit
+from pyrobnn.fit import FitError, FitResult, fit
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.lift import lift
 from pyrobnn.model import BayesianModel
 
 __all__ = ["main"]
 
-DATA_FORMS = "builtin:NAME (see `pyrobnn datasets`)"
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A dataset standardised on its training split."""
-
-    dataset: datasets.Dataset
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    y_scale: float
-
-
-def _load(spec: str) -> Prepared:
-    kind, _, name = spec.partition(":")
-    if kind != "builtin" or not name:
-        raise ValueError(f"unsupported --data {spec!r}; use {DATA_FORMS}")
-    ds = datasets.load(name)
-    mean, std = ds.x_train.mean(0), ds.x_train.std(0).clamp_min(1e-8)
-    x_train, x_test = (ds.x_train - mean) / std, (ds.x_test - mean) / std
-    if ds.task == "classification":
-        return Prepared(ds, x_train, ds.y_train, x_test, ds.y_test, 1.0)
-    y_mean, y_std = ds.y_train.mean(), ds.y_train.std()
-    return Prepared(ds, x_train, (ds.y_train - y_mean) / y_std, x_test, (ds.y_test - y_mean) / y_std, float(y_std))
-
-
-def _model(data: Prepared, hidden: int, seed: int) -> BayesianModel:
-    torch.manual_seed(seed)  # the net's initial weights (the guide's starting point)
-    d_in = data.x_train.shape[1]
-    likelihood: likelihoods.Likelihood
-    if data.dataset.task == "classification":
-        d_out, likelihood = data.dataset.num_classes or 2, likelihoods.Categorical()
-    else:
-        d_out, likelihood = 1, likelihoods.Gaussian(scale="learn")
-    net = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, d_out))
-    return BayesianModel(lift(net), likelihood)
-
-
-def _guides(text: str) -> list[str]:
-    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in GUIDE_KINDS]
-    if unknown or not kinds:
-        raise ValueError(f"unknown guide(s) {', '.join(unknown) or '(none)'}; valid guides: {', '.join(GUIDE_KINDS)}")
-    return kinds
-
-
-def _compare(args: argparse.Namespace, kinds: list[str]) -> int:
-    data = _load(args.data)
-    results = {}
-    for kind in kinds:
-        model = _model(data, args.hidden, args.seed)
-        print(f"fitting {kind} on {data.dataset.name} ...", file=sys.stderr)
-        results[kind] = fit(
-            model,
-            kind,
-            (data.x_train, data.y_train),
-            num_steps=args.steps,
-            num_particles=args.particles,
-            lr=args.lr,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
-    frame = compare(
-        results,
-        data.x_test,
-        data.y_test,
-        train=(data.x_train, data.y_train),
-        num_samples=args.samples,
-        seed=args.seed,
-        y_scale=data.y_scale,
-    )
-    columns = [c for c in COLUMNS if c in frame.columns]
-    rows = [{"guide": name, **{c: _value(frame.loc[name, c]) for c in columns}} for name in frame.index]
-    table = _table(rows)
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(_report(args, data, table))
-        print(f"report written to {out / 'report.md'}", file=sys.stderr)
-    return 0
-
+DATA_FORMS = "builtin:NAME (see `pyrobnn datasets`), csv:PATH (with --target COLUMN) or uci:DIR (with --split K)"
+#: SVI steps per guide when neither --steps nor --epochs is given.
+DEFAULT_STEPS = 3000
 
 #: Columns of pb.compare's table shown by the command, in this order.
 COLUMNS = (
@@ -122,13 +52,118 @@ COLUMNS = (
 )
 
 
+class UsageError(ValueError):
+    """A mistake in the command's arguments (exit status 2)."""
+
+
+def load_data(args: argparse.Namespace) -> datasets.Dataset:
+    """The dataset named by ``--data``, with the options that belong to its form checked."""
+    kind, sep, rest = args.data.partition(":")
+    if not sep or not rest or kind not in ("builtin", "csv", "uci"):
+        raise UsageError(f"unsupported --data {args.data!r}; use {DATA_FORMS}")
+    csv_only = [flag for flag, value in (("--target", args.target), ("--task", args.task)) if value is not None]
+    if args.test_fraction is not None:
+        csv_only.append("--test-fraction")
+    if kind != "csv" and csv_only:
+        raise UsageError(f"{', '.join(csv_only)} only apply to csv:PATH data, not {args.data!r}")
+    if kind != "uci" and args.split is not None:
+        raise UsageError(f"--split only applies to uci:DIR data, not {args.data!r}")
+    if kind == "builtin":
+        return datasets.load(rest)
+    if kind == "uci":
+        if args.split is None:
+            count = datasets.uci_num_splits(rest)
+            raise UsageError(f"uci data need --split K; {rest} has {count} splits (0-{count - 1})")
+        return datasets.load_uci(rest, args.split)
+    if args.target is None:
+        raise UsageError(f"csv data need --target COLUMN; the columns of {rest} are: {', '.join(_csv_header(rest))}")
+    fraction = 0.1 if args.test_fraction is None else args.test_fraction
+    ds = datasets.load_csv(rest, args.target, test_fraction=fraction, seed=args.seed, task=args.task)
+    if args.task is None:
+        other = "regression" if ds.task == "classification" else "classification"
+        print(f"{ds.name}: target {args.target!r} read as {ds.task} (--task {other} to change)", file=sys.stderr)
+    return ds
+
+
+def _csv_header(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"CSV file {path!r} does not exist")
+    with file.open(newline="") as fh:
+        for row in csv.reader(fh):
+            if any(cell.strip() for cell in row):
+                return [cell.strip() for cell in row]
+    raise UsageError(f"{path}: empty file; expected a header row naming the columns")
+
+
+def build_model(data: datasets.Standardized, hidden: int, seed: int) -> BayesianModel:
+    """A one-hidden-layer tanh MLP with Normal(0, 1) priors and the task's likelihood."""
+    torch.manual_seed(seed)  # the net's initial weights (the guide's starting point)
+    d_in = data.x_train.shape[1]
+    likelihood: likelihoods.Likelihood
+    if data.dataset.task == "classification":
+        d_out, likelihood = data.dataset.num_classes or 2, likelihoods.Categorical()
+    else:
+        d_out, likelihood = 1, likelihoods.Gaussian(scale="learn")
+    net = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, d_out))
+    return BayesianModel(lift(net), likelihood)
+
+
+def parse_guides(text: str) -> list[str]:
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in GUIDE_KINDS]
+    if unknown or not kinds:
+        raise UsageError(f"unknown guide(s) {', '.join(unknown) or '(none)'}; valid guides: {', '.join(GUIDE_KINDS)}")
+    if len(set(kinds)) < len(kinds):
+        raise UsageError(f"a guide is listed twice in {text!r}")
+    return kinds
+
+
+def run(args: argparse.Namespace, kinds: list[str]) -> int:
+    data = datasets.standardize(load_data(args))
+    length = {"epochs": args.epochs} if args.epochs is not None else {"num_steps": args.steps or DEFAULT_STEPS}
+    results: dict[str, FitResult] = {}
+    for kind in kinds:
+        model = build_model(data, args.hidden, args.seed)
+        print(f"fitting {kind} on {data.dataset.name} ...", file=sys.stderr)
+        results[kind] = fit(
+            model,
+            kind,
+            (data.x_train, data.y_train),
+            **length,
+            batch_size=args.batch_size,
+            num_particles=args.particles,
+            lr=args.lr,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    frame = compare(
+        results,
+        data.x_test,
+        data.y_test,
+        train=(data.x_train, data.y_train),
+        num_samples=args.samples,
+        seed=args.seed,
+        y_scale=data.y_scale,
+    )
+    columns = [c for c in COLUMNS if c in frame.columns]
+    rows = [{"guide": name, **{c: _value(frame.loc[name, c]) for c in columns}} for name in frame.index]
+    table = format_table(rows)
+    print(table)
+    if args.out:
+        path = _report.write(Path(args.out), args, data, results, table)
+        print(f"report written to {path}", file=sys.stderr)
+    return 0
+
+
 def _value(value: object) -> object:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value.item() if hasattr(value, "item") else value
 
 
-def _table(rows: Sequence[Mapping[str, object]]) -> str:
+def format_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """A Markdown table, numbers right-aligned to 4 significant digits, missing values as n/a."""
     columns = list(rows[0])
     cells = [[_fmt(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
@@ -144,39 +179,18 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _report(args: argparse.Namespace, data: Prepared, table: str) -> str:
-    ds = data.dataset
-    return "\n".join(
-        [
-            f"# pyrobnn guide comparison: {ds.name}",
-            "",
-            f"{ds.description}. {len(ds.x_train)} training and {len(ds.x_test)} test points, inputs"
-            + (" and target" if ds.task == "regression" else "")
-            + " standardised on the training split.",
-            "",
-            f"Network: {ds.x_train.shape[1]}-{args.hidden}-{ds.num_classes or 1} tanh MLP, Normal(0, 1) priors on "
-            "every weight"
-            + (
-                ", Gaussian likelihood with a learned noise scale (HalfNormal(1) prior)."
-                if ds.task == "regression"
-                else ", Categorical likelihood."
-            ),
-            f"Fit: {args.steps} steps, {args.particles} particles, Adam lr {args.lr} decayed over the second half, "
-            f"seed {args.seed}.",
-            "",
-            table,
-            "",
-            "*final_elbo*: mean per-step ELBO over the last 5% of the fit, on the (standardised) training data;",
-            "n/a for MAP, whose objective (the log joint density at the estimate) is not a bound on the evidence.",
-            "*test_log_likelihood*: mean over test points of log (1/S) Σ_s p(y | x, θ_s), in original units.",
-            "*coverage*: share of test targets inside the central 90% predictive interval.",
-            "*khat*: PSIS Pareto k̂ of log p(θ, y) − log q(θ) (< 0.5 good, 0.5-0.7 usable, > 0.7 poor);",
-            "*elpd_loo*: PSIS-LOO expected log predictive density on the training data (ArviZ).",
-            "",
-            f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `pyrobnn {' '.join(sys.argv[1:])}`.",
-            "",
-        ]
-    )
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,15 +198,28 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_fit_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", required=True, help=f"dataset: {DATA_FORMS}")
-        p.add_argument("--hidden", type=int, default=50, help="hidden units of the one-hidden-layer MLP (50)")
-        p.add_argument("--steps", type=int, default=3000, help="SVI steps per guide (3000)")
-        p.add_argument("--particles", type=int, default=8, help="particles per step (8)")
-        p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (0.01)")
-        p.add_argument("--samples", type=int, default=1000, help="posterior draws for the test metrics (1000)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", help="directory for report.md")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        data = p.add_argument_group("data")
+        data.add_argument("--data", required=True, help=f"dataset: {DATA_FORMS}")
+        data.add_argument("--target", help="csv: the target column")
+        data.add_argument("--task", choices=datasets.TASKS, help="csv: override the inferred task")
+        data.add_argument("--test-fraction", type=_fraction, help="csv: share of rows held out (0.1), split by --seed")
+        data.add_argument("--split", type=int, help="uci: which train/test split, 0 … n_splits − 1")
+        model = p.add_argument_group("model and fit")
+        model.add_argument("--hidden", type=_positive, default=50, help="hidden units of the one-hidden-layer MLP (50)")
+        length = model.add_mutually_exclusive_group()
+        length.add_argument("--steps", type=_positive, help=f"SVI steps per guide ({DEFAULT_STEPS})")
+        length.add_argument("--epochs", type=_positive, help="passes over the training data per guide")
+        model.add_argument("--batch-size", type=_positive, help="minibatch size (default: the whole training set)")
+        model.add_argument("--particles", type=_positive, default=8, help="particles per step (8)")
+        model.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (0.01)")
+        model.add_argument("--seed", type=int, default=0, help="seeds the fit, the draws and a csv split (0)")
+        out = p.add_argument_group("output")
+        out.add_argument("--samples", type=_positive, default=1000, help="posterior draws for metrics and plots (1000)")
+        out.add_argument(
+            "--export-samples", type=_positive, default=200, help="posterior draws in each ArviZ netCDF file (200)"
+        )
+        out.add_argument("--out", help="directory for report.md, the PNG plots and one <guide>.nc per guide")
+        out.add_argument("--quiet", action="store_true", help="no progress bars")
 
     compare = sub.add_parser("compare", help="fit several guides and compare them on held-out data")
     add_fit_options(compare)
@@ -205,18 +232,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage and the error (or --help)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # quoted in the report
     if args.command == "datasets":
         for name in datasets.names():
             print(f"{name:10s} {datasets.load(name).task:15s} {datasets.describe(name)}")
         return 0
     try:
-        kinds = _guides(args.guides if args.command == "compare" else args.guide)
-        return _compare(args, kinds)
+        kinds = parse_guides(args.guides if args.command == "compare" else args.guide)
+        if args.command == "fit" and len(kinds) != 1:
+            raise UsageError(f"fit takes one --guide, got {args.guide!r}; use compare for several")
+        return run(args, kinds)
     except ValueError as err:
         print(f"pyrobnn: error: {err}", file=sys.stderr)
         return 2
+    except FitError as err:
+        print(f"pyrobnn: the fit diverged: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

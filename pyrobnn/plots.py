@@ -1,4 +1,4 @@
-"""Figures for a fit: ELBO history, predictive bands, reliability diagram, prior vs posterior.
+"""Figures for a fit: ELBO history, predictive bands, predicted vs observed, calibration, prior vs posterior.
 
 matplotlib (and ArviZ, where it has the plot) are imported when a function is
 called, never when pyrobnn is imported. Every function takes an optional
@@ -16,10 +16,18 @@ import torch
 from pyrobnn import _globs
 from pyrobnn._rng import seeded
 from pyrobnn.fit import FitResult, History
+from pyrobnn.likelihoods import Bernoulli, Categorical
 from pyrobnn.metrics import calibration_bins, expected_calibration_error
 from pyrobnn.posterior import Posterior
 
-__all__ = ["plot_elbo", "plot_predictive", "plot_prior_posterior", "plot_reliability"]
+__all__ = [
+    "plot_calibration",
+    "plot_elbo",
+    "plot_predicted_vs_observed",
+    "plot_predictive",
+    "plot_prior_posterior",
+    "plot_reliability",
+]
 
 
 def plot_elbo(history: FitResult | History, *, axes: Sequence[Any] | None = None, smooth: int = 0) -> Any:
@@ -96,6 +104,93 @@ def plot_predictive(
     ax.set(xlabel="x", ylabel="y")
     ax.legend(fontsize="small")
     return ax
+
+
+def plot_predicted_vs_observed(
+    post: Posterior,
+    x: Any,
+    y: Any,
+    *,
+    num_samples: int = 1000,
+    level: float = 0.9,
+    seed: int | None = 0,
+    ax: Any = None,
+) -> Any:
+    """Predictive mean against the observed target, with the central ``level`` interval as error bars.
+
+    For inputs of any dimension: points on the diagonal are predicted exactly,
+    and about ``level`` of the error bars should cross it (the title gives the
+    share that do, the coverage of :func:`pyrobnn.compare`).
+    """
+    import matplotlib.pyplot as plt
+
+    pred = post.predict(x, num_samples=num_samples, seed=seed)
+    y_t = _real_targets(post, pred, y, "plot_predicted_vs_observed")
+    lo_t, hi_t = pred.interval(level)
+    mean, lo, hi, obs = (t.reshape(-1).double().cpu().numpy() for t in (pred.mean, lo_t, hi_t, y_t))
+    covered = float(np.mean((obs >= lo) & (obs <= hi)))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.errorbar(obs, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, lw=0.8, alpha=0.7, label=f"{level:.0%} interval")
+    ends = [min(obs.min(), lo.min()), max(obs.max(), hi.max())]
+    ax.plot(ends, ends, "k--", lw=1, label="predicted = observed")
+    ax.set(xlabel="observed y", ylabel="predicted y", title=f"{covered:.0%} of intervals cover y")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_calibration(
+    post: Posterior,
+    x: Any,
+    y: Any,
+    *,
+    levels: Sequence[float] | None = None,
+    num_samples: int = 1000,
+    seed: int | None = 0,
+    label: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """Calibration of a real-valued prediction: observed against nominal coverage of central intervals.
+
+    For each level p the share of targets inside the central p predictive
+    interval is plotted against p. A calibrated predictive lies on the
+    diagonal; below it the intervals are too narrow (over-confident), above it
+    too wide. Call it again on the same ``ax`` with another ``label`` to
+    compare posteriors. For class predictions use :func:`plot_reliability`.
+
+    Parameters
+    ----------
+    levels
+        The nominal levels; default 0.05, 0.10, …, 0.95.
+    """
+    import matplotlib.pyplot as plt
+
+    pred = post.predict(x, num_samples=num_samples, seed=seed)
+    y_t = _real_targets(post, pred, y, "plot_calibration")
+    nominal = np.arange(1, 20) / 20 if levels is None else np.asarray(levels, dtype=float)
+    observed = []
+    for p in nominal:
+        lo, hi = pred.interval(float(p))
+        observed.append(float(((y_t >= lo) & (y_t <= hi)).double().mean()))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    if not any(line.get_label() == "calibrated" for line in ax.lines):
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    ax.plot(nominal, observed, "o-", ms=3, label=label or "observed")
+    ax.set(xlabel="nominal coverage of the central interval", ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def _real_targets(post: Posterior, pred: Any, y: Any, caller: str) -> torch.Tensor:
+    """``y`` in the prediction's layout, for real-valued (not class) likelihoods."""
+    if isinstance(post.model.likelihood, (Categorical, Bernoulli)):
+        raise ValueError(
+            f"{caller} draws real-valued predictions; for {type(post.model.likelihood).__name__} "
+            "class predictions use pb.plots.plot_reliability"
+        )
+    y_t = torch.as_tensor(np.asarray(y), device=pred.output.device)
+    return post.model.likelihood.prepare_y(pred.output_shape, y_t).to(pred.mean.dtype)
 
 
 def plot_reliability(

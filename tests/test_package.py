@@ -38,22 +38,3 @@ def test_public_names_exist() -> None:
     for module in (pb.priors, pb.likelihoods, pb.guides, pb.datasets):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)
-
-
-def test_cli_compare_and_errors(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from pyrobnn.cli import main
-
-    assert main(["datasets"]) == 0
-    assert "gap1d" in capsys.readouterr().out
-    code = main(["compare", "--data", "builtin:gap1d", "--guides", "meanfield,map", "--steps", "20", "--samples", "50",
-                 "--quiet", "--out", str(tmp_path)])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "| guide" in out and "meanfield" in out and "rmse" in out and "n/a" in out
-    assert "meanfield" in (tmp_path / "report.md").read_text()
-    assert main(["compare", "--data", "builtin:nope", "--quiet"]) == 2
-    assert "unknown built-in dataset 'nope'; available: gap1d" in capsys.readouterr().err
-    assert main(["fit", "--data", "builtin:gap1d", "--guide", "fullrnk", "--quiet"]) == 2
-    assert "valid guides: meanfield, lowrank, fullrank, flow, map" in capsys.readouterr().err
-    assert main(["fit", "--data", "csv:x.csv", "--quiet"]) == 2
-    assert "unsupported --data 'csv:x.csv'" in capsys.readouterr().err

@@ -46,3 +46,24 @@ def test_reliability_diagram() -> None:
     result = pb.fit(model, "meanfield", (x, y), num_steps=100, lr=0.05, progress=False)
     ax = plots.plot_reliability(result.posterior(), x, y, num_samples=100)
     assert ax.get_title().startswith("ECE = ") and len(ax.patches) == 10
+
+
+def test_predicted_vs_observed_and_calibration_curves() -> None:
+    x = torch.randn(40, 3)
+    y = x.sum(-1) + 0.3 * torch.randn(40)
+    model = pb.BayesianModel(pb.lift(nn.Linear(3, 1)), pb.likelihoods.Gaussian(0.3))
+    post = pb.fit(model, "meanfield", (x, y), num_steps=150, lr=0.05, progress=False).posterior()
+    ax = plots.plot_predicted_vs_observed(post, x, y, num_samples=100)
+    assert ax.get_title().endswith("of intervals cover y") and len(ax.containers) == 1  # one errorbar set
+    ax = plots.plot_calibration(post, x, y, num_samples=200, label="a")
+    plots.plot_calibration(post, x, y, num_samples=200, label="b", levels=[0.5, 0.9], ax=ax)
+    labels = [line.get_label() for line in ax.lines]
+    assert labels == ["calibrated", "a", "b"]  # the diagonal is drawn once
+    nominal, observed = ax.lines[1].get_data()
+    np.testing.assert_allclose(nominal, np.arange(1, 20) / 20)
+    # nested central intervals of the same draws: observed coverage cannot fall as the level rises
+    assert np.all(np.diff(observed) >= 0) and 0 <= observed[0] and observed[-1] <= 1
+    classifier = pb.BayesianModel(pb.lift(nn.Linear(3, 2)), pb.likelihoods.Categorical())
+    cls_post = pb.Posterior(classifier, pb.guides.make_guide("meanfield", classifier))
+    with pytest.raises(ValueError, match=r"plot_calibration draws real-valued .* use pb.plots.plot_reliability"):
+        plots.plot_calibration(cls_post, x, (y > 0).long())
