@@ -233,14 +233,14 @@ class Prediction:
     def entropy(self) -> torch.Tensor:
         """Total predictive entropy H[E_θ p(y | θ)] (nats)."""
         p = self.probs
-        return -(p * torch.log(p.clamp_min(1e-30))).sum(-1).clamp_min(0.0)  # ≥ 0 despite rounding
+        return (-(p * torch.log(p.clamp_min(1e-30))).sum(-1)).clamp_min(0.0)  # ≥ 0 despite rounding
 
     @property
     def expected_entropy(self) -> torch.Tensor:
         """E_θ H[p(y | θ)]: the aleatoric part of the entropy."""
         self._require((Categorical,), "expected_entropy")
         log_p = torch.log_softmax(self.output, dim=-1)
-        return -(log_p.exp() * log_p).sum(-1).clamp_min(0.0).mean(0)
+        return (-(log_p.exp() * log_p).sum(-1)).clamp_min(0.0).mean(0)
 
     @property
     def mutual_information(self) -> torch.Tensor:

@@ -159,3 +159,14 @@ def test_every_likelihood_fits_and_predicts(name: str) -> None:
     assert lp.shape == (40,) and torch.isfinite(lp).all()
     assert torch.isfinite(pred.mean).all() and torch.isfinite(pred.std).all()
     assert repr(model.likelihood) and repr(pred)
+
+
+def test_entropies_against_hand_computed_values() -> None:
+    """Two draws of a 2-class net at one input: softmax (0.5, 0.5) and (0.9, 0.1) (logits 0 and log 9)."""
+    model = pb.BayesianModel(pb.lift(torch.nn.Linear(1, 2)), pb.likelihoods.Categorical())
+    logits = torch.tensor([[[0.0, 0.0]], [[math.log(9.0), 0.0]]])  # (draws, points, classes)
+    pred = pb.Prediction(model, logits, {})
+    h = lambda *p: -sum(q * math.log(q) for q in p)  # noqa: E731
+    torch.testing.assert_close(pred.entropy, torch.tensor([h(0.7, 0.3)]))
+    torch.testing.assert_close(pred.expected_entropy, torch.tensor([(h(0.5, 0.5) + h(0.9, 0.1)) / 2]))
+    torch.testing.assert_close(pred.mutual_information, pred.entropy - pred.expected_entropy)
