@@ -134,6 +134,21 @@ def write_figures(
                 "predictive interval as error bars; the dashed line is a perfect prediction. Standardised units.",
             )
         )
+    elif x_tr.shape[1] == 2:
+
+        def surface(ax: Any, kind: str) -> None:
+            plots.plot_decision_surface(posts[kind], x_tr, y_tr, num_samples=min(num_samples, 200), seed=seed, ax=ax)
+            ax.set(title=kind, xlabel="x₀ (standardised)", ylabel="x₁ (standardised)")
+
+        _save(out / "predictions.png", list(posts), surface, ncols=3, panel=(5, 4))
+        figures.append(
+            Figure(
+                "predictions.png",
+                "Predictions",
+                "Predictive entropy over the input plane (dark: uncertain) and a quarter of the data's range beyond "
+                "it, with the training data coloured by class. Standardised units.",
+            )
+        )
     if ds.task == "regression":
 
         def calibration(ax: Any, kind: str) -> None:

@@ -211,6 +211,7 @@ def load_uci(directory: str | Path, split: int) -> Dataset:
 
     Examples
     --------
+    >>> import pyrobnn as pb
     >>> ds = pb.datasets.load_uci("../shared/data/uci/yacht", split=0)   # doctest: +SKIP
     >>> ds.x_train.shape, ds.x_test.shape                                 # doctest: +SKIP
     (torch.Size([277, 6]), torch.Size([31, 6]))
@@ -439,6 +440,7 @@ def standardize(ds: Dataset) -> Standardized:
 
     Examples
     --------
+    >>> import pyrobnn as pb
     >>> data = pb.datasets.standardize(pb.datasets.load("friedman"))
     >>> bool(data.x_train.mean(0).abs().max() < 1e-5), round(float(data.y_train.std(unbiased=False)), 4)
     (True, 1.0)

@@ -22,6 +22,7 @@ from pyrobnn.posterior import Posterior
 
 __all__ = [
     "plot_calibration",
+    "plot_decision_surface",
     "plot_elbo",
     "plot_predicted_vs_observed",
     "plot_predictive",
@@ -179,6 +180,54 @@ def plot_calibration(
     ax.plot(nominal, observed, "o-", ms=3, label=label or "observed")
     ax.set(xlabel="nominal coverage of the central interval", ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_decision_surface(
+    post: Posterior,
+    x: Any,
+    y: Any = None,
+    *,
+    grid_size: int = 100,
+    num_samples: int = 200,
+    seed: int | None = 0,
+    ax: Any = None,
+) -> Any:
+    """Predictive entropy of a classifier over a 2-D input plane, with the data coloured by class.
+
+    Dark is uncertain: the entropy H[E_θ p(y | x, θ)] (nats) of the predictive
+    class probabilities on a ``grid_size`` × ``grid_size`` grid spanning the
+    data and a quarter of its range beyond, which is where a Bayesian net
+    should grow uncertain and a point estimate often does not.
+    """
+    import matplotlib.pyplot as plt
+
+    x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
+    if not isinstance(post.model.likelihood, Categorical):
+        raise ValueError(
+            f"plot_decision_surface draws Categorical class predictions, not {type(post.model.likelihood).__name__}"
+        )
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise ValueError(f"plot_decision_surface draws 2-D inputs, got x of shape {tuple(x.shape)}")
+    lo, hi = x.min(0).values, x.max(0).values
+    pad = 0.25 * (hi - lo)
+    g0 = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), grid_size)
+    g1 = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), grid_size)
+    mesh = torch.stack(torch.meshgrid(g0, g1, indexing="xy"), dim=-1).reshape(-1, 2)
+    pred = post.predict(mesh, num_samples=num_samples, seed=seed)
+    entropy = pred.entropy.reshape(grid_size, grid_size).double().cpu().numpy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    levels = np.linspace(0.0, np.log(pred.probs.shape[-1]), 11)
+    filled = ax.contourf(g0.numpy(), g1.numpy(), entropy, levels=levels, cmap="Greys")
+    ax.figure.colorbar(filled, ax=ax, label="predictive entropy (nats)")
+    if y is not None:
+        labels = np.asarray(y).reshape(-1)
+        for k in np.unique(labels):
+            pts = x[torch.as_tensor(labels == k)].numpy()
+            ax.scatter(pts[:, 0], pts[:, 1], s=6, label=f"class {k}")
+        ax.legend(loc="upper right", fontsize="x-small")
+    ax.set(xlabel="x₀", ylabel="x₁")
     return ax
 
 

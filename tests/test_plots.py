@@ -67,3 +67,14 @@ def test_predicted_vs_observed_and_calibration_curves() -> None:
     cls_post = pb.Posterior(classifier, pb.guides.make_guide("meanfield", classifier))
     with pytest.raises(ValueError, match=r"plot_calibration draws real-valued .* use pb.plots.plot_reliability"):
         plots.plot_calibration(cls_post, x, (y > 0).long())
+
+
+def test_decision_surface_shows_entropy_away_from_the_data() -> None:
+    x = torch.randn(60, 2)
+    y = (x[:, 0] > 0).long()
+    model = pb.BayesianModel(pb.lift(nn.Linear(2, 2)), pb.likelihoods.Categorical())
+    post = pb.fit(model, "meanfield", (x, y), num_steps=100, lr=0.05, progress=False).posterior()
+    ax = plots.plot_decision_surface(post, x, y, grid_size=20, num_samples=50)
+    assert len(ax.collections) >= 3 and [t.get_text() for t in ax.get_legend().get_texts()] == ["class 0", "class 1"]
+    with pytest.raises(ValueError, match=r"plot_decision_surface draws 2-D inputs, got x of shape \(60, 3\)"):
+        plots.plot_decision_surface(post, torch.randn(60, 3))
