@@ -118,10 +118,6 @@ def run_split(directory: Path, split: int, guide: str, settings: Settings) -> Ro
     )
 
 
-def num_splits(directory: Path) -> int:
-    return len(list(directory.glob("index_train_*.txt")))
-
-
 # ----------------------------------------------------------------- published table
 def published(path: Path) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
     """``{"rmse" | "ll": {dataset: {peer: (mean, ±)}}}`` parsed from PUBLISHED.md's two tables ({} if absent)."""
@@ -244,11 +240,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if missing:
         parser.error(f"no UCI data for {', '.join(missing)} under {args.data_dir}; pass --data-dir")
     settings = Settings(num_steps=args.steps, batch_size=args.batch_size, num_samples=args.samples)
+    splits = {ds: pb.datasets.uci_num_splits(args.data_dir / ds) for ds in args.datasets}
     jobs = [
         (ds, g, k)
         for ds in args.datasets
         for g in args.guides
-        for k in range(min(args.splits or num_splits(args.data_dir / ds), num_splits(args.data_dir / ds)))
+        for k in range(min(args.splits or splits[ds], splits[ds]))
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"uci-{'-'.join(args.guides)}"
