@@ -15,7 +15,6 @@ diverged fit exits with status 1.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -76,24 +75,15 @@ def load_data(args: argparse.Namespace) -> datasets.Dataset:
             raise UsageError(f"uci data need --split K; {rest} has {count} splits (0-{count - 1})")
         return datasets.load_uci(rest, args.split)
     if args.target is None:
-        raise UsageError(f"csv data need --target COLUMN; the columns of {rest} are: {', '.join(_csv_header(rest))}")
+        raise UsageError(
+            f"csv data need --target COLUMN; the columns of {rest} are: {', '.join(datasets.csv_columns(rest))}"
+        )
     fraction = 0.1 if args.test_fraction is None else args.test_fraction
     ds = datasets.load_csv(rest, args.target, test_fraction=fraction, seed=args.seed, task=args.task)
     if args.task is None:
         other = "regression" if ds.task == "classification" else "classification"
         print(f"{ds.name}: target {args.target!r} read as {ds.task} (--task {other} to change)", file=sys.stderr)
     return ds
-
-
-def _csv_header(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"CSV file {path!r} does not exist")
-    with file.open(newline="") as fh:
-        for row in csv.reader(fh):
-            if any(cell.strip() for cell in row):
-                return [cell.strip() for cell in row]
-    raise UsageError(f"{path}: empty file; expected a header row naming the columns")
 
 
 def build_model(data: datasets.Standardized, hidden: int, seed: int) -> BayesianModel:

@@ -21,6 +21,7 @@ import torch
 __all__ = [
     "Dataset",
     "Standardized",
+    "csv_columns",
     "describe",
     "load",
     "load_csv",
@@ -249,6 +250,22 @@ def load_uci(directory: str | Path, split: int) -> Dataset:
 # --- CSV files ---------------------------------------------------------------------------------------
 
 
+def csv_columns(path: str | Path) -> list[str]:
+    """The column names in the header row of a CSV file (what :func:`load_csv` can take as ``target``)."""
+    return _csv_rows(Path(path))[0]
+
+
+def _csv_rows(file: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank data rows of a CSV file, each row with its line number."""
+    if not file.is_file():
+        raise ValueError(f"CSV file {str(file)!r} does not exist")
+    with file.open(newline="") as fh:
+        rows = [(i, row) for i, row in enumerate(csv.reader(fh), start=1) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"{file}: empty file; expected a header row naming the columns, then one row per example")
+    return [name.strip() for name in rows[0][1]], rows[1:]
+
+
 def load_csv(
     path: str | Path,
     target: str,
@@ -293,18 +310,11 @@ def load_csv(
     real number.
     """
     file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"CSV file {str(file)!r} does not exist")
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)} (or None to infer it), got {task!r}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    with file.open(newline="") as fh:
-        rows = [(i, row) for i, row in enumerate(csv.reader(fh), start=1) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise ValueError(f"{file}: empty file; expected a header row naming the columns, then one row per example")
-    header = [name.strip() for name in rows[0][1]]
-    body = rows[1:]
+    header, body = _csv_rows(file)
     if len(body) < 2:
         raise ValueError(f"{file}: {len(body)} data row(s); a train/test split needs at least 2")
     available = ", ".join(header)

@@ -71,6 +71,7 @@ def write_csv(path: Path, text: str) -> Path:
 def test_load_csv_splits_by_seed_and_infers_the_task(tmp_path: Path) -> None:
     rows = "\n".join(f"{i},{i * 0.5},{i * 1.5 + 0.25},{i % 3}" for i in range(20))
     path = write_csv(tmp_path / "toy.csv", "a,b,y,label\n" + rows + "\n\n")
+    assert datasets.csv_columns(path) == ["a", "b", "y", "label"]
     ds = datasets.load_csv(path, "y", features=["a", "b"])
     assert ds.name == "toy" and ds.task == "regression" and ds.x_train.shape == (18, 2) and ds.x_test.shape == (2, 2)
     np.testing.assert_allclose(ds.y_train.numpy(), ds.x_train[:, 0].numpy() * 1.5 + 0.25)  # rows stay whole
