@@ -173,6 +173,7 @@ METHODS: dict[str, Callable[..., Callable[[], None]]] = {
     "floor": floor_step,
     "pyro": pyro_step,
     "meanfield": lambda *a: pyrobnn_step(*a, "meanfield"),
+    "meanfield(local)": lambda *a: pyrobnn_step(*a, "meanfield", local_reparam=True),
     "lowrank(10)": lambda *a: pyrobnn_step(*a, "lowrank", rank=10),
     "flow(last layer)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer"),
 }

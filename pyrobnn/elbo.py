@@ -35,6 +35,8 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 from torch.distributions import Independent, kl_divergence
 
+from pyrobnn import _local_reparam
+
 __all__ = ["ELBO", "Terms"]
 
 #: Key of a trace node holding its distribution before particle broadcasting. (Not in the
@@ -101,9 +103,11 @@ class ELBO(Trace_ELBO):
 
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
         # Like Pyro's get_importance_trace, but without computing every log density
-        # up front: closed-form KL sites never need log q or log p.
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        # up front: closed-form KL sites never need log q or log p. The scope lets a
+        # locally reparameterised guide hand its Normals to the network (_local_reparam).
+        with _local_reparam.scope():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
         return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
@@ -183,14 +187,19 @@ def _terms(model_trace: Any, guide_trace: Any, analytic: bool) -> tuple[torch.Te
             log_lik = log_lik + _scaled_sum(site["fn"].log_prob(site["value"]), site)
             continue
         q_site = guide_trace.nodes[name]
+        local = _local_reparam.is_local(q_site["fn"])  # no drawn value: closed form or nothing
         # Pyro's KL(Delta || p) = -log p(v) ignores a Delta's log_density: never use it.
-        if analytic and not _is_point_mass(q_site["fn"]):
+        if (analytic or local) and not _is_point_mass(q_site["fn"]):
             try:
                 kl = kl + _closed_form_kl(q_site, site)
                 closed_form.add(name)
                 continue
             except NotImplementedError:
-                pass
+                if local:
+                    raise ValueError(
+                        f"site {name!r} is locally reparameterised but KL(q || p) has no closed form "
+                        f"for its prior {type(site['fn']).__name__}; build the guide with local_reparam=False"
+                    ) from None
         kl = kl - _scaled_sum(site["fn"].log_prob(site["value"]), site)
     for name, q_site in guide_trace.nodes.items():
         if q_site["type"] != "sample" or name in closed_form:

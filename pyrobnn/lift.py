@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from pyrobnn import _globs
+from pyrobnn import _globs, _local_reparam
+from pyrobnn._fastpath import MLPPlan
 from pyrobnn.priors import Normal, Prior, PriorSpec, resolve
 
 __all__ = ["NORM_LAYERS", "UNBATCHABLE", "BayesianNet", "Site", "SiteTable", "lift", "lift_"]
@@ -222,6 +223,8 @@ class BayesianNet(nn.Module):
         self._shapes = {name: params[name].shape for name in random_names}
         self._deterministic = {n: p.shape for n, p in params.items() if n not in priors and p.requires_grad}
         self._vmap_ok = not any(isinstance(m, UNBATCHABLE) for m in net.modules())
+        self._linear_layers, self._no_local_reason = _local_layers(net, aliases, priors)
+        self._mlp = MLPPlan.of(net)  # plain MLPs run their draws as batched products, without vmap
         self._vmap_worked = False  # until the first batched pass succeeds, a vmap error means: loop
 
     # ------------------------------------------------------------------ report
@@ -245,6 +248,20 @@ class BayesianNet(nn.Module):
         """Names of the random sites (parameter paths), in sampling order."""
         return list(self._names)
 
+    @property
+    def local_sites(self) -> list[str]:
+        """Sites a mean-field guide may locally reparameterise (see :class:`pyrobnn.guides.MeanFieldGuide`).
+
+        The weights and biases of plain ``nn.Linear`` layers whose parameters are not
+        tied to others, in a network whose rows do not interact (no batch normalisation).
+        """
+        return [name for pair in self._linear_layers.values() for name in pair if name is not None]
+
+    @property
+    def no_local_reason(self) -> str | None:
+        """Why no site can be locally reparameterised, if none can."""
+        return self._no_local_reason
+
     def sample_params(self) -> dict[str, torch.Tensor]:
         """Draw every random parameter from its prior with ``pyro.sample`` (inside a model)."""
         return {name: pyro.sample(name, self.prior(name).distribution(self._shapes[name])) for name in self._names}
@@ -261,20 +278,25 @@ class BayesianNet(nn.Module):
         Otherwise ``lead`` is right-aligned with Pyro's plate dims, its last entry
         (the data plate's dim) must be 1, and the result has shape
         ``lead[:-1] + output.shape``.
+
+        Inside an ELBO evaluation with a locally reparameterised guide, the values of
+        the sites the guide left to the network are ignored: those layers run at the
+        guide's means and draw their pre-activations (:mod:`pyrobnn._local_reparam`).
         """
         if not self._names:
             return self.net(x)  # type: ignore[no-any-return]
         lead = self.batch_shape(draws)
+        local = self._local_in_scope()
         if not lead:
-            return functional_call(self.net, dict(draws), (x,))  # type: ignore[no-any-return]
+            return self._forward({**draws, **{name: loc for name, (loc, _) in local.items()}}, x, local)
         if lead[-1] != 1:
             raise ValueError(
                 f"weights were sampled with batch shape {tuple(lead)}; pyrobnn puts the "
                 "data plate at dim -1, so the last batch dim must be 1. Run the model "
                 "with max_plate_nesting=1 (pb.fit does) or use BayesianNet.run_batched."
             )
-        flat = {name: value.reshape((-1, *self._shapes[name])) for name, value in draws.items()}
-        out = self.run_batched(flat, x)
+        flat = {name: value.reshape((-1, *self._shapes[name])) for name, value in draws.items() if name not in local}
+        out = self._run_batched(flat, lead[:-1].numel(), x, local)
         return out.reshape(lead[:-1] + out.shape[1:])
 
     def run_batched(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -286,21 +308,51 @@ class BayesianNet(nn.Module):
         layer that ``vmap`` cannot batch (:data:`UNBATCHABLE`: LSTM, GRU and RNN
         have no batching rule, pytorch#105982) or code it cannot trace: those
         run one row at a time, the latter found on the first call, with a warning.
+        An ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations
+        on a 2-D input runs as a chain of batched matrix products instead, which
+        is faster and gives the same result.
         """
-        net = self.net
+        num = self.batch_shape(draws)[0] if draws else 0
+        return self._run_batched(dict(draws), num, x, {})
 
-        def one(params: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
-            return functional_call(net, params, (inputs,))  # type: ignore[no-any-return]
+    def _forward(
+        self,
+        params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        local: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        """One functional pass; layers with sites in ``local`` add their pre-activation noise."""
+        if not local:
+            return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
+        with _local_reparam.linear_noise(self.net, self._linear_layers, local, x.shape[0]):
+            return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
+
+    def _run_batched(
+        self,
+        draws: dict[str, torch.Tensor],
+        num: int,
+        x: torch.Tensor,
+        local: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
+        """``num`` passes, one per row of ``draws``; the sites in ``local`` are shared by all rows."""
+        shared = {name: loc for name, (loc, _) in local.items()}
+        if self._mlp is not None and self._mlp.applies(x):
+            variances = {name: scale.square() for name, (_, scale) in local.items()}
+            return self._mlp.run(draws, shared, num, x, variances)
+
+        def one(params: dict[str, torch.Tensor], row: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+            return self._forward({**params, **shared}, inputs, local)
+
+        rows = torch.arange(num, device=x.device)  # batched even when every site is shared
 
         def one_by_one() -> torch.Tensor:
-            num = self.batch_shape(draws)[0] if draws else 0
-            return torch.stack([one({k: v[i] for k, v in draws.items()}, x) for i in range(num)])
+            return torch.stack([one({k: v[i] for k, v in draws.items()}, rows[i], x) for i in range(num)])
 
         if not self._vmap_ok:
             return one_by_one()
         try:
             with _batchable_attention():
-                out = vmap(one, in_dims=(0, None), randomness="different")(dict(draws), x)
+                out = vmap(one, in_dims=(0, 0, None), randomness="different")(draws, rows, x)
         except RuntimeError as err:
             if self._vmap_worked:  # vmap ran this net before: the error is the net's own
                 raise
@@ -314,12 +366,19 @@ class BayesianNet(nn.Module):
                 "and predictive draws one at a time instead, which is slower. To vectorize, rewrite the "
                 "forward pass without .item(), Python control flow on tensor values or in-place buffer updates.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             self._vmap_ok = False
             return looped
         self._vmap_worked = True
         return out  # type: ignore[no-any-return]
+
+    def _local_in_scope(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``(loc, scale)`` of this net's sites that the current ELBO scope reparameterises locally."""
+        scope = _local_reparam.current()
+        if scope is None or not scope.sites:
+            return {}
+        return {name: scope.sites[name] for name in self.local_sites if name in scope.sites}
 
     def batch_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
         """The leading (batch) shape shared by all draws, checked against the parameter shapes."""
@@ -383,6 +442,29 @@ def _batchable_attention() -> Iterator[None]:
         else:
             stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
         yield
+
+
+def _local_layers(
+    net: nn.Module, aliases: Mapping[int, list[str]], random: Mapping[str, Any]
+) -> tuple[dict[str, tuple[str | None, str | None]], str | None]:
+    """The ``nn.Linear`` layers local reparameterisation may cover: path -> (weight site, bias site).
+
+    Also returns why there are none, if there are none.
+    """
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        return {}, "batch normalisation makes the rows of a batch interact"
+    tied = {name for names in aliases.values() if len(names) > 1 for name in names}
+    layers = {}
+    for path, module in net.named_modules():
+        if type(module) is not nn.Linear:  # subclasses may use their weights outside forward
+            continue
+        weight, bias = (f"{path}.{attr}" if path else attr for attr in ("weight", "bias"))
+        if weight in tied or bias in tied:
+            continue
+        pair = (weight if weight in random else None, bias if bias in random else None)
+        if pair != (None, None):
+            layers[path] = pair
+    return layers, None if layers else "no nn.Linear layer (with untied parameters) has a random parameter"
 
 
 def _to_buffer(net: nn.Module, name: str, value: torch.Tensor) -> None:

@@ -11,8 +11,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import constraints
+from torch.distributions import constraints, kl_divergence
 
+from pyrobnn import _local_reparam
 from pyrobnn._data import model_device, model_dtype
 from pyrobnn.guides._base import Guide
 from pyrobnn.lift import _key
@@ -66,6 +67,11 @@ class MeanFieldGuide(Guide):
     kl
         ``"analytic"``: closed-form KL(q‖p) wherever torch registers one (Normal
         priors), Monte Carlo elsewhere; ``"mc"``: Monte Carlo for every site.
+    local_reparam
+        Fit with the local reparameterisation trick (Kingma et al. 2015): in the
+        ELBO, the ``nn.Linear`` layers whose weights this guide covers draw their
+        pre-activations, one per observation and particle, instead of their weights
+        (see Notes). Needs ``kl="analytic"`` and Normal priors on those weights.
 
     Notes
     -----
@@ -74,10 +80,27 @@ class MeanFieldGuide(Guide):
     1/Λᵢᵢ, which understate the marginal variances (Λ⁻¹)ᵢᵢ when the posterior
     is correlated (Bishop 2006, §10.1.2).
 
+    With ``local_reparam=True`` the fit optimises the same ELBO with another
+    unbiased estimator. Under q the pre-activation ``a = W h + b`` of a linear
+    layer for one input row ``h`` is Normal with mean ``μ_W h + μ_b`` and variance
+    ``σ_W² h² + σ_b²``; drawing it independently per row, rather than drawing ``W``
+    once for the batch, leaves each row's expected log-likelihood unchanged and
+    removes the correlation between rows that a shared weight draw induces, so
+    the gradient has less variance and no ``(particles, out, in)`` weight tensor
+    is built. It holds where each row's output depends on a layer's weights only
+    through that product: the layer runs once per pass on one row per observation
+    and the rows do not interact (:attr:`pyrobnn.lift.BayesianNet.local_sites`
+    lists the layers that qualify; the others are still drawn). A layer that
+    turns out to run twice, or on sequences, raises at the first step. It changes
+    training only: :meth:`sample` and every prediction draw weights.
+
     References
     ----------
     Blundell, Cornebise, Kavukcuoglu & Wierstra (2015). Weight uncertainty in
     neural networks. ICML.
+
+    Kingma, Salimans & Welling (2015). Variational dropout and the local
+    reparameterization trick. NeurIPS.
     """
 
     def __init__(
@@ -88,6 +111,7 @@ class MeanFieldGuide(Guide):
         init: str = "pretrained",
         kl: str = "analytic",
         sites: Sequence[str] | None = None,
+        local_reparam: bool = False,
     ) -> None:
         super().__init__(model, sites)
         if not init_scale > 0:
@@ -104,6 +128,34 @@ class MeanFieldGuide(Guide):
             unconstrained = self._transforms[name].inv(values[name])
             self.loc[_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
             self.raw_scale[_key(name)] = nn.Parameter(torch.full_like(self.loc[_key(name)], raw_scale))
+        self.local_sites: list[str] = self._check_local(model) if local_reparam else []
+
+    def _check_local(self, model: BayesianModel) -> list[str]:
+        """The sites to reparameterise locally; raises where the trick cannot apply."""
+        if not self.analytic_kl:
+            raise ValueError(
+                "local_reparam=True needs kl='analytic': the weights it covers are never drawn, "
+                "so there is no value for a Monte Carlo KL"
+            )
+        eligible = set(model.net.local_sites)
+        local = [name for name in self._sites if name in eligible]
+        if not local:
+            reason = model.net.no_local_reason or "this guide covers none of their random parameters"
+            raise ValueError(
+                f"local_reparam=True found no layer to reparameterise locally ({reason}); it applies to "
+                "the weights and biases of nn.Linear layers. Build the guide with local_reparam=False."
+            )
+        for name in local:
+            prior = self._sites[name].prior.distribution(self._sites[name].shape)
+            try:
+                kl_divergence(self.site_distribution(name), prior)
+            except NotImplementedError:
+                raise ValueError(
+                    f"local_reparam=True needs a closed-form KL(q || p) at site {name!r}, and torch has "
+                    f"none for its prior {type(self._sites[name].prior).__name__}; use a pb.priors.Normal "
+                    "prior there or local_reparam=False."
+                ) from None
+        return local
 
     # ------------------------------------------------------------ q per site
     def _normal(self, name: str) -> dist.Normal:
@@ -119,7 +171,19 @@ class MeanFieldGuide(Guide):
         return dist.TransformedDistribution(base, [transform]).to_event(ndim)
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        return {name: pyro.sample(name, self.site_distribution(name)) for name in self._sites}
+        scope = _local_reparam.current() if self.local_sites else None
+        if scope is None:
+            return {name: pyro.sample(name, self.site_distribution(name)) for name in self._sites}
+        draws = {}
+        for name in self._sites:
+            if name in self.local_sites:
+                normal = self._normal(name)
+                scope.sites[name] = (normal.loc, normal.scale)
+                fn = _local_reparam.LocalNormal(normal.loc, normal.scale).to_event(normal.loc.dim())
+                draws[name] = pyro.sample(name, fn)
+            else:
+                draws[name] = pyro.sample(name, self.site_distribution(name))
+        return draws
 
     # -------------------------------------------------------- draw-level API
     def _sample(self, num_samples: int) -> dict[str, torch.Tensor]:
@@ -155,4 +219,5 @@ class MeanFieldGuide(Guide):
 
     def extra_repr(self) -> str:
         kl = "analytic" if self.analytic_kl else "mc"
-        return f"{super().extra_repr()}, kl={kl}"
+        local = f", local_reparam={len(self.local_sites)} sites" if self.local_sites else ""
+        return f"{super().extra_repr()}, kl={kl}{local}"

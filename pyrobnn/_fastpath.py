@@ -1,0 +1,128 @@
+"""A particle-aware forward pass for plain multilayer perceptrons, without ``vmap``.
+
+For an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations,
+running ``P`` weight draws is a chain of batched matrix products, which torch
+does faster than ``vmap(functional_call)`` can (on a 13-50-1 net with 10 draws,
+forward and backward took half the time). :class:`BayesianNet` uses it where it
+applies and ``vmap`` everywhere else; both give the same outputs for the same
+draws (``tests/test_lift.py``).
+
+The first layer's input is shared by all draws: a weight-drawn first layer
+multiplies it by all ``P`` weight matrices in one product, and a locally
+reparameterised one computes its mean once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyrobnn._local_reparam import pre_activation_std
+
+__all__: list[str] = []
+
+#: Layers that act on each element (or each row) alone: they broadcast over the draws.
+ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.Dropout,
+)
+
+
+class MLPPlan:
+    """The layers of a plain MLP, ready to run on many draws at once."""
+
+    def __init__(self, net: nn.Sequential, layers: list[tuple[str, nn.Module]]) -> None:
+        self.net = net
+        self.layers = layers
+
+    @classmethod
+    def of(cls, net: nn.Module) -> MLPPlan | None:
+        """A plan for ``net`` if it is an ``nn.Sequential`` of Linear and elementwise layers."""
+        if type(net) is not nn.Sequential:
+            return None
+        layers = list(net.named_children())
+        if len({id(module) for _, module in layers}) != len(layers):  # a layer used twice
+            return None
+        kinds = [type(module) for _, module in layers]
+        if nn.Linear not in kinds or not all(kind is nn.Linear or kind in ELEMENTWISE for kind in kinds):
+            return None
+        return cls(net, layers)
+
+    def applies(self, x: torch.Tensor) -> bool:
+        """Whether this pass can skip ``vmap``: a table of rows, and no hooks to honour."""
+        if x.dim() != 2:
+            return False
+        modules = [self.net] + [module for _, module in self.layers]
+        if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+            return False
+        globals_ = nn.modules.module
+        return not (globals_._global_forward_hooks or globals_._global_forward_pre_hooks)
+
+    def run(
+        self,
+        draws: Mapping[str, torch.Tensor],
+        shared: Mapping[str, torch.Tensor],
+        num: int,
+        x: torch.Tensor,
+        variances: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Outputs ``(num, N, out)`` for ``draws`` (each ``(num, *shape)``) on rows ``x`` ``(N, in)``.
+
+        ``shared`` holds parameter values common to all draws (the locs of locally
+        reparameterised sites); ``variances`` the elementwise q variances of those sites,
+        whose layers then draw their pre-activations. Parameters in neither keep the
+        net's own values.
+        """
+        h = x  # (N, ·) while no draw has entered, then (num, N, ·)
+        for name, module in self.layers:
+            if isinstance(module, nn.Linear):
+                h = self._linear(name, module, h, draws, shared, num, variances)
+            elif isinstance(module, nn.Dropout) and module.training and module.p > 0:
+                h = module(h.expand(num, *h.shape) if h.dim() == 2 else h)  # a mask per draw
+            else:
+                h = module(h)
+        return h.expand(num, *h.shape) if h.dim() == 2 else h
+
+    @staticmethod
+    def _linear(
+        name: str,
+        module: nn.Linear,
+        h: torch.Tensor,
+        draws: Mapping[str, torch.Tensor],
+        shared: Mapping[str, torch.Tensor],
+        num: int,
+        variances: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        weight_name, bias_name = f"{name}.weight", f"{name}.bias"
+        weight = draws.get(weight_name)
+        if weight is None:
+            out = F.linear(h, shared.get(weight_name, module.weight))
+        elif h.dim() == 2:  # the shared input times every draw's matrix, in one product
+            out = (h @ weight.reshape(-1, weight.shape[-1]).T).reshape(h.shape[0], num, -1).transpose(0, 1)
+        else:
+            out = torch.bmm(h, weight.transpose(1, 2))
+        bias = draws.get(bias_name)
+        if bias is not None:
+            out = out + bias.unsqueeze(1)
+        elif module.bias is not None:
+            out = out + shared.get(bias_name, module.bias)
+        weight_var, bias_var = variances.get(weight_name), variances.get(bias_name)
+        if weight_var is None and bias_var is None:
+            return out
+        std = pre_activation_std(h, weight_var, bias_var)
+        return out + std * torch.randn((num, h.shape[-2], module.out_features), dtype=out.dtype, device=out.device)
