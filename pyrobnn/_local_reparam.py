@@ -80,10 +80,10 @@ class LocalNormal(dist.Normal):
     would be meaningless, so :meth:`log_prob` refuses.
     """
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:  # noqa: B008
         return self.loc.expand(self._extended_shape(sample_shape))
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> torch.Tensor:  # noqa: B008
         return self.rsample(sample_shape).detach()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -119,8 +119,8 @@ def linear_noise(
     calls: dict[str, int] = {}
     handles = []
     for path, (weight, bias) in layers.items():
-        weight_var = local[weight][1].square() if weight in local else None
-        bias_var = local[bias][1].square() if bias in local else None
+        weight_var = local[weight][1].square() if weight is not None and weight in local else None
+        bias_var = local[bias][1].square() if bias is not None and bias in local else None
         if weight_var is None and bias_var is None:
             continue
         calls[path] = 0
