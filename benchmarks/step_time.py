@@ -18,6 +18,9 @@ Tasks: ``small`` (13-50-1 regression) and ``mnist`` (784-512-512-10 classificati
 
     python benchmarks/step_time.py --tasks small mnist --particles 1 10 32 --rounds 5 --device cpu
 
+Each round times every method for at least ``--steps`` steps and ``--round-seconds``
+seconds; the table shows the median over rounds of the mean time per step.
+
 After the timings it measures each method's peak memory for the MNIST-sized MLP at S = 32
 (``--memory-particles``), each in a fresh process: the growth of the peak resident set
 over the process's size once the data exist (on CUDA: peak allocated GPU memory).
@@ -34,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import pyro
@@ -151,6 +155,9 @@ def torch_blue_step(
     from torch_blue import vi
     from torch_blue.vi.distributions import Categorical, MeanFieldNormal
 
+    # Its Gaussian predictive takes a std over the samples, which warns at samples=1.
+    warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom", category=UserWarning)
+
     net = make_net(sizes).to(x.device)
     vi.convert_to_vimodule(net)
     predictive = MeanFieldNormal() if task == "regression" else Categorical()
@@ -244,13 +251,32 @@ def memory_table(methods: list[str], task: str, s: int, batch: int, device: str)
         print(f"  {name:22s} {peak / 2**30:7.3f} {ratio}")
 
 
+def time_steps(step: Callable[[], None], least_steps: int, least_seconds: float, sync: Callable[[], None]) -> float:
+    """Mean seconds per step over at least ``least_steps`` steps and ``least_seconds`` seconds."""
+    count = 0
+    sync()
+    start = time.perf_counter()
+    while True:
+        step()
+        count += 1
+        if count >= least_steps:
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= least_seconds:
+                return elapsed / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--particles", nargs="+", type=int, default=[1, 10, 32])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per method per round")
+    parser.add_argument("--steps", type=int, default=5, help="least timed steps per method per round")
+    parser.add_argument(
+        "--round-seconds", type=float, default=0.2, help="least time per method per round (small nets take more steps)"
+    )
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-particles", type=int, default=32, help="S for the memory table; 0 skips it")
@@ -262,8 +288,13 @@ def main() -> None:
         peak = measure_memory(args.memory_of, args.tasks[0], args.particles[0], args.batch, device)
         print(json.dumps({"peak_bytes": peak}))
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    print(f"device {device}, torch {torch.__version__}, pyro {pyro.__version__}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     if "torch_blue" not in METHODS:
         print("torch_blue is not installed (pip install -e '.[bench]'): its rows are skipped")
     for task in args.tasks:
@@ -272,16 +303,12 @@ def main() -> None:
         for s in args.particles:
             steps = {name: METHODS[name](sizes, kind, x, y, s) for name in args.methods}
             for step in steps.values():
-                step()  # warm-up
+                for _ in range(3):  # warm-up: allocator caches, Adam's state, lazy initialisation
+                    step()
             times: dict[str, list[float]] = {name: [] for name in steps}
             for _ in range(args.rounds):
                 for name, step in steps.items():
-                    sync()
-                    start = time.perf_counter()
-                    for _ in range(args.steps):
-                        step()
-                    sync()
-                    times[name].append((time.perf_counter() - start) / args.steps)
+                    times[name].append(time_steps(step, args.steps, args.round_seconds, sync))
             base = statistics.median(times["floor"]) if "floor" in times else None
             print(f"\n{task} ({'-'.join(map(str, sizes))}), S = {s}")
             print(f"  {'method':22s} {'ms/step':>9s} {'ratio':>7s}")

@@ -5,7 +5,7 @@ running ``P`` weight draws is a chain of batched matrix products, which torch
 does faster than ``vmap(functional_call)`` can (on a 13-50-1 net with 10 draws,
 forward and backward took half the time). :class:`BayesianNet` uses it where it
 applies and ``vmap`` everywhere else; both give the same outputs for the same
-draws (``tests/test_lift.py``).
+draws (``tests/test_fastpath.py``).
 
 The first layer's input is shared by all draws: a weight-drawn first layer
 multiplies it by all ``P`` weight matrices in one product, and a locally
@@ -42,6 +42,9 @@ ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.Dropout,
 )
 
+#: torch's registries of forward hooks on every module (``register_module_forward_*hook``).
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks")
+
 
 class MLPPlan:
     """The layers of a plain MLP, ready to run on many draws at once."""
@@ -55,8 +58,10 @@ class MLPPlan:
         """A plan for ``net`` if it is an ``nn.Sequential`` of Linear and elementwise layers."""
         if type(net) is not nn.Sequential:
             return None
-        layers = list(net.named_children())
-        if len({id(module) for _, module in layers}) != len(layers):  # a layer used twice
+        layers = [(name, module) for name, module in net._modules.items() if module is not None]
+        # (not named_children(): it skips a module's second use, and a shared activation is common)
+        linears = [id(module) for _, module in layers if type(module) is nn.Linear]
+        if len(set(linears)) != len(linears):  # tied weights: one site, several uses
             return None
         kinds = [type(module) for _, module in layers]
         if nn.Linear not in kinds or not all(kind is nn.Linear or kind in ELEMENTWISE for kind in kinds):
@@ -68,10 +73,10 @@ class MLPPlan:
         if x.dim() != 2:
             return False
         modules = [self.net] + [module for _, module in self.layers]
+        # Backward hooks do not count: vmap does not run them either.
         if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
             return False
-        globals_ = nn.modules.module
-        return not (globals_._global_forward_hooks or globals_._global_forward_pre_hooks)
+        return not any(getattr(nn.modules.module, name) for name in _GLOBAL_HOOKS)
 
     def run(
         self,

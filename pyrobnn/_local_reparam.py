@@ -134,10 +134,15 @@ def linear_noise(
     wrong = {path: count for path, count in calls.items() if count != 1}
     if wrong:
         path, count = next(iter(wrong.items()))
+        why = (
+            "its weights are used without calling the layer (e.g. F.linear(x, layer.weight)), or not at all"
+            if count == 0
+            else "weights used more than once per pass are shared across those uses"
+        )
         raise ValueError(
             f"local reparameterisation needs each nn.Linear layer it covers to run once per forward "
-            f"pass, but layer {path!r} ran {count} times: shared or functionally reused weights must "
-            "be drawn. Build the guide with local_reparam=False."
+            f"pass, but layer {path!r} ran {count} times: {why}, and must be drawn. Build the guide "
+            "with local_reparam=False, or exclude that layer from the prior."
         )
 
 

@@ -207,6 +207,8 @@ def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
         options: dict[str, Any] = {"kl": _kl(guide)}
         if guide.site_names != every:
             options["sites"] = guide.site_names
+        if guide.local_sites:  # a resumed fit keeps its estimator
+            options["local_reparam"] = True
         return {"kind": "meanfield", "options": options}
     if kind is LowRankGuide:
         assert isinstance(guide, LowRankGuide)

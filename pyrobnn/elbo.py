@@ -82,24 +82,35 @@ class ELBO(Trace_ELBO):
         )
         self.kl_weight = float(kl_weight)
         self.last: Terms | None = None
+        self._plates: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None  # see _particle_plates
 
     def _get_vectorized_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
         # As Pyro's, plus a messenger inside the particle plate on each side that keeps every
         # site's distribution as it was before the plate broadcast it (used by _closed_form_kl).
         if self.num_particles == 1:
             return self._get_trace(model, guide, args, kwargs)
-        keep_model, keep_guide = _KeepPerParticle(), _KeepPerParticle()
-        model_trace, guide_trace = self._get_trace(
-            self._vectorized_num_particles(keep_model(model)),
-            self._vectorized_num_particles(keep_guide(guide)),
-            args,
-            kwargs,
-        )
+        keep_model, keep_guide, wrapped_model, wrapped_guide = self._particle_plates(model, guide)
+        keep_model.fns.clear()
+        keep_guide.fns.clear()
+        model_trace, guide_trace = self._get_trace(wrapped_model, wrapped_guide, args, kwargs)
         for trace, kept in ((model_trace, keep_model.fns), (guide_trace, keep_guide.fns)):
             for name, fn in kept.items():
                 if name in trace.nodes:
                     trace.nodes[name][_PER_PARTICLE] = fn
         return model_trace, guide_trace
+
+    def _particle_plates(self, model: Any, guide: Any) -> tuple[_KeepPerParticle, _KeepPerParticle, Any, Any]:
+        """Model and guide inside the particle plate, built once per (model, guide, particles)."""
+        key = (model, guide, self.num_particles)
+        cached = self._plates
+        if cached is None or cached[0][0] is not model or cached[0][1] is not guide or cached[0][2] != key[2]:
+            keep_model, keep_guide = _KeepPerParticle(), _KeepPerParticle()
+            wrapped = (
+                self._vectorized_num_particles(keep_model(model)),
+                self._vectorized_num_particles(keep_guide(guide)),
+            )
+            cached = self._plates = (key, (keep_model, keep_guide, *wrapped))
+        return cached[1]
 
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
         # Like Pyro's get_importance_trace, but without computing every log density

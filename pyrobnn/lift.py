@@ -469,7 +469,7 @@ def _local_layers(
 
 def _to_buffer(net: nn.Module, name: str, value: torch.Tensor) -> None:
     module, attr = _owner(net, name)
-    del module._parameters[attr]
+    module._parameters.pop(attr, None)  # absent: a module used twice, already converted under its other path
     module.register_buffer(attr, value)
 
 

@@ -25,10 +25,10 @@ def run(script: str, *args: str) -> str:
 def test_step_time_smoke() -> None:
     out = run(
         "step_time.py",
-        *("--tasks", "small", "--particles", "2", "--rounds", "1", "--steps", "1"),
+        *("--tasks", "small", "--particles", "2", "--rounds", "1", "--steps", "1", "--round-seconds", "0"),
         *("--memory-task", "small", "--memory-particles", "2"),
     )
-    methods = ["floor", "pyro", "meanfield", "lowrank(10)", "flow(last layer)"]
+    methods = ["floor", "pyro", "meanfield", "meanfield(local)", "lowrank(10)", "flow(last layer)"]
     if importlib.util.find_spec("torch_blue") is not None:
         methods += ["torch_blue", "torch_blue(analytic)"]
     timings, memory = out.split("peak memory")

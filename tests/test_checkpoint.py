@@ -16,6 +16,7 @@ Y = torch.sin(X.sum(-1))
 GUIDES = [
     ("meanfield", {}),
     ("meanfield", {"kl": "mc"}),
+    ("meanfield", {"local_reparam": True}),
     ("lowrank", {"rank": 3}),
     ("fullrank", {}),
     ("flow", {}),
@@ -57,6 +58,7 @@ def test_save_load_predict_is_identical(tmp_path: Path, kind: str, options: dict
     post = pb.load(path, model)
     assert torch.equal(rng, torch.get_rng_state())  # rebuilding a flow draws nothing from the caller's RNG
     assert type(post.guide) is type(result.guide) and post.guide.site_names == result.guide.site_names
+    assert getattr(post.guide, "local_sites", None) == getattr(result.guide, "local_sites", None)
     after = post.predict(X, num_samples=20, seed=3)
     assert torch.equal(before.samples, after.samples) and torch.equal(before.mean, after.mean)
     assert torch.equal(model.net.net[0].bias, result.model.net.net[0].bias)  # the deterministic part too

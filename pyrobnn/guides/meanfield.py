@@ -11,7 +11,8 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import constraints, kl_divergence
+from torch.distributions import kl_divergence
+from torch.distributions.transforms import identity_transform
 
 from pyrobnn import _local_reparam
 from pyrobnn._data import model_device, model_dtype
@@ -71,7 +72,8 @@ class MeanFieldGuide(Guide):
         Fit with the local reparameterisation trick (Kingma et al. 2015): in the
         ELBO, the ``nn.Linear`` layers whose weights this guide covers draw their
         pre-activations, one per observation and particle, instead of their weights
-        (see Notes). Needs ``kl="analytic"`` and Normal priors on those weights.
+        (see Notes). Needs ``kl="analytic"`` and a prior with a closed-form KL
+        from a Normal on those weights (Normal, Laplace).
 
     Notes
     -----
@@ -89,7 +91,7 @@ class MeanFieldGuide(Guide):
     the gradient has less variance and no ``(particles, out, in)`` weight tensor
     is built. It holds where each row's output depends on a layer's weights only
     through that product: the layer runs once per pass on one row per observation
-    and the rows do not interact (:attr:`pyrobnn.lift.BayesianNet.local_sites`
+    and the rows do not interact (:attr:`pyrobnn.BayesianNet.local_sites`
     lists the layers that qualify; the others are still drawn). A layer that
     turns out to run twice, or on sequences, raises at the first step. It changes
     training only: :meth:`sample` and every prediction draw weights.
@@ -166,7 +168,7 @@ class MeanFieldGuide(Guide):
         base = self._normal(name)
         transform = self._transforms[name]
         ndim = len(self._sites[name].shape)
-        if self._sites[name].support is constraints.real:
+        if transform is identity_transform:  # biject_to(real): q is the Normal itself
             return base.to_event(ndim)
         return dist.TransformedDistribution(base, [transform]).to_event(ndim)
 
