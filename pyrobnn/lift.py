@@ -288,6 +288,9 @@ class BayesianNet(nn.Module):
         lead = self.batch_shape(draws)
         local = self._local_in_scope()
         if not lead:
+            if self._mlp is not None and self._mlp.applies(x):  # as one draw of the batched products
+                one = {name: value.unsqueeze(0) for name, value in draws.items() if name not in local}
+                return self._run_batched(one, 1, x, local)[0]
             return self._forward({**draws, **{name: loc for name, (loc, _) in local.items()}}, x, local)
         if lead[-1] != 1:
             raise ValueError(

@@ -42,7 +42,11 @@ __all__ = [
 
 
 class Prior(nn.Module):
-    """Base class: an i.i.d. scalar prior applied to every element of a parameter."""
+    """Base class: an i.i.d. scalar prior applied to every element of a parameter.
+
+    A subclass implements :meth:`base` from its own buffers (or parameters) alone,
+    so that :meth:`distribution` may reuse what it built until one of them changes.
+    """
 
     def base(self) -> Distribution:
         """The scalar (or parameter-shaped) distribution, on the buffers' device."""
@@ -53,9 +57,27 @@ class Prior(nn.Module):
         return copy.deepcopy(self)
 
     def distribution(self, shape: torch.Size) -> dist.TorchDistribution:
-        """One event over a whole tensor of ``shape`` (the form a weight site needs)."""
+        """One event over a whole tensor of ``shape`` (the form a weight site needs).
+
+        Built once and reused while the prior's tensors are the same objects with
+        the same contents (a model builds it at every step); never reused when one
+        of them requires grad, or when the prior has submodules.
+        """
         shape = torch.Size(shape)
-        return self.base().expand(shape).to_event(len(shape))  # type: ignore[attr-defined,no-any-return]
+        tensors = (*self._buffers.values(), *self._parameters.values())
+        versions = tuple(t._version for t in tensors if t is not None)
+        state = (shape, tensors, versions, Distribution._validate_args)  # validation is fixed at construction
+        cached = self.__dict__.get("_cached_distribution")
+        if cached is not None and _same_state(cached[0], state):
+            return cached[1]  # type: ignore[no-any-return]
+        built = self.base().expand(shape).to_event(len(shape))  # type: ignore[attr-defined]
+        if not self._modules and not any(t is not None and t.requires_grad for t in tensors):
+            self.__dict__["_cached_distribution"] = (state, built)
+        return built  # type: ignore[no-any-return]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__.pop("_cached_distribution", None)  # an attribute base() may read has changed
+        super().__setattr__(name, value)
 
     @property
     def support(self) -> Any:
@@ -63,6 +85,12 @@ class Prior(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - not callable
         raise TypeError(f"{type(self).__name__} is a prior; call .distribution(shape)")
+
+
+def _same_state(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Same shape, the very same tensors (not merely equal ones: a moved prior has new ones), same versions."""
+    same_tensors = len(a[1]) == len(b[1]) and all(x is y for x, y in zip(a[1], b[1], strict=True))
+    return bool(a[0] == b[0] and same_tensors and a[2:] == b[2:])
 
 
 def _buffer(value: float | torch.Tensor) -> torch.Tensor:

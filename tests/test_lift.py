@@ -338,6 +338,35 @@ def test_a_torch_distribution_without_a_pyro_counterpart_errors() -> None:
         pb.lift(mlp(), prior=MyNormal(0.0, 1.0))
 
 
+def test_a_prior_distribution_is_rebuilt_whenever_what_it_reads_changes() -> None:
+    """The model reuses each site's prior distribution between steps, but never a stale one."""
+    prior = pb.priors.Normal(0.0, 2.0)
+    shape = torch.Size([3, 2])
+    first = prior.distribution(shape)
+    assert prior.distribution(shape) is first  # unchanged: reused
+    assert prior.distribution(torch.Size([4])).event_shape == (4,)  # another shape: its own
+
+    with torch.no_grad():
+        prior.scale.fill_(0.5)  # in place, as load_state_dict does
+    assert prior.distribution(shape).base_dist.scale.unique().item() == 0.5
+    assert prior.double().distribution(shape).base_dist.loc.dtype == torch.float64  # moved: new tensors
+    prior.scale = torch.tensor(3.0, dtype=torch.float64)  # a reassigned buffer
+    assert prior.distribution(shape).base_dist.scale.unique().item() == 3.0
+    with pyro.validation_enabled(not torch.distributions.Distribution._validate_args):
+        assert prior.distribution(shape)._validate_args == torch.distributions.Distribution._validate_args
+
+    class Learned(pb.priors.Prior):  # a prior with a trained hyperparameter: a new graph every step
+        def __init__(self) -> None:
+            super().__init__()
+            self.log_scale = torch.nn.Parameter(torch.zeros(()))
+
+        def base(self) -> dist.Distribution:
+            return dist.Normal(torch.zeros(()), self.log_scale.exp())
+
+    learned = Learned()
+    assert learned.distribution(shape) is not learned.distribution(shape)
+
+
 def test_an_unknown_prior_spec_errors() -> None:
     with pytest.raises(TypeError, match=r"prior must be a pyrobnn prior, a Pyro/torch distribution, .* got float"):
         pb.lift(mlp(), prior=1.0)  # type: ignore[arg-type]
