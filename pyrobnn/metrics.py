@@ -67,8 +67,7 @@ def summarize(
     else:
         y = y.to(pred.mean.dtype)
         out["rmse"] = float((pred.mean - y).pow(2).mean().sqrt()) * y_scale
-        lo, hi = pred.interval(level)
-        out["coverage"] = float(((y >= lo) & (y <= hi)).float().mean())
+        out["coverage"] = pred.coverage(y, level)
     return out
 
 

@@ -129,7 +129,7 @@ def plot_predicted_vs_observed(
     y_t = _real_targets(post, pred, y, "plot_predicted_vs_observed")
     lo_t, hi_t = pred.interval(level)
     mean, lo, hi, obs = (t.reshape(-1).double().cpu().numpy() for t in (pred.mean, lo_t, hi_t, y_t))
-    covered = float(np.mean((obs >= lo) & (obs <= hi)))
+    covered = pred.coverage(y_t, level)
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
     ax.errorbar(obs, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=3, lw=0.8, alpha=0.7, label=f"{level:.0%} interval")
@@ -169,10 +169,7 @@ def plot_calibration(
     pred = post.predict(x, num_samples=num_samples, seed=seed)
     y_t = _real_targets(post, pred, y, "plot_calibration")
     nominal = np.arange(1, 20) / 20 if levels is None else np.asarray(levels, dtype=float)
-    observed = []
-    for p in nominal:
-        lo, hi = pred.interval(float(p))
-        observed.append(float(((y_t >= lo) & (y_t <= hi)).double().mean()))
+    observed = [pred.coverage(y_t, float(p)) for p in nominal]
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
     if not any(line.get_label() == "calibrated" for line in ax.lines):

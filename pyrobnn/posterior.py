@@ -12,7 +12,7 @@ import torch
 from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn._rng import seeded
 from pyrobnn.guides import Guide
-from pyrobnn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, StudentT
+from pyrobnn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, Poisson, StudentT
 from pyrobnn.model import BayesianModel
 
 __all__ = ["Posterior", "Prediction"]
@@ -205,22 +205,33 @@ class Prediction:
         lo, hi = torch.quantile(self.samples.to(qs.dtype), qs, dim=0)
         return lo, hi
 
+    def coverage(self, y: Any, level: float = 0.9) -> float:
+        """Share of the targets ``y`` inside the central ``level`` interval (:meth:`interval`).
+
+        Close to ``level`` for a calibrated predictive on held-out data; below it the
+        intervals are too narrow. For real-valued targets.
+        """
+        self._require((Gaussian, HeteroscedasticGaussian, StudentT, Poisson), "coverage")
+        y = self._targets(y)
+        lo, hi = self.interval(level)
+        y = y.to(lo.dtype)
+        return float(((y >= lo) & (y <= hi)).double().mean())
+
     def log_prob(self, y: Any) -> torch.Tensor:
         """Pointwise log predictive density: log (1/S) Σ_s p(y_i | x_i, θ_s), noise included."""
-        y = as_tensor(y, "y", dtype=self.output.dtype, device=self.output.device)
-        if len(y) != self.output.shape[1]:
-            raise ValueError(f"y has {len(y)} rows but the prediction has {self.output.shape[1]} points")
-        y = self.likelihood.prepare_y(self.output_shape, y)
-        log_p = self._per_draw().log_prob(y)  # (num_samples, N)
+        log_p = self._per_draw().log_prob(self._targets(y))  # (num_samples, N)
         return torch.logsumexp(log_p, dim=0) - math.log(self.num_samples)
 
     def log_likelihood(self, y: Any) -> torch.Tensor:
         """Per-draw pointwise log-likelihood log p(yᵢ | xᵢ, θ_s): a ``(num_samples, N)`` tensor."""
+        return self._per_draw().log_prob(self._targets(y))  # type: ignore[no-any-return]
+
+    def _targets(self, y: Any) -> torch.Tensor:
+        """``y`` checked against this prediction's points and laid out as the likelihood's events."""
         y = as_tensor(y, "y", dtype=self.output.dtype, device=self.output.device)
         if len(y) != self.output.shape[1]:
             raise ValueError(f"y has {len(y)} rows but the prediction has {self.output.shape[1]} points")
-        y = self.likelihood.prepare_y(self.output_shape, y)
-        return self._per_draw().log_prob(y)  # type: ignore[no-any-return]
+        return self.likelihood.prepare_y(self.output_shape, y)
 
     # ------------------------------------------------------ classification
     @property

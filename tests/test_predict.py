@@ -52,6 +52,22 @@ def test_gaussian_prediction_summaries(gaussian_fit: pb.FitResult) -> None:
     assert torch.all(lo < pred.mean) and torch.all(pred.mean < hi)
 
 
+def test_coverage_of_targets_drawn_from_the_predictive_is_the_level(gaussian_fit: pb.FitResult) -> None:
+    x = torch.linspace(-2, 2, 200).unsqueeze(-1)
+    pred = gaussian_fit.posterior().predict(x, num_samples=2000, seed=1)
+    # Targets drawn from the predictive itself (fresh draws, independent of the 2000 that set
+    # the interval): each is inside the central 90% interval with probability 0.9 up to the
+    # quantiles' own error (≈0.01), so over 200 points the share has sd ≈ 0.022; 0.09 is > 4 sd.
+    draws = gaussian_fit.posterior().predict(x, num_samples=1, seed=2).samples[0]
+    for level in (0.5, 0.9):
+        assert abs(pred.coverage(draws, level) - level) < 0.09
+    lo, hi = pred.interval(0.9)
+    shifted = hi + 0.1  # just above every interval: none covered, and (N, 1) targets are accepted
+    assert pred.coverage(shifted.unsqueeze(-1), 0.9) == 0.0 and pred.coverage(lo, 0.9) == 1.0
+    with pytest.raises(ValueError, match="y has 3 rows but the prediction has 200 points"):
+        pred.coverage(draws[:3])
+
+
 def test_log_prob_is_log_mean_exp_of_the_likelihood(gaussian_fit: pb.FitResult) -> None:
     ds = pb.datasets.load("gap1d")
     pred = gaussian_fit.posterior().predict(ds.x_test[:50], num_samples=300, seed=2)
