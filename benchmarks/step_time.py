@@ -9,8 +9,9 @@ as ``pb.fit`` uses; plain Pyro's per-parameter Adam with ``fused=True``):
   with particles looped (``SVI``).
 * ``meanfield`` / ``lowrank(10)`` / ``flow(last layer)`` — pyrobnn guides, vectorized
   particles, one step of the ELBO module with Adam (what ``pb.fit`` does per step after
-  the first: Pyro's validation checks off); ``meanfield(local)`` with
-  ``local_reparam=True`` (pre-activations drawn instead of weights).
+  the first: Pyro's validation checks off); ``meanfield(local)`` and
+  ``flow(last layer, local)`` with ``local_reparam=True`` (pre-activations drawn instead
+  of weights, in the mean-field part).
 * ``torch_blue`` / ``torch_blue(analytic)`` — torch_blue 1.1 (``pip install -e '.[bench]'``):
   ``convert_to_vimodule``, ``samples=S``, ``KullbackLeiblerLoss`` (its quickstart's Monte
   Carlo KL) or ``AnalyticalKullbackLeiblerLoss``, Adam. Skipped when not installed.
@@ -193,6 +194,7 @@ METHODS: dict[str, Callable[..., Callable[[], None]]] = {
     "meanfield(local)": lambda *a: pyrobnn_step(*a, "meanfield", local_reparam=True),
     "lowrank(10)": lambda *a: pyrobnn_step(*a, "lowrank", rank=10),
     "flow(last layer)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer"),
+    "flow(last layer, local)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer", local_reparam=True),
 }
 if importlib.util.find_spec("torch_blue") is not None:
     METHODS["torch_blue"] = torch_blue_step

@@ -227,7 +227,10 @@ def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
         if len(parts) == 2 and type(parts[0]) is FlowGuide and type(parts[1]) is MeanFieldGuide:
             flow, rest = parts
             assert isinstance(flow, FlowGuide) and isinstance(rest, MeanFieldGuide)
-            return {"kind": "flow", "options": {**_flow_options(flow, every), "kl": _kl(rest)}}
+            options = {**_flow_options(flow, every), "kl": _kl(rest)}
+            if rest.local_sites:
+                options["local_reparam"] = True
+            return {"kind": "flow", "options": options}
     raise TypeError(
         f"pb.save can rebuild the guides made by pb.guides.make_guide (meanfield, lowrank, fullrank, "
         f"flow, map), not a {kind.__name__}. Save guide.state_dict() with torch.save yourself and "

@@ -281,7 +281,7 @@ class BayesianNet(nn.Module):
 
         Inside an ELBO evaluation with a locally reparameterised guide, the values of
         the sites the guide left to the network are ignored: those layers run at the
-        guide's means and draw their pre-activations (:mod:`pyrobnn._local_reparam`).
+        guide's means and draw their pre-activations (``pyrobnn/_local_reparam.py``).
         """
         if not self._names:
             return self.net(x)  # type: ignore[no-any-return]

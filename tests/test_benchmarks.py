@@ -29,6 +29,7 @@ def test_step_time_smoke() -> None:
         *("--memory-task", "small", "--memory-particles", "2"),
     )
     methods = ["floor", "pyro", "meanfield", "meanfield(local)", "lowrank(10)", "flow(last layer)"]
+    methods += ["flow(last layer, local)"]
     if importlib.util.find_spec("torch_blue") is not None:
         methods += ["torch_blue", "torch_blue(analytic)"]
     timings, memory = out.split("peak memory")

@@ -64,7 +64,8 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
     **options
         Passed to the guide: ``init_scale`` and ``init`` for all but ``"map"``
         (which takes ``init``); ``kl`` for ``"meanfield"`` (and the mean-field
-        part of a scoped flow); ``local_reparam`` for ``"meanfield"``; ``rank`` for ``"lowrank"``; ``max_dim`` for
+        part of a scoped flow); ``local_reparam`` for ``"meanfield"`` (and the
+        same part of a flow); ``rank`` for ``"lowrank"``; ``max_dim`` for
         ``"fullrank"``; ``flow``, ``num_layers``, ``hidden_dims`` and ``scope``
         for ``"flow"``.
 

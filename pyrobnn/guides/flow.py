@@ -280,18 +280,26 @@ def make_flow_guide(
     init_scale: float = 1e-2,
     init: str = "pretrained",
     kl: str = "analytic",
+    local_reparam: bool = False,
     **flow_options: Any,
 ) -> Guide:
     """A flow over the sites in ``scope`` and, if any are left, mean-field over the rest.
 
     ``scope`` is ``"all"`` (every latent site, a small model), ``"last_layer"``
     (the parameters of the last lifted module), or glob patterns over site names.
-    ``kl`` applies to the mean-field part.
+    ``kl`` and ``local_reparam`` apply to the mean-field part (see
+    :class:`MeanFieldGuide`): with ``scope="last_layer"`` the body of an MLP can
+    then be fitted with the local reparameterisation trick.
     """
     inside = _scope_sites(model, scope)
     outside = [name for name in model.latent_sites() if name not in inside]
+    if local_reparam and not outside:
+        raise ValueError(
+            "local_reparam=True applies to the mean-field part of a flow guide, and this scope leaves "
+            "none: the flow covers every site. Narrow the scope (e.g. scope='last_layer') or drop local_reparam."
+        )
     flow = FlowGuide(model, inside, init_scale=init_scale, init=init, **flow_options)
     if not outside:
         return flow
-    rest = MeanFieldGuide(model, sites=outside, init_scale=init_scale, init=init, kl=kl)
+    rest = MeanFieldGuide(model, sites=outside, init_scale=init_scale, init=init, kl=kl, local_reparam=local_reparam)
     return GuideList(model, [flow, rest])
