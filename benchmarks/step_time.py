@@ -246,7 +246,7 @@ def memory_table(methods: list[str], task: str, s: int, batch: int, device: str)
     print(
         f"\npeak memory, {task} ({'-'.join(map(str, TASKS[task][0]))}), S = {s}, batch {batch}, each in a fresh process"
     )
-    print(f"  {'method':22s} {'GiB':>7s} {'ratio':>7s}")
+    print(f"  {'method':24s} {'GiB':>7s} {'ratio':>7s}")
     peaks = {}
     for name in methods:
         child = ["--memory-of", name, "--tasks", task, "--particles", str(s), "--batch", str(batch), "--device", device]
@@ -260,7 +260,7 @@ def memory_table(methods: list[str], task: str, s: int, batch: int, device: str)
     base = peaks.get("floor")
     for name, peak in peaks.items():
         ratio = f"{peak / base:7.2f}" if base else "      -"
-        print(f"  {name:22s} {peak / 2**30:7.3f} {ratio}")
+        print(f"  {name:24s} {peak / 2**30:7.3f} {ratio}")
 
 
 def time_steps(step: Callable[[], None], least_steps: int, least_seconds: float, sync: Callable[[], None]) -> float:
@@ -323,11 +323,11 @@ def main() -> None:
                     times[name].append(time_steps(step, args.steps, args.round_seconds, sync))
             base = statistics.median(times["floor"]) if "floor" in times else None
             print(f"\n{task} ({'-'.join(map(str, sizes))}), S = {s}")
-            print(f"  {'method':22s} {'ms/step':>9s} {'ratio':>7s}")
+            print(f"  {'method':24s} {'ms/step':>9s} {'ratio':>7s}")
             for name, values in times.items():
                 median = statistics.median(values)
                 ratio = f"{median / base:7.2f}" if base else "      -"
-                print(f"  {name:22s} {1000 * median:9.2f} {ratio}")
+                print(f"  {name:24s} {1000 * median:9.2f} {ratio}")
     if args.memory_particles:
         memory_table(args.methods, args.memory_task, args.memory_particles, args.batch, args.device)
 
