@@ -10,8 +10,10 @@ input row :math:`h` is itself Normal:
 Drawing ``a`` from this Normal, independently for every row, instead of drawing
 ``W`` and ``b`` once for the whole batch, gives each row's log-likelihood the
 same distribution, hence the same expected log-likelihood and an unbiased ELBO,
-with lower variance (the rows' estimates are no longer correlated through a shared
-weight draw) and without any ``(particles, out, in)`` weight tensor.
+without any ``(particles, out, in)`` weight tensor. The rows' estimates no longer
+share a weight draw, so their covariances vanish: usually a large cut in variance on
+minibatches, where those covariances are positive, but not always (see
+``docs/concepts.md``).
 
 It is exact only where each row's output depends on the weights through this one
 product: a layer used once per forward pass, on an input of one row per

@@ -86,13 +86,16 @@ class MeanFieldGuide(Guide):
     unbiased estimator. Under q the pre-activation ``a = W h + b`` of a linear
     layer for one input row ``h`` is Normal with mean ``μ_W h + μ_b`` and variance
     ``σ_W² h² + σ_b²``; drawing it independently per row, rather than drawing ``W``
-    once for the batch, leaves each row's expected log-likelihood unchanged and
-    removes the correlation between rows that a shared weight draw induces, so
-    the gradient has less variance and no ``(particles, out, in)`` weight tensor
-    is built. It holds where each row's output depends on a layer's weights only
-    through that product: the layer runs once per pass on one row per observation
-    and the rows do not interact (:attr:`pyrobnn.BayesianNet.local_sites`
-    lists the layers that qualify; the others are still drawn). A layer that
+    once for the batch, leaves each row's expected log-likelihood unchanged,
+    removes the covariance between rows that a shared weight draw induces, and
+    builds no ``(particles, out, in)`` weight tensor. On minibatches those
+    covariances are usually positive and the gradient's variance falls, often
+    by a large factor; near the optimum of a small full-batch fit they can be
+    negative, and the variance then rises (notebook 1). It holds where each
+    row's output depends on a layer's weights only through that product: the
+    layer runs once per pass on one row per observation and the rows do not
+    interact (:attr:`pyrobnn.BayesianNet.local_sites` lists the layers that
+    qualify; the others are still drawn). A layer that
     turns out to run twice, or on sequences, raises at the first step. It changes
     training only: :meth:`sample` and every prediction draw weights.
 
