@@ -217,13 +217,15 @@ def test_the_elbo_gradient_is_unbiased(path: str) -> None:
 
 
 @pytest.mark.parametrize("path", list(SINGLE_LINEAR))
-def test_local_reparameterisation_lowers_the_variance_of_the_log_likelihood(path: str) -> None:
+def test_the_variances_are_their_closed_forms_and_local_is_lower_on_correlated_rows(path: str) -> None:
     model, local, num_particles = single_linear(path)
     drawn = copy_guide(local, model)
     x, y = regression_data(n=64)
     exact_local, exact_drawn = log_lik_variances(local, x, y)
     # The inputs share an offset, so a shared weight draw moves all 64 residuals together:
     # the exact variances differ by a factor of 18.9 (it grows with the number of rows).
+    # (Not a law: where the rows' terms under a shared draw cancel, as at the optimum of a
+    # small full-batch fit, the local estimator is the noisier one; notebook 1 shows it.)
     assert exact_drawn / exact_local > 15
     variances = {}
     for name, guide, exact in [("local", local, exact_local), ("drawn", drawn, exact_drawn)]:
