@@ -98,7 +98,8 @@ class MLPPlan:
             if isinstance(module, nn.Linear):
                 h = self._linear(name, module, h, draws, shared, num, variances)
             elif isinstance(module, nn.Dropout) and module.training and module.p > 0:
-                h = module(h.expand(num, *h.shape) if h.dim() == 2 else h)  # a mask per draw
+                # a mask per draw; never in place, which an expanded input would refuse
+                h = F.dropout(h.expand(num, *h.shape) if h.dim() == 2 else h, module.p, training=True)
             else:
                 h = module(h)
         return h.expand(num, *h.shape) if h.dim() == 2 else h

@@ -364,3 +364,13 @@ def test_local_noise_has_the_same_distribution_on_both_paths(local: str, fast_ru
         assert torch.corrcoef(reference[:, :2, 0].T)[0, 1] > 0.999
         for path, out in outputs.items():
             assert torch.corrcoef(out[:, :2, 0].T)[0, 1].abs() < 5 / math.sqrt(num), path
+
+
+def test_an_in_place_dropout_on_the_input_runs_and_leaves_the_input_alone(fast_runs: list[int]) -> None:
+    torch.manual_seed(0)
+    bnet = pb.lift(nn.Sequential(nn.Dropout(0.5, inplace=True), nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)))
+    x = torch.randn(7, 3)
+    before = x.clone()
+    out = bnet.run_batched(prior_draws(bnet, S), x)
+    assert fast_runs and out.shape == (S, 7, 1)
+    assert torch.equal(x, before)  # each draw's mask applied to its own copy, not to the caller's tensor
