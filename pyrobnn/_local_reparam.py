@@ -106,13 +106,14 @@ def is_local(fn: Any) -> bool:
 def linear_noise(
     net: nn.Module,
     layers: Mapping[str, tuple[str | None, str | None]],
-    local: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    variances: Mapping[str, torch.Tensor],
     num_rows: int,
 ) -> Iterator[None]:
     """Add each covered layer's pre-activation noise to its output, for one forward pass.
 
     ``layers`` maps a module path to the site names of its weight and bias (``None``
-    where not random); ``local`` holds ``(loc, scale)`` for the sites to reparameterise.
+    where not random); ``variances`` holds q's elementwise variances of the sites to
+    reparameterise.
     The layers themselves must run with the locs as their parameters, so that their
     output is the mean of the pre-activation. Enter it once per pass (inside the
     function ``vmap`` batches); it raises if a covered layer ran other than once in
@@ -121,8 +122,8 @@ def linear_noise(
     calls: dict[str, int] = {}
     handles = []
     for path, (weight, bias) in layers.items():
-        weight_var = local[weight][1].square() if weight is not None and weight in local else None
-        bias_var = local[bias][1].square() if bias is not None and bias in local else None
+        weight_var = variances.get(weight) if weight is not None else None
+        bias_var = variances.get(bias) if bias is not None else None
         if weight_var is None and bias_var is None:
             continue
         calls[path] = 0

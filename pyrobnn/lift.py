@@ -288,20 +288,22 @@ class BayesianNet(nn.Module):
         if not self._names:
             return self.net(x)  # type: ignore[no-any-return]
         lead = self.batch_shape(draws)
-        local = self._local_in_scope()
+        shared, variances = self._local_in_scope()
         if not lead:
-            if self._mlp is not None and self._mlp.applies(x):  # as one draw of the batched products
-                one = {name: value.unsqueeze(0) for name, value in draws.items() if name not in local}
-                return self._run_batched(one, 1, x, local)[0]
-            return self._forward({**draws, **{name: loc for name, (loc, _) in local.items()}}, x, local)
+            if self._mlp is not None:  # as one draw of the batched products, where they apply
+                one = {name: value.unsqueeze(0) for name, value in draws.items() if name not in shared}
+                out = self._run_mlp(one, 1, x, shared, variances)
+                if out is not None:
+                    return out[0]
+            return self._forward({**draws, **shared}, x, variances)
         if lead[-1] != 1:
             raise ValueError(
                 f"weights were sampled with batch shape {tuple(lead)}; pyrobnn puts the "
                 "data plate at dim -1, so the last batch dim must be 1. Run the model "
                 "with max_plate_nesting=1 (pb.fit does) or use BayesianNet.run_batched."
             )
-        flat = {name: value.reshape((-1, *self._shapes[name])) for name, value in draws.items() if name not in local}
-        out = self._run_batched(flat, lead[:-1].numel(), x, local)
+        flat = {name: value.reshape((-1, *self._shapes[name])) for name, value in draws.items() if name not in shared}
+        out = self._run_batched(flat, lead[:-1].numel(), x, shared, variances)
         return out.reshape(lead[:-1] + out.shape[1:])
 
     def run_batched(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -318,35 +320,49 @@ class BayesianNet(nn.Module):
         is faster and gives the same result.
         """
         num = self.batch_shape(draws)[0] if draws else 0
-        return self._run_batched(dict(draws), num, x, {})
+        return self._run_batched(dict(draws), num, x, {}, {})
 
     def _forward(
-        self,
-        params: Mapping[str, torch.Tensor],
-        x: torch.Tensor,
-        local: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, variances: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
-        """One functional pass; layers with sites in ``local`` add their pre-activation noise."""
-        if not local:
+        """One functional pass; layers with sites in ``variances`` add their pre-activation noise."""
+        if not variances:
             return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
-        with _local_reparam.linear_noise(self.net, self._linear_layers, local, x.shape[0]):
+        with _local_reparam.linear_noise(self.net, self._linear_layers, variances, x.shape[0]):
             return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
+
+    def _run_mlp(
+        self,
+        draws: Mapping[str, torch.Tensor],
+        num: int,
+        x: torch.Tensor,
+        shared: Mapping[str, torch.Tensor],
+        variances: Mapping[str, torch.Tensor],
+    ) -> torch.Tensor | None:
+        """The MLP fast path's ``num`` passes, or ``None`` where it does not apply."""
+        if self._mlp is None or not self._mlp.applies(x):
+            return None
+        return self._mlp.run(draws, shared, num, x, variances)
 
     def _run_batched(
         self,
         draws: dict[str, torch.Tensor],
         num: int,
         x: torch.Tensor,
-        local: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        shared: Mapping[str, torch.Tensor],
+        variances: Mapping[str, torch.Tensor],
     ) -> torch.Tensor:
-        """``num`` passes, one per row of ``draws``; the sites in ``local`` are shared by all rows."""
-        shared = {name: loc for name, (loc, _) in local.items()}
-        if self._mlp is not None and self._mlp.applies(x):
-            variances = {name: scale.square() for name, (_, scale) in local.items()}
-            return self._mlp.run(draws, shared, num, x, variances)
+        """``num`` passes, one per row of ``draws``; the sites in ``shared`` are common to all rows.
+
+        ``shared`` and ``variances`` hold the means and q variances of the locally
+        reparameterised sites (see :meth:`_local_in_scope`).
+        """
+        fast = self._run_mlp(draws, num, x, shared, variances)
+        if fast is not None:
+            return fast
 
         def one(params: dict[str, torch.Tensor], row: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-            return self._forward({**params, **shared}, inputs, local)
+            return self._forward({**params, **shared}, inputs, variances)
 
         rows = torch.arange(num, device=x.device)  # batched even when every site is shared
 
@@ -378,12 +394,15 @@ class BayesianNet(nn.Module):
         self._vmap_worked = True
         return out  # type: ignore[no-any-return]
 
-    def _local_in_scope(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """``(loc, scale)`` of this net's sites that the current ELBO scope reparameterises locally."""
+    def _local_in_scope(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """q's means and variances of this net's sites that the current ELBO scope reparameterises locally."""
         scope = _local_reparam.current()
         if scope is None or not scope.sites:
-            return {}
-        return {name: scope.sites[name] for name in self.local_sites if name in scope.sites}
+            return {}, {}
+        local = {name: scope.sites[name] for name in self.local_sites if name in scope.sites}
+        return {name: loc for name, (loc, _) in local.items()}, {
+            name: scale.square() for name, (_, scale) in local.items()
+        }
 
     def batch_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
         """The leading (batch) shape shared by all draws, checked against the parameter shapes."""
