@@ -204,11 +204,9 @@ def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
     kind = type(guide)
     if kind is MeanFieldGuide:
         assert isinstance(guide, MeanFieldGuide)
-        options: dict[str, Any] = {"kl": _kl(guide)}
+        options = _meanfield_options(guide)
         if guide.site_names != every:
             options["sites"] = guide.site_names
-        if guide.local_sites:  # a resumed fit keeps its estimator
-            options["local_reparam"] = True
         return {"kind": "meanfield", "options": options}
     if kind is LowRankGuide:
         assert isinstance(guide, LowRankGuide)
@@ -227,10 +225,7 @@ def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
         if len(parts) == 2 and type(parts[0]) is FlowGuide and type(parts[1]) is MeanFieldGuide:
             flow, rest = parts
             assert isinstance(flow, FlowGuide) and isinstance(rest, MeanFieldGuide)
-            options = {**_flow_options(flow, every), "kl": _kl(rest)}
-            if rest.local_sites:
-                options["local_reparam"] = True
-            return {"kind": "flow", "options": options}
+            return {"kind": "flow", "options": {**_flow_options(flow, every), **_meanfield_options(rest)}}
     raise TypeError(
         f"pb.save can rebuild the guides made by pb.guides.make_guide (meanfield, lowrank, fullrank, "
         f"flow, map), not a {kind.__name__}. Save guide.state_dict() with torch.save yourself and "
@@ -238,8 +233,12 @@ def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
     )
 
 
-def _kl(guide: MeanFieldGuide) -> str:
-    return "analytic" if guide.analytic_kl else "mc"
+def _meanfield_options(guide: MeanFieldGuide) -> dict[str, Any]:
+    """The estimator options of a mean-field guide (or part); a resumed fit keeps its estimator."""
+    options: dict[str, Any] = {"kl": "analytic" if guide.analytic_kl else "mc"}
+    if guide.local_sites:
+        options["local_reparam"] = True
+    return options
 
 
 def _flow_options(guide: FlowGuide, every: list[str]) -> dict[str, Any]:
