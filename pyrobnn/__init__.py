@@ -3,6 +3,7 @@
 The pipeline, one stage per module::
 
     lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ fit ─▶ Posterior ─▶ predict
+                        └──────────▶ mcmc (NUTS, the reference) ──▶ Posterior
 """
 
 from pyrobnn import datasets, diagnostics, guides, likelihoods, plots, priors
@@ -12,6 +13,7 @@ from pyrobnn.elbo import ELBO
 from pyrobnn.export import to_arviz
 from pyrobnn.fit import FitError, FitResult, History, estimate_elbo, fit, linear_annealing
 from pyrobnn.lift import BayesianNet, lift, lift_
+from pyrobnn.mcmc import MCMCDraws, mcmc
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior, Prediction
 
@@ -24,6 +26,7 @@ __all__ = [
     "FitError",
     "FitResult",
     "History",
+    "MCMCDraws",
     "Posterior",
     "Prediction",
     "compare",
@@ -37,6 +40,7 @@ __all__ = [
     "likelihoods",
     "linear_annealing",
     "load",
+    "mcmc",
     "plots",
     "priors",
     "save",

@@ -30,6 +30,7 @@ from pyrobnn.guides import (
     MeanFieldGuide,
     make_guide,
 )
+from pyrobnn.mcmc import MCMCDraws
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
 
@@ -58,7 +59,8 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
     posterior
         A :class:`pyrobnn.Posterior` (or the :class:`pyrobnn.FitResult` of
         :func:`pyrobnn.fit`) whose guide was built by
-        :func:`pyrobnn.guides.make_guide` (any kind).
+        :func:`pyrobnn.guides.make_guide` (any kind), or the draws of
+        :func:`pyrobnn.mcmc`.
 
     Notes
     -----
@@ -155,7 +157,7 @@ def load(path: PathLike, model: BayesianModel) -> Posterior:
         model.load_state_dict(checkpoint["model"])
     # Building a guide may draw random numbers (a flow's initial weights): keep them off the caller's RNG.
     with seeded(0, device):
-        guide = make_guide(spec["kind"], model, **spec["options"])
+        guide = _rebuild(spec, model)
     guide.to(device)
     try:
         guide.load_state_dict(checkpoint["guide"])
@@ -165,6 +167,13 @@ def load(path: PathLike, model: BayesianModel) -> Posterior:
             f"{spec['options']} on this model: {err}"
         ) from err
     return Posterior(model, guide)
+
+
+def _rebuild(spec: Mapping[str, Any], model: BayesianModel) -> Guide:
+    """An untrained guide of the saved kind and structure, for the saved state to fill."""
+    if spec["kind"] == "mcmc":  # draws of pb.mcmc: buffers of a known size, no make_guide kind
+        return MCMCDraws(model, **spec["options"])
+    return make_guide(spec["kind"], model, **spec["options"])
 
 
 def _reason(err: Exception) -> str:
@@ -216,6 +225,9 @@ def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
         return {"kind": "fullrank", "options": {"max_dim": guide.layout.dim}}
     if kind is MAPGuide:
         return {"kind": "map", "options": {}}
+    if kind is MCMCDraws:
+        assert isinstance(guide, MCMCDraws)
+        return {"kind": "mcmc", "options": {"num_chains": guide.num_chains, "num_draws": guide.num_draws}}
     if kind is FlowGuide:
         assert isinstance(guide, FlowGuide)
         return {"kind": "flow", "options": _flow_options(guide, every)}
@@ -228,8 +240,8 @@ def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
             return {"kind": "flow", "options": {**_flow_options(flow, every), **_meanfield_options(rest)}}
     raise TypeError(
         f"pb.save can rebuild the guides made by pb.guides.make_guide (meanfield, lowrank, fullrank, "
-        f"flow, map), not a {kind.__name__}. Save guide.state_dict() with torch.save yourself and "
-        "load it into a guide built the same way."
+        f"flow, map) and the draws of pb.mcmc, not a {kind.__name__}. Save guide.state_dict() with "
+        "torch.save yourself and load it into a guide built the same way."
     )
 
 

@@ -6,6 +6,7 @@
     pyrobnn compare --data builtin:gap1d --guides meanfield,lowrank,map --out report/
     pyrobnn compare --data csv:houses.csv --target price --epochs 40 --batch-size 128 --out report/
     pyrobnn fit --data uci:../shared/data/uci/yacht --split 0 --guide meanfield --out report/
+    pyrobnn compare --data builtin:gap1d --guides meanfield,fullrank --reference nuts --out report/
 
 A mistake in the arguments (an unknown dataset, column or guide, a missing
 ``--target`` or ``--split``) prints what is valid and exits with status 2; a
@@ -28,13 +29,18 @@ from pyrobnn.compare import compare
 from pyrobnn.fit import FitError, FitResult, fit
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.lift import lift
+from pyrobnn.mcmc import mcmc
 from pyrobnn.model import BayesianModel
+from pyrobnn.posterior import Posterior
 
 __all__ = ["main"]
 
 DATA_FORMS = "builtin:NAME (see `pyrobnn datasets`), csv:PATH (with --target COLUMN) or uci:DIR (with --split K)"
 #: SVI steps per guide when neither --steps nor --epochs is given.
 DEFAULT_STEPS = 3000
+
+#: The row name of the NUTS reference (``--reference nuts``).
+REFERENCE = "nuts"
 
 #: Columns of pb.compare's table shown by the command, in this order.
 COLUMNS = (
@@ -44,6 +50,10 @@ COLUMNS = (
     "coverage",
     "accuracy",
     "ece",
+    "w1",
+    "sd_ratio",
+    "agreement",
+    "total_variation",
     "khat",
     "elpd_loo",
     "fit_seconds",
@@ -127,21 +137,37 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
             seed=args.seed,
             progress=not args.quiet,
         )
+    reference: Posterior | None = None
+    if args.reference == "nuts":
+        print(f"sampling the reference posterior with NUTS on {data.dataset.name} ...", file=sys.stderr)
+        reference = mcmc(
+            build_model(data, args.hidden, args.seed),
+            (data.x_train, data.y_train),
+            num_samples=args.nuts_samples,
+            warmup=args.nuts_warmup,
+            num_chains=args.nuts_chains,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    everything: dict[str, FitResult | Posterior] = {**results}
+    if reference is not None:
+        everything[REFERENCE] = reference
     frame = compare(
-        results,
+        everything,
         data.x_test,
         data.y_test,
         train=(data.x_train, data.y_train),
         num_samples=args.samples,
         seed=args.seed,
         y_scale=data.y_scale,
+        reference=REFERENCE if reference is not None else None,
     )
     columns = [c for c in COLUMNS if c in frame.columns]
     rows = [{"guide": name, **{c: _value(frame.loc[name, c]) for c in columns}} for name in frame.index]
     table = format_table(rows)
     print(table)
     if args.out:
-        path = _report.write(Path(args.out), args, data, results, table)
+        path = _report.write(Path(args.out), args, data, results, table, reference=reference, frame=frame)
         print(f"report written to {path}", file=sys.stderr)
     return 0
 
@@ -203,6 +229,15 @@ def _parser() -> argparse.ArgumentParser:
         model.add_argument("--particles", type=_positive, default=8, help="particles per step (8)")
         model.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (0.01)")
         model.add_argument("--seed", type=int, default=0, help="seeds the fit, the draws and a csv split (0)")
+        ref = p.add_argument_group("reference posterior")
+        ref.add_argument(
+            "--reference",
+            choices=["nuts"],
+            help="also sample the posterior with NUTS (pb.mcmc) and measure every guide's distance to it",
+        )
+        ref.add_argument("--nuts-samples", type=_positive, default=500, help="NUTS draws kept per chain (500)")
+        ref.add_argument("--nuts-warmup", type=_positive, default=500, help="NUTS warm-up iterations per chain (500)")
+        ref.add_argument("--nuts-chains", type=_positive, default=2, help="NUTS chains, run one after another (2)")
         out = p.add_argument_group("output")
         out.add_argument("--samples", type=_positive, default=1000, help="posterior draws for metrics and plots (1000)")
         out.add_argument(

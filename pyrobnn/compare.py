@@ -11,7 +11,8 @@ from pyrobnn.diagnostics import psis_khat
 from pyrobnn.fit import FitResult
 from pyrobnn.guides import MAPGuide
 from pyrobnn.likelihoods import Bernoulli, Categorical
-from pyrobnn.metrics import expected_calibration_error, summarize
+from pyrobnn.mcmc import MCMCDraws
+from pyrobnn.metrics import expected_calibration_error, reference_distance, summarize
 from pyrobnn.posterior import Posterior
 
 __all__ = ["compare"]
@@ -27,6 +28,7 @@ def compare(
     seed: int | None = 0,
     level: float = 0.9,
     y_scale: float = 1.0,
+    reference: str | Posterior | None = None,
 ) -> Any:
     r"""Compare fitted guides: one row each, sorted by test log-likelihood (best first).
 
@@ -49,6 +51,12 @@ def compare(
     y_scale
         The standard deviation a regression target was divided by (see
         :func:`pyrobnn.metrics.evaluate`).
+    reference
+        A gold-standard posterior to measure every row against: the name of one
+        of ``posts`` (its own row then reads 0 and 1) or a posterior, usually
+        from :func:`pyrobnn.mcmc`. Adds the columns of
+        :func:`pyrobnn.metrics.reference_distance`: ``w1`` and ``sd_ratio``
+        for real targets, ``agreement`` and ``total_variation`` for classes.
 
     Returns
     -------
@@ -58,7 +66,9 @@ def compare(
         guide, whose objective is not a bound), ``test_log_likelihood`` (mean over
         test points of log (1/S) Σ_s p(yᵢ | xᵢ, θ_s)), ``rmse`` and ``coverage``
         or ``accuracy`` and ``ece``, ``khat``, ``fit_seconds``,
-        ``num_variational_params``.
+        ``num_variational_params``, and with a ``reference`` its distance columns.
+        MCMC draws (:func:`pyrobnn.mcmc`) have no density, so their ``khat`` is
+        NaN, and their ``fit_seconds`` is the sampler's time.
 
     Notes
     -----
@@ -75,26 +85,38 @@ def compare(
 
     if not posts:
         raise ValueError("compare needs at least one posterior: compare({'meanfield': result, ...}, x, y)")
+    pairs = {name: _posterior(name, item) for name, item in posts.items()}
+    ref_pred = None
+    if isinstance(reference, str):
+        if reference not in pairs:
+            raise ValueError(f"reference={reference!r} is not one of the compared posteriors {list(pairs)}")
+        ref_pred = pairs[reference][0].predict(x_test, num_samples=num_samples, seed=seed)
+    elif isinstance(reference, Posterior):
+        ref_pred = reference.predict(x_test, num_samples=num_samples, seed=seed)
+    elif reference is not None:
+        raise TypeError(f"reference must be a name in posts or a pb.Posterior, got {type(reference).__name__}")
     rows = []
     idatas = {}
-    for name, item in posts.items():
-        if isinstance(item, FitResult):
-            post, result = item.posterior(), item
-        elif isinstance(item, Posterior):
-            post, result = item, None
-        else:
-            raise TypeError(f"compare[{name!r}] must be a pb.FitResult or pb.Posterior, got {type(item).__name__}")
-        is_map = isinstance(post.guide, MAPGuide)
+    for name, (post, result) in pairs.items():
+        has_density = not isinstance(post.guide, (MAPGuide, MCMCDraws))
         pred = post.predict(x_test, num_samples=num_samples, seed=seed)
         row: dict[str, Any] = {"name": name, "guide": type(post.guide).__name__}
-        row["final_elbo"] = result.final_elbo() if result is not None and not is_map else math.nan
+        row["final_elbo"] = result.final_elbo() if result is not None and has_density else math.nan
         row.update(summarize(post, pred, y_test, y_scale=y_scale, level=level))
         if isinstance(post.model.likelihood, (Categorical, Bernoulli)):
             row["ece"] = expected_calibration_error(pred, y_test)
+        if ref_pred is not None:
+            distance = reference_distance(pred, ref_pred)
+            if "w1" in distance:
+                distance["w1"] *= y_scale
+            row.update(distance)
         row["khat"] = math.nan
-        if train is not None and not is_map:
+        if train is not None and has_density:
             row["khat"] = psis_khat(post, *train, num_samples=num_samples, seed=seed, warn=False)
-        row["fit_seconds"] = result.elapsed_s if result is not None else math.nan
+        if isinstance(post.guide, MCMCDraws):
+            row["fit_seconds"] = float(post.guide.seconds.sum())
+        else:
+            row["fit_seconds"] = result.elapsed_s if result is not None else math.nan
         row["num_variational_params"] = sum(p.numel() for p in post.guide.parameters() if p.requires_grad)
         rows.append(row)
         if train is not None:
@@ -105,6 +127,14 @@ def compare(
     if len(idatas) >= 2:
         table = _with_loo(table, idatas)
     return table
+
+
+def _posterior(name: str, item: Any) -> tuple[Posterior, FitResult | None]:
+    if isinstance(item, FitResult):
+        return item.posterior(), item
+    if isinstance(item, Posterior):
+        return item, None
+    raise TypeError(f"compare[{name!r}] must be a pb.FitResult or pb.Posterior, got {type(item).__name__}")
 
 
 def _with_loo(table: Any, idatas: dict[str, Any]) -> Any:

@@ -1,4 +1,4 @@
-"""Held-out metrics of a posterior: log predictive density, RMSE or accuracy, coverage."""
+"""Held-out metrics of a posterior: log predictive density, RMSE or accuracy, coverage, distance to a reference."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import torch
 from pyrobnn.likelihoods import Bernoulli, Categorical
 from pyrobnn.posterior import Posterior, Prediction
 
-__all__ = ["calibration_bins", "evaluate", "expected_calibration_error", "summarize"]
+__all__ = [
+    "calibration_bins",
+    "evaluate",
+    "expected_calibration_error",
+    "reference_distance",
+    "summarize",
+    "wasserstein1",
+]
 
 
 def evaluate(
@@ -120,3 +127,63 @@ def expected_calibration_error(pred: Prediction, y: Any, num_bins: int = 10) -> 
     full = bins["count"] > 0
     gap = (bins["accuracy"][full] - bins["confidence"][full]).abs()
     return float((bins["count"][full] * gap).sum() / bins["count"].sum())
+
+
+def wasserstein1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r"""W1 between the empirical distributions of ``a`` and ``b`` along dim 0, per remaining element.
+
+    In one dimension :math:`W_1 = \int_0^1 |F_a^{-1}(u) - F_b^{-1}(u)|\,du`. With as many
+    draws in ``a`` as in ``b`` this is exactly the mean absolute difference of the
+    sorted draws; otherwise both quantile functions are read at the midpoints
+    (k + ½)/M, M the larger number of draws.
+    """
+    if len(a) == len(b):
+        return (a.sort(0).values - b.sort(0).values).abs().mean(0)
+    m = max(len(a), len(b))
+    dtype = torch.promote_types(a.dtype, torch.float32)
+    u = (torch.arange(m, dtype=dtype, device=a.device) + 0.5) / m
+    return (torch.quantile(a.to(dtype), u, dim=0) - torch.quantile(b.to(dtype), u, dim=0)).abs().mean(0)
+
+
+def reference_distance(pred: Prediction, ref: Prediction) -> dict[str, float]:
+    """How far a posterior predictive is from a reference one (e.g. NUTS) at the same inputs.
+
+    Returns
+    -------
+    dict
+        For real targets: ``w1`` (the Wasserstein-1 distance between the two
+        predictives' draws of y at each point, per output, averaged over points;
+        in the units of y) and ``sd_ratio`` (predictive standard deviation over
+        the reference's, averaged over points: below 1 is overconfident). For
+        class labels: ``agreement`` (share of points where the two predict the same
+        class) and ``total_variation`` (½ Σ_c |p_c − p_ref,c| per point, averaged).
+
+    References
+    ----------
+    Wilson, Izmailov, Hoffman, Gal, Li, Pradier, Vikram, Foong, Lotfi & Farquhar (2022).
+    Evaluating approximate inference in Bayesian deep learning. Proceedings of the NeurIPS
+    2021 Competitions and Demonstrations Track, PMLR 176: the competition's metrics.
+    """
+    if pred.output.shape[1:] != ref.output.shape[1:] or type(pred.likelihood) is not type(ref.likelihood):
+        raise ValueError(
+            f"the prediction ({tuple(pred.output.shape[1:])} outputs, {type(pred.likelihood).__name__}) and the "
+            f"reference ({tuple(ref.output.shape[1:])}, {type(ref.likelihood).__name__}) are not of the same "
+            "model at the same inputs"
+        )
+    if isinstance(pred.likelihood, (Categorical, Bernoulli)):
+        p, q = _class_probs(pred), _class_probs(ref)
+        return {
+            "agreement": float((p.argmax(-1) == q.argmax(-1)).double().mean()),
+            "total_variation": float(0.5 * (p - q).abs().sum(-1).mean()),
+        }
+    return {
+        "w1": float(wasserstein1(pred.samples, ref.samples).mean()),
+        "sd_ratio": float((pred.std / ref.std).mean()),
+    }
+
+
+def _class_probs(pred: Prediction) -> torch.Tensor:
+    if isinstance(pred.likelihood, Categorical):
+        return pred.probs
+    p1 = pred.mean
+    return torch.stack([1 - p1, p1], dim=-1)

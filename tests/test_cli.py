@@ -78,6 +78,24 @@ def test_compare_on_builtin_data_writes_table_plots_and_netcdf(
         assert "Standardised units" in report and "inside the central p predictive interval" in report
 
 
+@pytest.mark.parametrize("data", ["builtin:gap1d", "builtin:moons"])
+def test_compare_against_a_nuts_reference(data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import arviz as az
+
+    nuts = ["--reference", "nuts", "--nuts-samples", "20", "--nuts-warmup", "20", "--nuts-chains", "2"]
+    argv = ["compare", "--data", data, "--guides", "meanfield,map", "--hidden", "4", *FAST, *nuts]
+    with pytest.warns(UserWarning, match="diverged"):  # 20 warm-up iterations: divergences are expected
+        assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    columns = ("w1", "sd_ratio") if data == "builtin:gap1d" else ("agreement", "total_variation")
+    assert " nuts |" in out and all(column in out for column in columns)
+    report = check_report(tmp_path, ["meanfield", "map"])
+    assert "**Against NUTS.**" in report and "Closest to NUTS: **" in report
+    idata = az.from_netcdf(tmp_path / "nuts.nc")  # the real chains, thinned to --export-samples
+    assert idata.posterior.sizes["chain"] == 2 and idata.posterior.sizes["draw"] == 20
+    assert "diverging" in idata.sample_stats
+
+
 def test_without_matplotlib_the_table_and_netcdf_are_still_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

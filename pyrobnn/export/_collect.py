@@ -14,6 +14,7 @@ from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn._rng import seeded
 from pyrobnn.export._core import HISTORY_GROUP, Groups, convert, stack_chains
 from pyrobnn.fit import FitResult, History
+from pyrobnn.mcmc import MCMCDraws
 from pyrobnn.model import OBS, BayesianModel
 from pyrobnn.posterior import Posterior
 
@@ -80,6 +81,11 @@ def to_arviz(
 
     Notes
     -----
+    The posterior of :func:`pyrobnn.mcmc` exports its own chains, each evenly
+    thinned to ``num_samples`` draws where it holds more (the order kept, so R̂
+    and ESS are those of the sampler); its ``sample_stats`` hold ``diverging``,
+    ``n_steps`` and ``tree_depth`` in place of ``log_q``, and ``log_p``.
+
     ``log_q`` is the guide's log density log q(θ_s) and ``log_p`` the joint
     log p(θ_s, y | x) = log p(θ_s) + Σᵢ log p(yᵢ | xᵢ, θ_s), both over *all*
     latent sites, so log_p − log_q are the importance log weights of
@@ -111,6 +117,7 @@ def to_arviz(
                 f"to_arviz takes a pb.Posterior or pb.FitResult (or a list of them), got {type(item).__name__}"
                 + (f" at position {i}" if len(items) > 1 else "")
             )
+    posts, histories = _split_chains(posts, histories, num_samples)
     if any(h is None for h in histories) and not all(h is None for h in histories):
         raise ValueError("mix of FitResults and Posteriors: pass all FitResults (to export the history) or none")
     _check_same_model(posts)
@@ -164,12 +171,18 @@ def collect(
             y_t = model.likelihood.prepare_y(model.output_shape(x_t), y_t)
     posterior: dict[str, list[np.ndarray]] = {name: [] for name in names}
     log_q, log_p, log_lik, pp = [], [], [], []
+    ordered = guide.in_order() if isinstance(guide, MCMCDraws) else None
+    if ordered is not None:
+        num_samples = len(next(iter(ordered.values())))
     with seeded(seed, device), torch.no_grad():
         for lo in range(0, num_samples, DRAWS_PER_CHUNK):
-            draws = guide.sample(min(DRAWS_PER_CHUNK, num_samples - lo))
+            if ordered is None:
+                draws = guide.sample(min(DRAWS_PER_CHUNK, num_samples - lo))
+                log_q.append(_np(guide.log_prob(draws)))
+            else:
+                draws = {name: value[lo : lo + DRAWS_PER_CHUNK] for name, value in ordered.items()}
             for name in names:
                 posterior[name].append(_np(draws[name]))
-            log_q.append(_np(guide.log_prob(draws)))
             if x_t is None:
                 continue
             pred = post.predict_draws(draws, x_t)
@@ -178,10 +191,16 @@ def collect(
                 ll = pred.log_likelihood(y_t)
                 log_lik.append(_np(ll))
                 log_p.append(_np(post.log_prior(draws) + ll.sum(-1)))
-    groups: Groups = {
-        "posterior": {name: np.concatenate(v) for name, v in posterior.items()},
-        "sample_stats": {"log_q": np.concatenate(log_q)},
-    }
+    groups: Groups = {"posterior": {name: np.concatenate(v) for name, v in posterior.items()}}
+    if isinstance(guide, MCMCDraws):
+        steps = _np(guide.num_steps.reshape(-1))
+        groups["sample_stats"] = {
+            "diverging": _np(guide.diverging.reshape(-1)),
+            "n_steps": steps,
+            "tree_depth": np.ceil(np.log2(steps + 1)).astype(np.int64),
+        }
+    else:
+        groups["sample_stats"] = {"log_q": np.concatenate(log_q)}
     if log_p:
         groups["sample_stats"]["log_p"] = np.concatenate(log_p)
     if x_t is not None:
@@ -191,6 +210,23 @@ def collect(
         groups["log_likelihood"] = {OBS: np.concatenate(log_lik)}
         groups["observed_data"] = {OBS: _np(y_t)}
     return groups
+
+
+def _split_chains(
+    posts: list[Posterior], histories: list[History | None], num_samples: int
+) -> tuple[list[Posterior], list[History | None]]:
+    """An MCMC posterior becomes one posterior per chain, each thinned to at most ``num_samples`` draws."""
+    out_posts: list[Posterior] = []
+    out_histories: list[History | None] = []
+    for post, history in zip(posts, histories, strict=True):
+        if isinstance(post.guide, MCMCDraws):
+            draws = post.guide
+            out_posts += [Posterior(post.model, draws.chain(c, num_samples)) for c in range(draws.num_chains)]
+            out_histories += [history] * draws.num_chains
+        else:
+            out_posts.append(post)
+            out_histories.append(history)
+    return out_posts, out_histories
 
 
 def default_var_names(model: BayesianModel) -> list[str]:

@@ -1,0 +1,183 @@
+"""pb.mcmc: NUTS on the lifted model, checked against an exact posterior, and its place in the pipeline."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import pyrobnn as pb
+from pyrobnn.mcmc import MCMCDraws, Potential
+
+
+def conjugate_regression(n: int = 30, sigma: float = 0.5, seed: int = 0):
+    """y = X w + N(0, σ²), w ~ N(0, I), on a correlated 2-D design: the posterior is N(m, Λ⁻¹) exactly."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 1, generator=g)
+    x = torch.cat([z + 0.3 * torch.randn(n, 1, generator=g), z + 0.3 * torch.randn(n, 1, generator=g)], dim=1)
+    y = x @ torch.tensor([1.0, -0.5]) + sigma * torch.randn(n, generator=g)
+    xd, yd = x.double(), y.double()
+    cov = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + xd.T @ xd / sigma**2)
+    mean = cov @ xd.T @ yd / sigma**2
+    return x, y, sigma, mean, cov
+
+
+def linear_model(sigma: float) -> pb.BayesianModel:
+    net = torch.nn.Linear(2, 1, bias=False)
+    return pb.BayesianModel(pb.lift(net, prior=pb.priors.Normal(0.0, 1.0)), pb.likelihoods.Gaussian(scale=sigma))
+
+
+@pytest.fixture(scope="module")
+def conjugate():
+    torch.manual_seed(0)
+    x, y, sigma, mean, cov = conjugate_regression()
+    model = linear_model(sigma)
+    post = pb.mcmc(model, (x, y), num_samples=1000, warmup=300, num_chains=2, seed=0, progress=False)
+    return SimpleNamespace(x=x, y=y, mean=mean, cov=cov, model=model, post=post)
+
+
+@pytest.mark.slow
+def test_nuts_recovers_the_exact_conjugate_posterior(conjugate) -> None:
+    import arviz as az
+
+    c = conjugate
+    x, y, post = c.x, c.y, c.post
+    assert isinstance(post.guide, MCMCDraws)
+    draws = post.guide.chains["weight"].reshape(2, 1000, 2).double()
+    idata = pb.to_arviz(post, x, y)
+    ess = az.ess(idata, var_names=["weight"])["weight"].values.reshape(-1)
+    assert float(az.rhat(idata, var_names=["weight"])["weight"].max()) < 1.01
+    assert ess.min() > 400  # well mixed: a correlated 2-D Gaussian is easy for NUTS with a dense mass matrix
+    flat = draws.reshape(-1, 2)
+    sd = c.cov.diag().sqrt()
+    # Means within 4 Monte Carlo standard errors (sd / sqrt(ESS)), measured by ArviZ's ESS.
+    mcse = sd / torch.as_tensor(ess).sqrt()
+    assert ((flat.mean(0) - c.mean).abs() < 4 * mcse).all()
+    # Standard deviations within 10% and the correlation within 0.03: with ESS > 400 the sampling
+    # error of a sd is about 1/sqrt(2 ESS) < 3.5% relative, and of a correlation near -0.95
+    # about (1 - ρ²)/sqrt(ESS) < 0.005.
+    assert ((flat.std(0) / sd) - 1).abs().max() < 0.10
+    corr = float(torch.corrcoef(flat.T)[0, 1])
+    exact = float(c.cov[0, 1] / sd.prod())
+    assert exact < -0.9
+    assert abs(corr - exact) < 0.03
+    assert not post.guide.diverging.any()
+
+
+def test_the_potential_is_the_negative_log_joint() -> None:
+    x, y, sigma, _, _ = conjugate_regression()
+    potential = Potential(linear_model(sigma), x, y)
+    w = torch.tensor([0.3, -0.2])
+    joint = torch.distributions.Normal(0.0, 1.0).log_prob(w).sum()
+    joint = joint + torch.distributions.Normal(x @ w, 0.5).log_prob(y).sum()
+    assert potential(w).item() == pytest.approx(-joint.item(), rel=1e-5)
+    traced = potential.compiled()
+    assert traced(w).item() == pytest.approx(-joint.item(), rel=1e-5)
+
+
+def test_a_constrained_latent_is_sampled_on_its_support() -> None:
+    """A learned noise scale (positive): the potential carries the log-Jacobian and draws stay > 0."""
+    torch.manual_seed(0)
+    x = torch.randn(40, 1)
+    y = 2 * x.squeeze(-1) + 0.3 * torch.randn(40)
+    net = torch.nn.Linear(1, 1)
+    model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale=pb.priors.LogNormal(0.0, 1.0)))
+    post = pb.mcmc(model, (x, y), num_samples=300, warmup=200, num_chains=1, progress=False)
+    scale = post.guide.chains["likelihood.scale"]
+    assert (scale > 0).all()
+    # 40 points with noise 0.3: the scale's posterior is within about ±0.1 of 0.3
+    assert 0.2 < float(scale.median()) < 0.45
+
+
+def test_the_posterior_predicts_exports_compares_and_saves(conjugate, tmp_path) -> None:
+    c = conjugate
+    x, y, post = c.x, c.y, c.post
+    pred = post.predict(x, num_samples=500, seed=0)
+    assert pred.samples.shape == (500, len(x))
+    # draws beyond those stored are resampled, not invented
+    assert post.predict(x, num_samples=5000, seed=0).num_samples == 5000
+
+    idata = pb.to_arviz(post, x, y, num_samples=400)
+    assert idata.posterior.sizes["chain"] == 2 and idata.posterior.sizes["draw"] == 400
+    stats = idata.sample_stats
+    assert {"diverging", "n_steps", "tree_depth", "log_p"} <= set(stats.data_vars)
+    assert "log_q" not in stats.data_vars
+    # thinning keeps each chain's order: the first and last exported draws are the chain's own
+    chains = post.guide.chains["weight"]
+    assert np.allclose(idata.posterior["weight"].values[:, 0], chains[:, 0].numpy())
+    assert np.allclose(idata.posterior["weight"].values[:, -1], chains[:, -1].numpy())
+
+    path = tmp_path / "nuts.pt"
+    pb.save(path, post)
+    loaded = pb.load(path, linear_model(0.5))
+    assert isinstance(loaded.guide, MCMCDraws)
+    assert torch.equal(loaded.guide.values, post.guide.values)
+    assert torch.equal(loaded.guide.num_steps, post.guide.num_steps)
+    same = loaded.predict(x, num_samples=100, seed=3).samples
+    assert torch.equal(same, post.predict(x, num_samples=100, seed=3).samples)
+
+
+@pytest.mark.slow
+def test_compare_measures_every_guide_against_the_reference(conjugate) -> None:
+    c = conjugate
+    x, y, post = c.x, c.y, c.post
+    fitted = pb.fit(c.model, "fullrank", (x, y), num_steps=1500, lr=0.02, progress=False)
+    mf = pb.fit(linear_model(0.5), "meanfield", (x, y), num_steps=1500, lr=0.02, progress=False)
+    # Along (1, -1) the data say little (the inputs' two columns move together): there the
+    # predictive width is mostly uncertainty about w₁ − w₂, which mean-field underestimates.
+    x_new = torch.tensor([[2.0, -2.0], [-3.0, 3.0], [1.0, -1.5]])
+    y_new = x_new @ torch.tensor([1.0, -0.5])
+    table = pb.compare(
+        {"nuts": post, "fullrank": fitted, "meanfield": mf}, x_new, y_new, reference="nuts", train=(x, y)
+    )
+    assert table.loc["nuts", "w1"] == 0 and table.loc["nuts", "sd_ratio"] == 1
+    assert math.isnan(table.loc["nuts", "khat"])
+    assert table.loc["nuts", "fit_seconds"] == pytest.approx(float(post.guide.seconds.sum()))
+    # Full-rank holds the exact posterior, mean-field cannot (correlation -0.95): its predictive is
+    # too narrow there, so it is farther from NUTS.
+    assert table.loc["fullrank", "w1"] < table.loc["meanfield", "w1"]
+    assert table.loc["meanfield", "sd_ratio"] < 0.8 < 0.9 < table.loc["fullrank", "sd_ratio"] < 1.1
+    with pytest.raises(ValueError, match="not one of the compared"):
+        pb.compare({"nuts": post}, x, y, reference="hmc")
+
+
+def test_wasserstein1_is_exact_for_known_distributions() -> None:
+    a = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    assert pb.metrics.wasserstein1(a, a + 0.5).item() == pytest.approx(0.5)
+    # N(0, 1) against N(0, 2²): W1 = (2 - 1) E|Z| = sqrt(2/π); 20,000 draws each give it to ~1%.
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(20000, generator=g), 2 * torch.randn(30000, generator=g)
+    assert pb.metrics.wasserstein1(z1, z2).item() == pytest.approx(math.sqrt(2 / math.pi), rel=0.03)
+
+
+def test_classification_reference_metrics() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(30, 2)
+    y = (x[:, 0] > 0).long()
+    net = torch.nn.Linear(2, 2)
+    model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Categorical())
+    post = pb.mcmc(model, (x, y), num_samples=200, warmup=200, num_chains=1, progress=False)
+    mf = pb.fit(model, "meanfield", (x, y), num_steps=500, progress=False)
+    table = pb.compare({"nuts": post, "meanfield": mf}, x, y, reference="nuts")
+    assert table.loc["nuts", "agreement"] == 1 and table.loc["nuts", "total_variation"] == 0
+    assert 0.9 <= table.loc["meanfield", "agreement"] <= 1
+    assert 0 < table.loc["meanfield", "total_variation"] < 0.2
+
+
+def test_bad_input_is_refused_with_the_fix() -> None:
+    x, y, sigma, _, _ = conjugate_regression()
+    model = linear_model(sigma)
+    with pytest.raises(TypeError, match="whole data as a pair"):
+        pb.mcmc(model, [(x, y)] * 3)
+    with pytest.raises(ValueError, match="NaN"):
+        pb.mcmc(model, (x, torch.where(torch.arange(len(y)) == 3, torch.nan, y)))
+    with pytest.raises(ValueError, match="init must be"):
+        pb.mcmc(model, (x, y), init="map")
+    # a run estimated to take hours is refused before it starts, naming the size and the alternatives
+    with pytest.raises(ValueError, match=r"D = 2 latent dimensions.*fullrank"):
+        pb.mcmc(model, (x, y), num_samples=10**7, progress=False)
+    with pytest.raises(TypeError, match="nothing to fit"):
+        MCMCDraws(model, num_chains=1, num_draws=5)(x, y)
