@@ -226,7 +226,12 @@ def _parser() -> argparse.ArgumentParser:
         length.add_argument("--steps", type=_positive, help=f"SVI steps per guide ({DEFAULT_STEPS})")
         length.add_argument("--epochs", type=_positive, help="passes over the training data per guide")
         model.add_argument("--batch-size", type=_positive, help="minibatch size (default: the whole training set)")
-        model.add_argument("--particles", type=_positive, default=8, help="particles per step (8)")
+        model.add_argument(
+            "--particles",
+            type=_positive,
+            default=None,
+            help="particles per step (default: the guide's, 8 for meanfield and map, 32 for the others)",
+        )
         model.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (0.01)")
         model.add_argument("--seed", type=int, default=0, help="seeds the fit, the draws and a csv split (0)")
         ref = p.add_argument_group("reference posterior")

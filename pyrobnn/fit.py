@@ -119,7 +119,7 @@ def fit(
     num_steps: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
-    num_particles: int = 8,
+    num_particles: int | None = None,
     vectorize_particles: bool = True,
     lr: float = 1e-2,
     optimizer: OptimizerSpec | None = None,
@@ -148,7 +148,10 @@ def fit(
     batch_size
         Minibatch size for in-memory data (default: full batch).
     num_particles
-        Draws from the guide per step to estimate the ELBO.
+        Draws from the guide per step to estimate the ELBO; default: the guide's
+        ``num_particles``, 8 for mean-field and MAP, 32 for the joint guides
+        (low-rank, full-rank, flow), whose many dependence parameters need the
+        quieter gradient to reach their optimum (see :class:`pyrobnn.guides.JointGuide`).
     vectorize_particles
         Draw all particles at once; the network then runs once per step.
     lr, optimizer
@@ -208,7 +211,7 @@ def fit(
         raise TypeError(f"fit needs a pb.BayesianModel, got {type(model).__name__}")
     if num_steps is not None and epochs is not None:
         raise ValueError("give num_steps or epochs, not both")
-    if not (isinstance(num_particles, int) and num_particles >= 1):
+    if num_particles is not None and not (isinstance(num_particles, int) and num_particles >= 1):
         raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
     if not 0.0 < lr_decay <= 1.0:
         raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
@@ -223,6 +226,13 @@ def fit(
             raise TypeError(f"guide options {sorted(guide_options)} only apply when guide is a kind string")
         if not isinstance(guide, Guide):
             raise TypeError(f"guide must be a pyrobnn guide or a kind string, got {type(guide).__name__}")
+        if not any(p.requires_grad for p in guide.parameters()):
+            raise TypeError(
+                f"the guide {type(guide).__name__} has no parameters to fit. Draws from pb.mcmc are a finished "
+                "posterior: pass pb.mcmc's result to predict, compare, to_arviz or save as it is. To fit, "
+                "start from a guide kind: pb.fit(model, 'fullrank', data)."
+            )
+        num_particles = guide.num_particles if num_particles is None else num_particles
         guide.to(target)
         shard = (rank, world_size) if distributed else None
         batches = Batches(data, model, batch_size=batch_size, device=target, seed=seed, shard=shard)

@@ -59,3 +59,25 @@ def test_uci_smoke(tmp_path: Path) -> None:
 def test_guide_step_time_smoke() -> None:
     out = run("guide_step_time.py", "--rounds", "1", "--steps", "1", "--particles", "2")
     assert "lowrank(10)" in out and "flow(last layer)" in out and "669706 latent dims" in out
+
+
+def test_guides_vs_nuts_smoke(tmp_path: Path) -> None:
+    out = run(
+        "guides_vs_nuts.py",
+        *("--nuts-samples", "10", "--nuts-warmup", "10", "--nuts-chains", "2", "--steps", "5", "--samples", "20"),
+        *("--skip-demo", "--quiet", "--out", str(tmp_path), "--nuts-cache", str(tmp_path / "nuts.pt")),
+    )
+    for guide in ("nuts", "meanfield", "lowrank", "fullrank", "flow", "map"):
+        assert f"| {guide} |" in out
+    assert (tmp_path / "guides-vs-nuts.md").read_text() in out
+    again = run(  # the cached draws are read back, not sampled again
+        "guides_vs_nuts.py",
+        *("--guides", "map", "--steps", "5", "--samples", "20", "--skip-demo", "--quiet", "--out", str(tmp_path)),
+        *("--nuts-cache", str(tmp_path / "nuts.pt")),
+    )
+    assert "2 chains × 10 draws" in again
+
+
+def test_nuts_time_smoke() -> None:
+    out = run("nuts_time.py", "--hidden", "4", "--warmup", "5", "--samples", "5")
+    assert "| 1-4-1 | 13 |" in out

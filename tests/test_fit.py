@@ -122,6 +122,28 @@ def test_fit_decreases_the_loss() -> None:
     assert h.loss[-20:].mean() < 0.5 * h.loss[:20].mean()
 
 
+@pytest.mark.parametrize(
+    ("kind", "options", "particles"),
+    [
+        ("meanfield", {}, 8),
+        ("map", {}, 8),
+        ("lowrank", {}, 32),
+        ("fullrank", {}, 32),
+        ("flow", {}, 32),
+        ("flow", {"scope": "last_layer"}, 32),  # a flow and a mean-field part: the larger count
+    ],
+)
+def test_particles_default_to_the_guides_own(kind: str, options: dict, particles: int) -> None:
+    x, y = regression(n=16)
+    model = mlp_model(hidden=4)
+    guide = pb.guides.make_guide(kind, model, **options)
+    assert guide.num_particles == particles
+    result = pb.fit(model, guide, (x, y), num_steps=1, progress=False)
+    assert result.config["num_particles"] == particles
+    chosen = pb.fit(mlp_model(hidden=4), kind, (x, y), num_steps=1, num_particles=3, progress=False, **options)
+    assert chosen.config["num_particles"] == 3
+
+
 def test_minibatch_likelihood_is_scaled_to_the_dataset() -> None:
     x, y = regression(n=50)
     model = mlp_model()

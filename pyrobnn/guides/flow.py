@@ -235,6 +235,11 @@ class GuideList(Guide):
     def guides(self) -> list[Guide]:
         return list(self.parts)  # type: ignore[arg-type]
 
+    @property
+    def num_particles(self) -> int:  # type: ignore[override]
+        """The most any part asks for: the parts share every step's particles."""
+        return max(part.num_particles for part in self.guides)
+
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         result: dict[str, torch.Tensor] = {}
         for part in self.guides:
