@@ -151,7 +151,8 @@ def fit(
         Draws from the guide per step to estimate the ELBO; default: the guide's
         ``num_particles``, 8 for mean-field and MAP, 32 for the joint guides
         (low-rank, full-rank, flow), whose many dependence parameters need the
-        quieter gradient to reach their optimum (see :class:`pyrobnn.guides.JointGuide`).
+        quieter gradient to reach their optimum (the measurements are in the concepts
+        page, "Why a joint guide fits with more particles").
     vectorize_particles
         Draw all particles at once; the network then runs once per step.
     lr, optimizer

@@ -1,6 +1,6 @@
 """A gold standard to compare guides against: :func:`mcmc`, Pyro's NUTS on the same model.
 
-The sampler is Pyro's :class:`~pyro.infer.mcmc.NUTS`, driven with a potential
+The sampler is Pyro's ``pyro.infer.NUTS``, driven with a potential
 energy written for the model: the network runs once per evaluation as a plain
 torch function (JIT-traced), with no Pyro trace around it. Chains run one after
 another; their draws come back as a :class:`MCMCDraws`, which stands where a
@@ -190,7 +190,7 @@ def mcmc(
         The acceptance probability the step size is adapted to.
     full_mass
         Adapt a dense mass matrix (better for correlated weights, O(D²) per
-        step); default: dense up to :data:`FULL_MASS_MAX_DIM` latent dimensions.
+        step); default: dense up to ``FULL_MASS_MAX_DIM`` (200) latent dimensions.
     init
         ``"prior"`` (each chain starts at its own draw from the prior) or
         ``"pretrained"`` (every chain starts at the network's current weights).

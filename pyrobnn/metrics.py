@@ -156,7 +156,7 @@ def reference_distance(pred: Prediction, ref: Prediction) -> dict[str, float]:
         in the units of y) and ``sd_ratio`` (predictive standard deviation over
         the reference's, averaged over points: below 1 is overconfident). For
         class labels: ``agreement`` (share of points where the two predict the same
-        class) and ``total_variation`` (½ Σ_c |p_c − p_ref,c| per point, averaged).
+        class) and ``total_variation`` (½ Σ_c ``|p_c − p_ref,c|`` per point, averaged).
 
     References
     ----------
