@@ -1,6 +1,6 @@
 """Which guide gets close to the posterior? Every guide against NUTS on the same lifted model.
 
-Task (issue 13): a 1-20-1 tanh regression with N(0, 1) priors on every weight and bias,
+Task: a 1-20-1 tanh regression with N(0, 1) priors on every weight and bias,
 Gaussian noise of known sd 0.1, and 40 training points in two clusters,
 x in [-2, -0.5] ∪ [0.5, 2], y = sin(3x) + noise; 200 test points over all of [-2, 2], the
 gap included. NUTS (``pb.mcmc``) is the reference; each guide is fitted with
