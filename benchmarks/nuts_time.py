@@ -23,10 +23,13 @@ import torch
 from torch import nn
 
 import pyrobnn as pb
-from pyrobnn.mcmc import SAMPLER_SECONDS_PER_STEP, Potential
+from pyrobnn.mcmc import Potential, worst_case_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guides_vs_nuts import gap_task
+
+#: The reference run of guides_vs_nuts.py: 4 chains of 1000 warm-up + 1000 sampling iterations.
+REFERENCE_CHAINS, REFERENCE_ITERATIONS = 4, 2000
 
 
 def gradient_seconds(fn: object, dim: int, repeats: int = 200) -> float:
@@ -79,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(draws, pb.MCMCDraws)
         per_iteration = float(draws.seconds[0]) / (args.warmup + args.samples)
         steps = float(draws.num_steps.double().mean())
-        worst = (traced + SAMPLER_SECONDS_PER_STEP) * (2**args.depth - 1) * 2000 * 4
+        projected = per_iteration * REFERENCE_ITERATIONS * REFERENCE_CHAINS
+        worst = worst_case_seconds(traced, args.depth, REFERENCE_ITERATIONS, REFERENCE_CHAINS)
         lines.append(
             f"| 1-{hidden}-1 | {potential.dim} | {traced * 1e3:.2f} | {eager * 1e3:.2f} | {steps:.0f} "
-            f"| {per_iteration:.3f} | {per_iteration * 8000 / 60:.0f} | {worst / 60:.0f} |"
+            f"| {per_iteration:.3f} | {projected / 60:.0f} | {worst / 60:.0f} |"
         )
         print(lines[-1], file=sys.stderr)
     print("\n".join(lines))

@@ -105,7 +105,7 @@ def reference_text(args: argparse.Namespace, frame: Any, task: str) -> str:
             "points.",
             "",
             f"Closest to NUTS: **{best}** (w1 {guides.loc[best, 'w1']:.3g}, sd_ratio "
-            f"{guides.loc[best, 'sd_ratio']:.2f}). {_why_closest(best)}",
+            f"{guides.loc[best, 'sd_ratio']:.2f}). {_WHY_CLOSEST.get(best, '')}",
         ]
         narrow = [name for name in guides.index if guides.loc[name, "sd_ratio"] < 0.9]
         if narrow:
@@ -147,10 +147,6 @@ _WHY_CLOSEST = {
     "flow": "Its family can bend and skew where a Gaussian cannot.",
     "meanfield": "Here the correlations the richer families can hold did not matter for the predictions.",
 }
-
-
-def _why_closest(name: str) -> str:
-    return _WHY_CLOSEST.get(name, "")
 
 
 def _listing(names: list[str]) -> str:

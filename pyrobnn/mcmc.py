@@ -401,6 +401,12 @@ def _run_chain(
     return seconds, u, torch.tensor(steps, dtype=torch.long), divergent, float(kernel.step_size)
 
 
+def worst_case_seconds(gradient_seconds: float, max_tree_depth: int, iterations: int, num_chains: int) -> float:
+    """Seconds a NUTS run takes if every draw builds the full tree (2^depth − 1 leapfrog steps),
+    from the seconds of one gradient of the potential plus ``SAMPLER_SECONDS_PER_STEP``."""
+    return (gradient_seconds + SAMPLER_SECONDS_PER_STEP) * (2**max_tree_depth - 1) * iterations * num_chains
+
+
 def _refuse_if_too_long(
     energy: Callable[[torch.Tensor], torch.Tensor],
     potential: Potential,
@@ -418,8 +424,9 @@ def _refuse_if_too_long(
     began = time.perf_counter()
     for _ in range(repeats):
         torch.autograd.grad(energy(u), u)
-    per_step = (time.perf_counter() - began) / repeats + SAMPLER_SECONDS_PER_STEP
-    worst = per_step * (2**max_tree_depth - 1) * iterations * num_chains
+    gradient = (time.perf_counter() - began) / repeats
+    per_step = gradient + SAMPLER_SECONDS_PER_STEP
+    worst = worst_case_seconds(gradient, max_tree_depth, iterations, num_chains)
     if worst > 3600 * max_hours:
         raise ValueError(
             f"NUTS on this model would take up to {worst / 3600:.1f} hours (D = {potential.dim} latent "
