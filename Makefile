@@ -1,7 +1,8 @@
 # make demo  - set up .venv and run the main job (compare guides on a built-in dataset)
 # make test  - set up .venv and run lint, type checks, the whole test suite and the docs build
 # make test-arviz1 - the torch-free ArviZ export core against arviz 1.x (Python 3.12, small env)
-# make docs  - build the documentation site into docs/_build/html (warnings are errors; runs the notebooks)
+# make docs  - build the documentation site into docs/_build/html (warnings are errors)
+# make notebooks - run every notebook full-length and store its outputs (minutes; after any change to pyrobnn/)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) python3.12)
 VENV_AZ1  ?= .venv-arviz1
 
-.PHONY: setup demo test lint typecheck pytest test-arviz1 docs clean
+.PHONY: setup demo test lint typecheck pytest test-arviz1 docs notebooks clean
 
 setup: $(STAMP)
 
@@ -44,13 +45,16 @@ test-arviz1: $(VENV_AZ1)/.installed
 	$(VENV_AZ1)/bin/python -m pytest -q -p no:cacheprovider --noconftest -o filterwarnings=error tests/test_arviz_core.py
 
 # -n: every cross-reference must resolve; -E: reread every page, so no warning hides in a
-# cached one. The notebooks run with PYROBNN_SMOKE=1 (docs/conf.py); for a quick look at
-# the other pages, `make docs DOCS_EXECUTE=off` renders them without running.
-DOCS_EXECUTE ?= force
-
+# cached one. The notebooks are shown with the outputs stored in them (`make notebooks`).
 docs: setup
 	rm -rf docs/api/generated
-	$(BIN)/sphinx-build -b html -W --keep-going -n -E -D nb_execution_mode=$(DOCS_EXECUTE) docs docs/_build/html
+	$(BIN)/sphinx-build -b html -W --keep-going -n -E docs docs/_build/html
+
+# Full-length runs, outputs and figures written into notebooks/*.ipynb with the hash of
+# the library that made them (tests/test_notebooks.py checks it). `make notebooks NB=05`
+# runs only the notebooks whose names start with 05.
+notebooks: setup
+	$(BIN)/python notebooks/make_notebooks.py $(NB)
 
 test: lint typecheck pytest test-arviz1 docs
 

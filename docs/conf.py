@@ -5,7 +5,8 @@ an unresolved cross-reference included, fails the build. The site is built
 offline: cross-references to Python, NumPy, PyTorch, Pyro and ArviZ resolve
 through the small inventories in ``_inventories/`` (regenerate them with
 ``python docs/_inventories/make_inventories.py``), and the notebooks are
-executed during the build with ``PYROBNN_SMOKE=1``.
+rendered with the outputs of the full-length run stored in them (``make notebooks``);
+the build does not execute them.
 """
 
 from __future__ import annotations
@@ -24,13 +25,6 @@ import pyrobnn
 logger = logging.getLogger("pyrobnn.docs")
 
 HERE = Path(__file__).resolve().parent
-
-# The notebooks run with the smoke-size step counts, so the site shows real
-# outputs and the build stays short. Set PYROBNN_SMOKE=0 for full-length runs.
-os.environ.setdefault("PYROBNN_SMOKE", "1")
-# tqdm.auto says, once per kernel, that ipywidgets is missing; the fits run with
-# progress=False, so the notice would only clutter the first output of each page.
-os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")
 
 # -- Project -------------------------------------------------------------------
 
@@ -67,10 +61,10 @@ myst_heading_anchors = 3
 
 # notebooks/ is linked into the source tree as docs/notebooks (a symlink), so
 # the notebooks are rendered from where they live, never copied.
-nb_execution_mode = "force"  # stored without outputs: run every notebook on every build
-nb_execution_timeout = 300  # seconds per cell; a smoke cell takes a few
-nb_execution_raise_on_error = True  # a failing cell fails the build
-nb_execution_show_tb = True
+# They are committed with the outputs and figures of a full-length run, which take
+# minutes to make: `make notebooks` makes them, and tests/test_notebooks.py fails when
+# they are missing or older than the library. The build shows them as stored.
+nb_execution_mode = "off"
 nb_merge_streams = True
 
 # -- API reference: autodoc, autosummary, numpydoc ----------------------------------
