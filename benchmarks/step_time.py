@@ -12,6 +12,10 @@ as ``pb.fit`` uses; plain Pyro's per-parameter Adam with ``fused=True``):
   the first: Pyro's validation checks off); ``meanfield(local)`` and
   ``flow(last layer, local)`` with ``local_reparam=True`` (pre-activations drawn instead
   of weights, in the mean-field part).
+* ``meanfield(svi.step)`` — the mean-field guide through ``pb.svi``'s ``SVIState.step``, the step
+  ``pb.fit`` takes: the ELBO step above plus the divergence check and its parameter snapshot,
+  the learning-rate schedule and the history row, called from a loop of one's own (outside
+  ``state.session()``: the step's random stream swapped in and out each time).
 * ``torch_blue`` / ``torch_blue(analytic)`` — torch_blue 1.1 (``pip install -e '.[bench]'``):
   ``convert_to_vimodule``, ``samples=S``, ``KullbackLeiblerLoss`` (its quickstart's Monte
   Carlo KL) or ``AnalyticalKullbackLeiblerLoss``, Adam. Skipped when not installed.
@@ -159,6 +163,16 @@ def pyrobnn_step(
     return step
 
 
+def svi_step(sizes: list[int], task: str, x: torch.Tensor, y: torch.Tensor, s: int, kind: str) -> Callable[[], None]:
+    """pb.fit's whole step, through the public building blocks (pb.svi.init, SVIState.step)."""
+    likelihood = pb.likelihoods.Gaussian(0.1) if task == "regression" else pb.likelihoods.Categorical()
+    model = pb.BayesianModel(pb.lift(make_net(sizes)), likelihood).to(x.device)
+    # The batch is the data here (N = 128, not N_TRAIN: the likelihood's scale costs the same).
+    state = pb.svi.init(model, kind, (x, y), num_steps=10**9, num_particles=s, optimizer=adam, seed=0)
+    state.step()  # the first step runs Pyro's validation, as in pb.fit; the timed ones do not
+    return lambda: state.step() and None
+
+
 def torch_blue_step(
     sizes: list[int], task: str, x: torch.Tensor, y: torch.Tensor, s: int, analytic: bool = False
 ) -> Callable[[], None]:
@@ -192,6 +206,7 @@ METHODS: dict[str, Callable[..., Callable[[], None]]] = {
     "pyro": pyro_step,
     "meanfield": lambda *a: pyrobnn_step(*a, "meanfield"),
     "meanfield(local)": lambda *a: pyrobnn_step(*a, "meanfield", local_reparam=True),
+    "meanfield(svi.step)": lambda *a: svi_step(*a, "meanfield"),
     "lowrank(10)": lambda *a: pyrobnn_step(*a, "lowrank", rank=10),
     "flow(last layer)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer"),
     "flow(last layer, local)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer", local_reparam=True),

@@ -100,6 +100,10 @@ nitpick_ignore = [
     # pyrobnn.checkpoint's alias for ``str | os.PathLike[str]``: save/load's signatures show it
     # by name because their other annotations only import under TYPE_CHECKING.
     ("py:class", "PathLike"),
+    # Two private helpers in the signature of SVIState's constructor, which pb.svi.init calls
+    # (users build the state with init, never by hand).
+    ("py:class", "pyrobnn._data.Batches"),
+    ("py:class", "pyrobnn._rng.RNGStream"),
 ]
 
 # -- Every public name has an API page -------------------------------------------
@@ -113,6 +117,8 @@ PUBLIC_MODULES = [
     "pyrobnn.likelihoods",
     "pyrobnn.guides",
     "pyrobnn.elbo",
+    "pyrobnn.history",
+    "pyrobnn.svi",
     "pyrobnn.fit",
     "pyrobnn.distributed",
     "pyrobnn.posterior",

@@ -6,7 +6,7 @@ The pipeline, one stage per module::
                         └──────────▶ mcmc (NUTS, the reference) ──▶ Posterior
 """
 
-from pyrobnn import datasets, diagnostics, guides, likelihoods, plots, priors
+from pyrobnn import datasets, diagnostics, guides, likelihoods, plots, priors, svi
 from pyrobnn.checkpoint import load, save
 from pyrobnn.compare import compare
 from pyrobnn.elbo import ELBO
@@ -44,5 +44,6 @@ __all__ = [
     "plots",
     "priors",
     "save",
+    "svi",
     "to_arviz",
 ]

@@ -172,7 +172,7 @@ class Batches:
                 self.sampler.set_epoch(epoch)  # a new split of the data for each epoch
             if self.loader is not None:
                 for batch in self.loader:
-                    yield self._loader_batch(batch)
+                    yield self.prepare(batch)
             elif self.x is None or self.y is None:
                 raise RuntimeError("Batches holds neither a DataLoader nor tensors")  # unreachable
             elif self.sampler is not None:
@@ -189,9 +189,11 @@ class Batches:
                     yield self.x[idx], self.y[idx]
             epoch += 1
 
-    def _loader_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """One ``(x, y)`` batch checked and converted as the data were (dtype, device, targets)."""
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise TypeError("the DataLoader must yield (x, y) pairs")
+            got = f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+            raise TypeError(f"a batch must be an (x, y) pair (a DataLoader must yield such pairs); got {got}")
         x = as_tensor(batch[0], "x", dtype=self.dtype, device=self.device)
         y = as_tensor(batch[1], "y", dtype=self.dtype, device=self.device)
         check_pair(x, y)

@@ -1,12 +1,15 @@
-"""Fitting a guide by stochastic variational inference: :func:`fit` and :class:`FitResult`."""
+"""Fitting a guide by stochastic variational inference: :func:`fit` and :class:`FitResult`.
+
+``fit`` is the one-call front door; it is a short loop over the building blocks of
+:mod:`pyrobnn.svi` (``init`` and ``SVIState.step``), which a loop of your own can use too.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,67 +17,19 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrobnn import distributed as _dist
-from pyrobnn._data import Batches, as_tensor, check_pair, model_device, model_dtype, prepare_targets
+from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype, prepare_targets
+from pyrobnn._optim import KLWeight, OptimizerSpec
 from pyrobnn._rng import seeded
 from pyrobnn.elbo import ELBO, Terms
-from pyrobnn.guides import Guide, make_guide
+from pyrobnn.guides import Guide
+from pyrobnn.history import FitError, History
 from pyrobnn.model import BayesianModel
+from pyrobnn.svi import init
 
 if TYPE_CHECKING:
     from pyrobnn.posterior import Posterior
 
 __all__ = ["FitError", "FitResult", "History", "estimate_elbo", "fit", "linear_annealing"]
-
-OptimizerSpec = torch.optim.Optimizer | Callable[[Iterable[Any]], torch.optim.Optimizer]
-KLWeight = float | Callable[[int], float]
-
-
-class FitError(RuntimeError):
-    """The fit diverged: the loss became NaN or infinite.
-
-    ``step`` is the step at which it happened and ``history`` the record up to
-    it (the failed step's row is NaN).
-    """
-
-    def __init__(self, message: str, *, step: int, history: History) -> None:
-        super().__init__(message)
-        self.step = step
-        self.history = history
-
-
-@dataclass(frozen=True)
-class History:
-    """Per-step record of a fit (numpy arrays of length ``num_steps``).
-
-    ``loss`` is the minimised objective −(log_likelihood − kl_weight · kl);
-    ``log_likelihood`` the expected log-likelihood scaled to the dataset;
-    ``kl`` the KL(q‖p) estimate (closed form where available).
-    """
-
-    loss: np.ndarray
-    log_likelihood: np.ndarray
-    kl: np.ndarray
-    kl_weight: np.ndarray
-    lr: np.ndarray
-
-    @property
-    def elbo(self) -> np.ndarray:
-        """The ELBO per step at KL weight 1."""
-        return self.log_likelihood - self.kl
-
-    def __len__(self) -> int:
-        return len(self.loss)
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {
-            "loss": self.loss,
-            "log_likelihood": self.log_likelihood,
-            "kl": self.kl,
-            "kl_weight": self.kl_weight,
-            "lr": self.lr,
-            "elbo": self.elbo,
-        }
 
 
 @dataclass(frozen=True)
@@ -199,6 +154,11 @@ def fit(
     RuntimeError
         With ``distributed=True`` and no initialised process group.
 
+    See Also
+    --------
+    pyrobnn.svi.init : The building blocks of this loop (``init``, ``SVIState.step``), for a
+        training loop of your own; with the same arguments and seed it reproduces ``fit``.
+
     Notes
     -----
     The objective at each step is −(N/n · Σᵢ E_q log p(yᵢ | θ) − β KL(q‖p)) for a
@@ -208,161 +168,37 @@ def fit(
     module ``ELBO(...)(model, guide)``. Pyro's shape validation runs on the
     first step only.
     """
-    if not isinstance(model, BayesianModel):
-        raise TypeError(f"fit needs a pb.BayesianModel, got {type(model).__name__}")
-    if num_steps is not None and epochs is not None:
-        raise ValueError("give num_steps or epochs, not both")
-    if num_particles is not None and not (isinstance(num_particles, int) and num_particles >= 1):
-        raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
-    if not 0.0 < lr_decay <= 1.0:
-        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
-    rank, world_size = _dist.process_group() if distributed else (0, 1)
-    target = torch.device(device) if device is not None else model_device(model)
-    model.to(target)
-
-    with seeded(seed, target), pyro.settings.context(module_local_params=True):
-        if isinstance(guide, str):
-            guide = make_guide(guide, model, **guide_options)
-        elif guide_options:
-            raise TypeError(f"guide options {sorted(guide_options)} only apply when guide is a kind string")
-        if not isinstance(guide, Guide):
-            raise TypeError(f"guide must be a pyrobnn guide or a kind string, got {type(guide).__name__}")
-        if not any(p.requires_grad for p in guide.parameters()):
-            raise TypeError(
-                f"the guide {type(guide).__name__} has no parameters to fit. Draws from pb.mcmc are a finished "
-                "posterior: pass pb.mcmc's result to predict, compare, to_arviz or save as it is. To fit, "
-                "start from a guide kind: pb.fit(model, 'fullrank', data)."
-            )
-        num_particles = guide.num_particles if num_particles is None else num_particles
-        guide.to(target)
-        shard = (rank, world_size) if distributed else None
-        batches = Batches(data, model, batch_size=batch_size, device=target, seed=seed, shard=shard)
-        if epochs is not None:
-            if not (isinstance(epochs, int) and epochs >= 1):
-                raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-            num_steps = epochs * batches.steps_per_epoch
-        num_steps = 1000 if num_steps is None else num_steps
-        if not (isinstance(num_steps, int) and num_steps >= 1):
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-
-        elbo = ELBO(num_particles, vectorize_particles, _kl_at(kl_weight, 0))
-        loss_fn = elbo(model, guide)
-        params: list[torch.Tensor] = [p for p in loss_fn.parameters() if p.requires_grad]
-        # DDP gives every process rank 0's parameters, then averages the gradients.
-        step_fn: torch.nn.Module = _dist.wrap(loss_fn, target) if distributed else loss_fn
-        if distributed:  # after the common initialisation, each process draws its own particles
-            torch.manual_seed(_dist.rank_seed(seed, rank))
-        # The model's deterministic parameters at lr; a guide may train some of its own groups
-        # at a fraction of it (a flow's conditioner networks), applied through the schedule.
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
-        groups = [g for g in groups + guide.param_groups() if g["params"]]
-        opt = _make_optimizer(optimizer, groups, lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            opt, [_decay(num_steps, lr_decay, g.get("lr_scale", 1.0)) for g in opt.param_groups]
-        )
-        snapshot = [p.detach().clone() for p in params]
-
-        record = np.full((5, num_steps), np.nan)
-        show = progress and rank == 0
-        bar = tqdm(total=num_steps, desc=f"fit {type(guide).__name__}", unit="step", disable=not show)
-        refresh = max(1, num_steps // 200)
-        last_finite = math.nan
+    state = init(
+        model,
+        guide,
+        data,
+        num_steps=num_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        num_particles=num_particles,
+        vectorize_particles=vectorize_particles,
+        lr=lr,
+        optimizer=optimizer,
+        lr_decay=lr_decay,
+        kl_weight=kl_weight,
+        device=device,
+        seed=seed,
+        distributed=distributed,
+        **guide_options,
+    )
+    total = state.num_steps
+    refresh = max(1, total // 200)
+    show = progress and state.rank == 0
+    bar = tqdm(total=total, desc=f"fit {type(state.guide).__name__}", unit="step", disable=not show)
+    with bar, state.session():
         start = time.perf_counter()
-        batch_iter = iter(batches)
-        validate = pyro.infer.util.is_validation_enabled()
-        for step in range(num_steps):
-            x, y = next(batch_iter)
-            elbo.kl_weight = _kl_at(kl_weight, step)
-            # Pyro's shape checks on the first step (as the caller has them), then off for speed.
-            with pyro.validation_enabled(validate and step == 0):
-                loss = step_fn(x, y, dataset_size=batches.size)
-            terms = elbo.last
-            assert terms is not None
-            if distributed:  # one record for all processes; a divergence anywhere stops all of them
-                values = _dist.mean_over_processes([terms.loss, terms.log_likelihood, terms.kl], target)
-                terms = Terms(values[0], values[1], values[2], terms.kl_weight)
-            if not math.isfinite(terms.loss):
-                with torch.no_grad():
-                    torch._foreach_copy_(params, snapshot)
-                bar.close()
-                raise FitError(
-                    f"the loss became {terms.loss} at step {step} (last finite loss: {last_finite:.6g}). "
-                    "The guide was restored to its last finite state. Likely causes: a learning "
-                    f"rate too high (lr={lr}), an initial scale too large, or inputs on a wildly "
-                    "different scale than the prior (standardise x and y).",
-                    step=step,
-                    history=History(*record[:, :step]),
-                )
-            with torch.no_grad():
-                torch._foreach_copy_(snapshot, params)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            lr_now = opt.param_groups[0]["lr"]
-            opt.step()
-            schedule.step()
-            record[:, step] = (terms.loss, terms.log_likelihood, terms.kl, terms.kl_weight, lr_now)
-            last_finite = terms.loss
-            if step % refresh == 0 or step == num_steps - 1:
+        for step in range(total):
+            terms = state.step()
+            if step % refresh == 0 or step == total - 1:
                 bar.set_postfix(loss=f"{terms.loss:.4g}", refresh=False)
                 bar.update(step + 1 - bar.n)
-        bar.close()
         elapsed = time.perf_counter() - start
-
-    history = History(*record)
-    config = MappingProxyType(
-        {
-            "guide": type(guide).__name__,
-            "num_steps": num_steps,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "dataset_size": batches.size,
-            "num_particles": num_particles,
-            "vectorize_particles": vectorize_particles,
-            "lr": lr,
-            "lr_decay": lr_decay,
-            "optimizer": type(opt).__name__,
-            "kl_weight": kl_weight if isinstance(kl_weight, (int, float)) else repr(kl_weight),
-            "device": str(target),
-            "seed": seed,
-            "distributed": distributed,
-            "world_size": world_size,
-        }
-    )
-    return FitResult(model, guide, history, num_steps, seed, elapsed, config)
-
-
-def _kl_at(kl_weight: KLWeight, step: int) -> float:
-    value = float(kl_weight(step)) if callable(kl_weight) else float(kl_weight)
-    if not value >= 0:
-        raise ValueError(f"the KL weight must be >= 0, got {value} at step {step}")
-    return value
-
-
-def _decay(num_steps: int, factor: float, scale: float = 1.0) -> Callable[[int], float]:
-    half = num_steps // 2
-    span = max(num_steps - 1 - half, 1)
-
-    def multiplier(step: int) -> float:
-        return scale * (1.0 if step <= half else factor ** ((step - half) / span))
-
-    return multiplier
-
-
-def _make_optimizer(spec: OptimizerSpec | None, params: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    if spec is None:
-        # Fused: one kernel for all parameters' updates instead of several per tensor. On CPU it
-        # took a 13-50-1 guide's update from 0.15 ms to 0.04 and an MNIST-sized MLP's from 2.1 ms
-        # to 1.4. Where torch has no fused kernel for these tensors (a device or dtype it lacks),
-        # the plain loop.
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, ValueError):
-            return torch.optim.Adam(params, lr=lr)
-    if isinstance(spec, torch.optim.Optimizer):
-        return spec
-    if callable(spec):
-        return spec(params)
-    raise TypeError(f"optimizer must be a torch optimizer or a callable params -> optimizer, got {spec!r}")
+    return FitResult(model, state.guide, state.history, total, seed, elapsed, state.config)
 
 
 def estimate_elbo(

@@ -77,6 +77,10 @@ INVENTORIES: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             ),
             "torch.optim.Optimizer": ("py:class", "optim.html#torch.optim.Optimizer"),
             "torch.optim.optimizer.Optimizer": ("py:class", "optim.html#torch.optim.Optimizer"),
+            "torch.optim.lr_scheduler.LRScheduler": (
+                "py:class",
+                "generated/torch.optim.lr_scheduler.LRScheduler.html#torch.optim.lr_scheduler.LRScheduler",
+            ),
             "torch.distributions.Distribution": (
                 "py:class",
                 "distributions.html#torch.distributions.distribution.Distribution",
