@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import os
 from pathlib import Path
 from typing import Any
 
