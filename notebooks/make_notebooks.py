@@ -53,12 +53,10 @@ def code_hash(nb: Any) -> str:
     return digest.hexdigest()
 
 
-def run(path: Path, timeout: int) -> float:
-    """Execute one notebook full-length in place; returns the wall time in seconds."""
+def run(path: Path, timeout: int, stamp: dict[str, str]) -> float:
+    """Execute one notebook full-length in place, stamped with ``stamp``; returns the wall time in seconds."""
     import nbclient
     import nbformat
-
-    import pyrobnn
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
@@ -69,11 +67,7 @@ def run(path: Path, timeout: int) -> float:
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     seconds = time.perf_counter() - start
-    nb.metadata["pyrobnn"] = {
-        "version": pyrobnn.__version__,
-        "library_hash": library_hash(),
-        "code_hash": code_hash(nb),
-    }
+    nb.metadata["pyrobnn"] = {**stamp, "code_hash": code_hash(nb)}
     nbformat.write(nb, path)
     return seconds
 
@@ -96,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     # tqdm.auto says, once per kernel, that ipywidgets is missing; the fits run with
     # progress=False, so the notice would only clutter the first output of a notebook.
     os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")
+    # The library as it is when the runs start: a file edited during them would otherwise
+    # stamp notebooks with code they never ran.
+    import pyrobnn
+
+    stamp = {"version": pyrobnn.__version__, "library_hash": library_hash()}
     for path in paths:
         print(f"{path.name} ...", end=" ", flush=True)
-        print(f"{run(path, args.timeout):.0f} s", flush=True)
+        print(f"{run(path, args.timeout, stamp):.0f} s", flush=True)
     return 0
 
 
