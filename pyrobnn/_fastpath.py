@@ -8,8 +8,9 @@ of 70). :class:`BayesianNet` uses it where it applies and ``vmap`` everywhere
 else; both give the same outputs for the same draws (``tests/test_fastpath.py``).
 
 The first layer's input is shared by all draws: a weight-drawn first layer
-multiplies it by all ``P`` weight matrices in one product, and a locally
-reparameterised one computes its mean once.
+multiplies it by all ``P`` weight matrices in one product, and one that a handler
+took over (``pyrobnn/_effects.py``: local reparameterisation) runs once at its shared
+values before the handler adds what differs per draw.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrobnn._local_reparam import pre_activation_std
+from pyrobnn._effects import LinearOverride
 
 __all__: list[str] = []
 
@@ -81,22 +82,22 @@ class MLPPlan:
     def run(
         self,
         draws: Mapping[str, torch.Tensor],
-        shared: Mapping[str, torch.Tensor],
         num: int,
         x: torch.Tensor,
-        variances: Mapping[str, torch.Tensor],
+        override: LinearOverride | None = None,
     ) -> torch.Tensor:
         """Outputs ``(num, N, out)`` for ``draws`` (each ``(num, *shape)``) on rows ``x`` ``(N, in)``.
 
-        ``shared`` holds parameter values common to all draws (the locs of locally
-        reparameterised sites); ``variances`` the elementwise q variances of those sites,
-        whose layers then draw their pre-activations. Parameters in neither keep the
-        net's own values.
+        The layers ``override`` covers run at its values, common to all draws, and
+        their outputs then go through ``override.output``. Parameters neither drawn
+        nor overridden keep the net's own values.
         """
+        shared = override.values if override is not None else {}
         h = x  # (N, ·) while no draw has entered, then (num, N, ·)
         for name, module in self.layers:
             if isinstance(module, nn.Linear):
-                h = self._linear(name, module, h, draws, shared, num, variances)
+                out = self._linear(name, module, h, draws, shared, num)
+                h = out if override is None else override.output(name, h, out, num)
             elif isinstance(module, nn.Dropout) and module.training and module.p > 0:
                 # a mask per draw; never in place, which an expanded input would refuse
                 h = F.dropout(h.expand(num, *h.shape) if h.dim() == 2 else h, module.p, training=True)
@@ -112,7 +113,6 @@ class MLPPlan:
         draws: Mapping[str, torch.Tensor],
         shared: Mapping[str, torch.Tensor],
         num: int,
-        variances: Mapping[str, torch.Tensor],
     ) -> torch.Tensor:
         weight_name, bias_name = f"{name}.weight", f"{name}.bias"
         weight = draws.get(weight_name)
@@ -127,8 +127,4 @@ class MLPPlan:
             out = out + bias.unsqueeze(1)
         elif module.bias is not None:
             out = out + shared.get(bias_name, module.bias)
-        weight_var, bias_var = variances.get(weight_name), variances.get(bias_name)
-        if weight_var is None and bias_var is None:
-            return out
-        std = pre_activation_std(h, weight_var, bias_var)
-        return out + std * torch.randn((num, h.shape[-2], module.out_features), dtype=out.dtype, device=out.device)
+        return out

@@ -18,61 +18,143 @@ minibatches, where those covariances are positive, but not always (see
 It is exact only where each row's output depends on the weights through this one
 product: a layer used once per forward pass, on an input of one row per
 observation, in a network whose rows do not interact (no batch normalisation).
-:class:`pyrobnn.lift.BayesianNet` decides which layers qualify; the checks that
-only a forward pass can make (how often a layer ran, on what shape) are made
-here, on every pass.
+:class:`pyrobnn.lift.BayesianNet` offers only the layers that can qualify; the
+checks that only a forward pass can make (how often a layer ran, on what shape)
+are made here, on every pass.
 
-How the pieces meet, all inside one ELBO evaluation (:func:`scope`):
+This is the training side's half; neither the network nor the guide knows it.
+:class:`LocalReparamMessenger` is a Pyro effect handler that :class:`pyrobnn.ELBO`
+wraps around its guide and its model, and it acts on the two effects of
+``pyrobnn/_effects.py``:
 
-1. the mean-field guide, built with ``local_reparam=True``, registers ``(loc, scale)``
-   of each covered site with the scope and samples a :class:`LocalNormal` there, a
-   placeholder whose "draw" is its mean: the traces keep their sites and the
-   closed-form KL sees the guide's true Normal;
-2. the lifted network, run by the model in the same scope, gives the covered layers
-   their means and adds the pre-activation noise with forward hooks
-   (:func:`linear_noise`).
+1. at a guide sample site marked ``infer={"local_reparam": True}`` (a mean-field
+   guide built with ``local_reparam=True`` marks the ``nn.Linear`` sites it
+   covers) it keeps q's ``(loc, scale)`` and samples a :class:`LocalNormal`
+   instead, a placeholder whose "draw" is its mean: the traces keep their sites,
+   and the closed-form KL sees the guide's true Normal;
+2. when the lifted network, run by the model under the same handler, offers its
+   ``nn.Linear`` layers (``linear_override``), it takes over those whose sites it
+   kept: they run at q's means, and their pre-activation noise is added to each
+   row, in the MLP path's batched products or with forward hooks.
 
-Outside a scope (prediction, any other Pyro inference) the guide draws weights as usual.
+Outside this handler (prediction, any other Pyro inference) the guide draws weights
+and the network uses them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.poutine.messenger import Messenger
 from torch import nn
 
-__all__: list[str] = []
+from pyrobnn._effects import LOCAL_REPARAM
 
-_state = threading.local()
+__all__ = ["LocalNormal", "LocalReparamMessenger", "is_local"]
+
+#: Per layer path: the site names of its weight and bias (``None``: drawn or deterministic).
+Layers = Mapping[str, tuple[str | None, str | None]]
 
 
-class Scope:
-    """The guide's Normal parameters of the sites it left for the network to reparameterise."""
+class LocalReparamMessenger(Messenger):
+    """Effect handler that fits marked mean-field ``nn.Linear`` sites by local reparameterisation.
+
+    One instance must cover a guide pass and the model pass that replays it: it
+    keeps state from the first to the second. :class:`pyrobnn.ELBO` wraps its guide
+    and model in one, inside its particle plate (so that it sees each site's q
+    before the plate broadcasts it), and clears :attr:`sites` before each estimate.
+    As a context manager around plates (as below) it works too, but then takes q's
+    parameters from their broadcast copies, whose gradient costs a tensor the size
+    of all particles' weights.
+
+    Attributes
+    ----------
+    sites
+        q's ``(loc, scale)`` of each site taken over, by site name, with the shape
+        of the parameter (any plate broadcasting removed).
+
+    Examples
+    --------
+    >>> import torch, pyro, pyrobnn as pb
+    >>> from pyrobnn._local_reparam import LocalReparamMessenger
+    >>> model = pb.BayesianModel(pb.lift(torch.nn.Linear(3, 1)), pb.likelihoods.Gaussian(scale=0.1))
+    >>> guide = pb.guides.make_guide("meanfield", model, local_reparam=True)
+    >>> with LocalReparamMessenger() as handler, pyro.plate("particles", 8, dim=-2):
+    ...     guide()["weight"].shape, model.net(torch.randn(5, 3)).shape
+    (torch.Size([8, 1, 1, 3]), torch.Size([8, 5, 1]))
+    >>> sorted(handler.sites)
+    ['bias', 'weight']
+    """
 
     def __init__(self) -> None:
+        super().__init__()
         self.sites: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def _pyro_sample(self, msg: Any) -> None:
+        # Only a guide's own draw: a model site replayed from the guide carries the same
+        # infer dict but already has its value.
+        if not msg["infer"].get(LOCAL_REPARAM) or msg["is_observed"] or msg["value"] is not None:
+            return
+        name, fn = msg["name"], msg["fn"]
+        base = fn
+        while isinstance(base, torch.distributions.Independent):
+            base = base.base_dist
+        if not isinstance(base, dist.Normal):
+            raise TypeError(
+                f"site {name!r} is marked infer={{{LOCAL_REPARAM!r}: True}}, which needs q to be a Normal "
+                f"(possibly .to_event), but it is {type(base).__name__}"
+            )
+        event_dim = len(fn.event_shape)
+        self.sites[name] = (_unbroadcast(name, base.loc, event_dim), _unbroadcast(name, base.scale, event_dim))
+        msg["fn"] = LocalNormal(base.loc, base.scale).to_event(event_dim)
 
-@contextlib.contextmanager
-def scope() -> Iterator[Scope]:
-    """Open a scope for one guide pass and the model pass replaying it."""
-    previous = getattr(_state, "scope", None)
-    _state.scope = Scope()
-    try:
-        yield _state.scope
-    finally:
-        _state.scope = previous
+    def _pyro_linear_override(self, msg: Any) -> None:
+        if msg["value"] is not None or not self.sites:  # an inner handler answered; or nothing to take over
+            return
+        (layers,) = msg["args"]
+        covered: dict[str, tuple[str | None, str | None]] = {}
+        for path, (weight, bias) in layers.items():
+            kept = (weight if weight in self.sites else None, bias if bias in self.sites else None)
+            if kept != (None, None):
+                covered[path] = kept
+        if covered:
+            msg["value"] = PreActivations(covered, self.sites)
 
 
-def current() -> Scope | None:
-    """The innermost open scope, or ``None`` outside the ELBO."""
-    return getattr(_state, "scope", None)
+class PreActivations:
+    """The layers a :class:`LocalReparamMessenger` took over, run at q's means plus each row's noise.
+
+    Implements ``pyrobnn._effects.LinearOverride`` for one run of a network.
+    """
+
+    def __init__(self, layers: Layers, sites: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.layers = dict(layers)
+        names = [site for pair in self.layers.values() for site in pair if site is not None]
+        self.values = {name: sites[name][0] for name in names}
+        self.variances = {name: sites[name][1].square() for name in names}
+
+    def _variances(self, path: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        weight, bias = self.layers[path]
+        return (
+            None if weight is None else self.variances[weight],
+            None if bias is None else self.variances[bias],
+        )
+
+    def output(self, path: str, h: torch.Tensor, out: torch.Tensor, num: int) -> torch.Tensor:
+        """Layer ``path``'s output for ``num`` draws: ``out`` (at the means) plus each row's noise."""
+        if path not in self.layers:
+            return out
+        std = pre_activation_std(h, *self._variances(path))
+        return out + std * torch.randn((num, h.shape[-2], out.shape[-1]), dtype=out.dtype, device=out.device)
+
+    def hooks(self, net: nn.Module, num_rows: int) -> contextlib.AbstractContextManager[None]:
+        """Forward hooks adding each covered layer's noise, for one pass (see :func:`linear_noise`)."""
+        return linear_noise(net, {path: self._variances(path) for path in self.layers}, num_rows)
 
 
 class LocalNormal(dist.Normal):
@@ -102,30 +184,40 @@ def is_local(fn: Any) -> bool:
     return isinstance(fn, LocalNormal)
 
 
+def _unbroadcast(name: str, value: torch.Tensor, event_dim: int) -> torch.Tensor:
+    """``value`` without the batch dims that plates broadcast it to (stride 0 or size 1).
+
+    Its gradient then passes through a particle-sized tensor: an ELBO applies the
+    handler inside its plates, where there are no such dims.
+    """
+    batch_dims = value.dim() - event_dim
+    if batch_dims == 0:
+        return value
+    lead = zip(value.shape[:batch_dims], value.stride()[:batch_dims], strict=True)
+    if any(size != 1 and stride != 0 for size, stride in lead):
+        raise ValueError(
+            f"site {name!r}: local reparameterisation needs one q per weight, shared by every draw, "
+            f"but q's parameters vary along the batch dims of shape {tuple(value.shape[:batch_dims])}"
+        )
+    return value[(0,) * batch_dims]
+
+
 @contextlib.contextmanager
 def linear_noise(
-    net: nn.Module,
-    layers: Mapping[str, tuple[str | None, str | None]],
-    variances: Mapping[str, torch.Tensor],
-    num_rows: int,
+    net: nn.Module, layers: Mapping[str, tuple[torch.Tensor | None, torch.Tensor | None]], num_rows: int
 ) -> Iterator[None]:
     """Add each covered layer's pre-activation noise to its output, for one forward pass.
 
-    ``layers`` maps a module path to the site names of its weight and bias (``None``
-    where not random); ``variances`` holds q's elementwise variances of the sites to
-    reparameterise.
-    The layers themselves must run with the locs as their parameters, so that their
-    output is the mean of the pre-activation. Enter it once per pass (inside the
-    function ``vmap`` batches); it raises if a covered layer ran other than once in
-    the pass or saw anything but one row per observation.
+    ``layers`` maps a module path to q's elementwise variances of its weight and
+    bias (``None`` where not locally reparameterised). The layers themselves must
+    run with the locs as their parameters, so that their output is the mean of the
+    pre-activation. Enter it once per pass (inside the function ``vmap`` batches);
+    it raises if a covered layer ran other than once in the pass or saw anything
+    but one row per observation.
     """
     calls: dict[str, int] = {}
     handles = []
-    for path, (weight, bias) in layers.items():
-        weight_var = variances.get(weight) if weight is not None else None
-        bias_var = variances.get(bias) if bias is not None else None
-        if weight_var is None and bias_var is None:
-            continue
+    for path, (weight_var, bias_var) in layers.items():
         calls[path] = 0
         hook = _noise_hook(path, weight_var, bias_var, num_rows, calls)
         handles.append(net.get_submodule(path).register_forward_hook(hook))

@@ -19,6 +19,12 @@ With vectorized particles, a closed-form KL is evaluated once per site on the
 per-particle distributions, not on their copies broadcast over the particle
 plate (the value is the same for every particle; computing it S times cost a
 third of a step on an MNIST-sized MLP).
+
+It wraps guide and model in one Pyro effect handler,
+``pyrobnn._local_reparam.LocalReparamMessenger``: where the guide marks mean-field
+``nn.Linear`` sites for local reparameterisation, the network then draws those
+layers' pre-activations instead of their weights, and their KL is the closed form.
+Elsewhere the handler does nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 from torch.distributions import Independent, kl_divergence
 
-from pyrobnn import _local_reparam
+from pyrobnn._local_reparam import LocalReparamMessenger, is_local
 
 __all__ = ["ELBO", "Terms"]
 
@@ -85,40 +91,53 @@ class ELBO(Trace_ELBO):
         self._plates: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None  # see _particle_plates
 
     def _get_vectorized_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
-        # As Pyro's, plus a messenger inside the particle plate on each side that keeps every
-        # site's distribution as it was before the plate broadcast it (used by _closed_form_kl).
+        # As Pyro's, plus, inside the particle plate on each side, a messenger that keeps every
+        # site's distribution as it was before the plate broadcast it (used by _closed_form_kl),
+        # and the local reparameterisation handler.
         if self.num_particles == 1:
             return self._get_trace(model, guide, args, kwargs)
-        keep_model, keep_guide, wrapped_model, wrapped_guide = self._particle_plates(model, guide)
+        keep_model, keep_guide, local, wrapped_model, wrapped_guide = self._particle_plates(model, guide)
         keep_model.fns.clear()
         keep_guide.fns.clear()
-        model_trace, guide_trace = self._get_trace(wrapped_model, wrapped_guide, args, kwargs)
+        local.sites.clear()
+        model_trace, guide_trace = self._traces(wrapped_model, wrapped_guide, args, kwargs)
         for trace, kept in ((model_trace, keep_model.fns), (guide_trace, keep_guide.fns)):
             for name, fn in kept.items():
                 if name in trace.nodes:
                     trace.nodes[name][_PER_PARTICLE] = fn
         return model_trace, guide_trace
 
-    def _particle_plates(self, model: Any, guide: Any) -> tuple[_KeepPerParticle, _KeepPerParticle, Any, Any]:
-        """Model and guide inside the particle plate, built once per (model, guide, particles)."""
+    def _particle_plates(
+        self, model: Any, guide: Any
+    ) -> tuple[_KeepPerParticle, _KeepPerParticle, LocalReparamMessenger, Any, Any]:
+        """Model and guide inside the particle plate, built once per (model, guide, particles).
+
+        One local reparameterisation handler wraps both (it carries the guide's Normals over
+        to the model's network), inside the plate: it takes q's parameters as the guide made
+        them, not the plate's broadcast copies (whose gradient would cost a particle-sized
+        tensor per site).
+        """
         key = (model, guide, self.num_particles)
         cached = self._plates
         if cached is None or cached[0][0] is not model or cached[0][1] is not guide or cached[0][2] != key[2]:
-            keep_model, keep_guide = _KeepPerParticle(), _KeepPerParticle()
+            keep_model, keep_guide, local = _KeepPerParticle(), _KeepPerParticle(), LocalReparamMessenger()
             wrapped = (
-                self._vectorized_num_particles(keep_model(model)),
-                self._vectorized_num_particles(keep_guide(guide)),
+                self._vectorized_num_particles(keep_model(local(model))),
+                self._vectorized_num_particles(keep_guide(local(guide))),
             )
-            cached = self._plates = (key, (keep_model, keep_guide, *wrapped))
+            cached = self._plates = (key, (keep_model, keep_guide, local, *wrapped))
         return cached[1]
 
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        # One particle (Pyro calls this once per particle when they are not vectorized).
+        local = LocalReparamMessenger()
+        return self._traces(local(model), local(guide), args, kwargs)
+
+    def _traces(self, model: Any, guide: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
         # Like Pyro's get_importance_trace, but without computing every log density
-        # up front: closed-form KL sites never need log q or log p. The scope lets a
-        # locally reparameterised guide hand its Normals to the network (_local_reparam).
-        with _local_reparam.scope():
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        # up front: closed-form KL sites never need log q or log p.
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
         return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
@@ -198,7 +217,7 @@ def _terms(model_trace: Any, guide_trace: Any, analytic: bool) -> tuple[torch.Te
             log_lik = log_lik + _scaled_sum(site["fn"].log_prob(site["value"]), site)
             continue
         q_site = guide_trace.nodes[name]
-        local = _local_reparam.is_local(q_site["fn"])  # no drawn value: closed form or nothing
+        local = is_local(q_site["fn"])  # no drawn value: closed form or nothing
         # Pyro's KL(Delta || p) = -log p(v) ignores a Delta's log_density: never use it.
         if (analytic or local) and not _is_point_mass(q_site["fn"]):
             try:

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from pyrobnn import _globs, _local_reparam
+from pyrobnn import _globs
+from pyrobnn._effects import LinearOverride, linear_override
 from pyrobnn._fastpath import MLPPlan
 from pyrobnn.priors import Normal, Prior, PriorSpec, resolve
 
@@ -281,21 +282,25 @@ class BayesianNet(nn.Module):
         (the data plate's dim) must be 1, and the result has shape
         ``lead[:-1] + output.shape``.
 
-        Inside an ELBO evaluation with a locally reparameterised guide, the values of
-        the sites the guide left to the network are ignored: those layers run at the
-        guide's means and draw their pre-activations (``pyrobnn/_local_reparam.py``).
+        Before running, it offers the layers of :attr:`local_sites` to Pyro's effect
+        handlers (``linear_override`` in ``pyrobnn/_effects.py``). A handler that
+        takes some over decides how they run, and the values of their sites in
+        ``draws`` are ignored: under :class:`pyrobnn.ELBO` with a locally
+        reparameterised guide, those layers run at the guide's means and draw their
+        pre-activations. Without one, every layer runs its drawn weights.
         """
         if not self._names:
             return self.net(x)  # type: ignore[no-any-return]
         lead = self.batch_shape(draws)
-        shared, variances = self._local_in_scope()
+        override: LinearOverride | None = linear_override(self._linear_layers) if self._linear_layers else None
+        shared = override.values if override is not None else {}
         if not lead:
             if self._mlp is not None:  # as one draw of the batched products, where they apply
                 one = {name: value.unsqueeze(0) for name, value in draws.items() if name not in shared}
-                out = self._run_mlp(one, 1, x, shared, variances)
+                out = self._run_mlp(one, 1, x, override)
                 if out is not None:
                     return out[0]
-            return self._forward({**draws, **shared}, x, variances)
+            return self._forward({**draws, **shared}, x, override)
         if lead[-1] != 1:
             raise ValueError(
                 f"weights were sampled with batch shape {tuple(lead)}; pyrobnn puts the "
@@ -303,7 +308,7 @@ class BayesianNet(nn.Module):
                 "with max_plate_nesting=1 (pb.fit does) or use BayesianNet.run_batched."
             )
         flat = {name: value.reshape((-1, *self._shapes[name])) for name, value in draws.items() if name not in shared}
-        out = self._run_batched(flat, lead[:-1].numel(), x, shared, variances)
+        out = self._run_batched(flat, lead[:-1].numel(), x, override)
         return out.reshape(lead[:-1] + out.shape[1:])
 
     def run_batched(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -320,49 +325,40 @@ class BayesianNet(nn.Module):
         is faster and gives the same result.
         """
         num = self.batch_shape(draws)[0] if draws else 0
-        return self._run_batched(dict(draws), num, x, {}, {})
+        return self._run_batched(dict(draws), num, x, None)
 
     def _forward(
-        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, variances: Mapping[str, torch.Tensor]
+        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, override: LinearOverride | None
     ) -> torch.Tensor:
-        """One functional pass; layers with sites in ``variances`` add their pre-activation noise."""
-        if not variances:
+        """One functional pass; the layers ``override`` covers run its way."""
+        if override is None:
             return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
-        with _local_reparam.linear_noise(self.net, self._linear_layers, variances, x.shape[0]):
+        with override.hooks(self.net, x.shape[0]):
             return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
 
     def _run_mlp(
-        self,
-        draws: Mapping[str, torch.Tensor],
-        num: int,
-        x: torch.Tensor,
-        shared: Mapping[str, torch.Tensor],
-        variances: Mapping[str, torch.Tensor],
+        self, draws: Mapping[str, torch.Tensor], num: int, x: torch.Tensor, override: LinearOverride | None
     ) -> torch.Tensor | None:
         """The MLP fast path's ``num`` passes, or ``None`` where it does not apply."""
         if self._mlp is None or not self._mlp.applies(x):
             return None
-        return self._mlp.run(draws, shared, num, x, variances)
+        return self._mlp.run(draws, num, x, override)
 
     def _run_batched(
-        self,
-        draws: dict[str, torch.Tensor],
-        num: int,
-        x: torch.Tensor,
-        shared: Mapping[str, torch.Tensor],
-        variances: Mapping[str, torch.Tensor],
+        self, draws: dict[str, torch.Tensor], num: int, x: torch.Tensor, override: LinearOverride | None
     ) -> torch.Tensor:
-        """``num`` passes, one per row of ``draws``; the sites in ``shared`` are common to all rows.
+        """``num`` passes, one per row of ``draws``; the layers ``override`` covers run its way.
 
-        ``shared`` and ``variances`` hold the means and q variances of the locally
-        reparameterised sites (see :meth:`_local_in_scope`).
+        The sites of those layers are not in ``draws``: they take ``override.values``
+        in every pass.
         """
-        fast = self._run_mlp(draws, num, x, shared, variances)
+        fast = self._run_mlp(draws, num, x, override)
         if fast is not None:
             return fast
+        shared = override.values if override is not None else {}
 
         def one(params: dict[str, torch.Tensor], row: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-            return self._forward({**params, **shared}, inputs, variances)
+            return self._forward({**params, **shared}, inputs, override)
 
         rows = torch.arange(num, device=x.device)  # batched even when every site is shared
 
@@ -393,16 +389,6 @@ class BayesianNet(nn.Module):
             return looped
         self._vmap_worked = True
         return out  # type: ignore[no-any-return]
-
-    def _local_in_scope(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """q's means and variances of this net's sites that the current ELBO scope reparameterises locally."""
-        scope = _local_reparam.current()
-        if scope is None or not scope.sites:
-            return {}, {}
-        local = {name: scope.sites[name] for name in self.local_sites if name in scope.sites}
-        return {name: loc for name, (loc, _) in local.items()}, {
-            name: scale.square() for name, (_, scale) in local.items()
-        }
 
     def batch_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
         """The leading (batch) shape shared by all draws, checked against the parameter shapes."""

@@ -19,8 +19,8 @@ from torch import nn
 from torch.func import functional_call
 
 import pyrobnn as pb
-from pyrobnn import _local_reparam
 from pyrobnn._fastpath import ELEMENTWISE, MLPPlan
+from pyrobnn._local_reparam import LocalReparamMessenger
 
 S = 5  # draws in the exact comparisons
 
@@ -344,7 +344,7 @@ def test_local_noise_has_the_same_distribution_on_both_paths(local: str, fast_ru
             name: (q[name][0].expand(num, 1, *value.shape[2:]) if name in LOCAL[local] else value)
             for name, value in drawn.items()
         }
-        with _local_reparam.scope() as scope, pytest.MonkeyPatch.context() as patch:
+        with LocalReparamMessenger() as scope, pytest.MonkeyPatch.context() as patch:
             scope.sites.update({name: q[name] for name in LOCAL[local]})
             if path == "vmap":
                 patch.setattr(bnet, "_mlp", None)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyrobnn as pb
-from pyrobnn import _local_reparam
+from pyrobnn._local_reparam import LocalReparamMessenger
 from pyrobnn.guides import MeanFieldGuide
 from pyrobnn.lift import _key
 
@@ -467,11 +467,35 @@ def test_what_only_a_forward_pass_shows_raises_at_the_first_step(
     y = torch.randn(6)
     with pytest.raises(ValueError, match=rf"{message}.*local_reparam=False"):
         pb.fit(model, "meanfield", (x, y), num_steps=1, num_particles=num_particles, local_reparam=True, progress=False)
-    # The failed pass left nothing behind: no noise hook on the layer, no open scope.
+    # The failed pass left nothing behind: no noise hook on the layer, no handler on Pyro's stack.
     assert not model.net.net.lin._forward_hooks
-    assert _local_reparam.current() is None
+    assert not pyro.poutine.runtime.am_i_wrapped()
     # …so the same model still fits with weights drawn.
     pb.fit(model, "meanfield", (x, y), num_steps=1, num_particles=num_particles, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("fn", "error", "message"),
+    [
+        (
+            lambda: pyro.distributions.Laplace(torch.zeros(3), 1.0).to_event(1),
+            TypeError,
+            r"site 'w' is marked infer=\{'local_reparam': True\}, which needs q to be a Normal.*it is Laplace",
+        ),
+        (
+            lambda: pyro.distributions.Normal(torch.zeros(4, 3), 1.0).to_event(1),
+            ValueError,
+            r"site 'w': local reparameterisation needs one q per weight, shared by every draw.*\(4,\)",
+        ),
+    ],
+    ids=["not-normal", "batched-q"],
+)
+def test_the_handler_refuses_a_marked_site_it_cannot_reparameterise(
+    fn: Callable[[], Any], error: type[Exception], message: str
+) -> None:
+    """The mark is the guide's promise of one Normal per weight; the handler checks it."""
+    with pytest.raises(error, match=message), LocalReparamMessenger():
+        pyro.sample("w", fn(), infer={"local_reparam": True})
 
 
 # --------------------------------------------------------------------------- 4. outside the ELBO
@@ -494,7 +518,7 @@ def test_outside_the_elbo_the_guide_draws_real_weights() -> None:
         assert abs(z.std().item() - 1) < 0.11
     assert not torch.equal(draws[0], draws[1])
     # Inside an ELBO's scope the same guide leaves the weights at their locations for the network.
-    with _local_reparam.scope() as scope:
+    with LocalReparamMessenger() as scope:
         inside = guide()["weight"]
     torch.testing.assert_close(inside, loc)
     assert set(scope.sites) == {"weight", "bias"}
@@ -516,7 +540,7 @@ def test_predictions_draw_weights_shared_by_all_rows() -> None:
     z = (prediction.mean[0] - (x[0] @ m_w.T + guide.loc["bias"])) / (exact_var / 4000).sqrt()
     assert (z.abs() < 5).all()  # and the mean of q's outputs, within 5 standard errors
     # The same network inside an ELBO's scope: the rows draw their pre-activations independently.
-    with _local_reparam.scope(), pyro.plate("particles", 4000, dim=-2), torch.no_grad():
+    with LocalReparamMessenger(), pyro.plate("particles", 4000, dim=-2), torch.no_grad():
         guide()
         inside = model.net(x)
     corr = torch.corrcoef(torch.stack([inside[:, 0, 0], inside[:, 1, 0]]))[0, 1]

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.poutine.runtime import InferDict
 from torch import nn
 from torch.distributions import kl_divergence
 from torch.distributions.transforms import identity_transform
 
-from pyrobnn import _local_reparam
 from pyrobnn._data import model_device, model_dtype
+from pyrobnn._effects import LOCAL_REPARAM
 from pyrobnn.guides._base import Guide
 from pyrobnn.lift import _key
 from pyrobnn.model import BayesianModel
@@ -97,7 +98,11 @@ class MeanFieldGuide(Guide):
     interact (:attr:`pyrobnn.BayesianNet.local_sites` lists the layers that
     qualify; the others are still drawn). A layer that
     turns out to run twice, or on sequences, raises at the first step. It changes
-    training only: :meth:`sample` and every prediction draw weights.
+    training only: the guide marks the sites it covers
+    (``infer={"local_reparam": True}``), and the effect handler that
+    :class:`pyrobnn.ELBO` applies around guide and model does the rest
+    (``pyrobnn/_local_reparam.py``). Outside it, a call of the guide,
+    :meth:`sample` and every prediction draw weights.
 
     References
     ----------
@@ -176,18 +181,13 @@ class MeanFieldGuide(Guide):
         return dist.TransformedDistribution(base, [transform]).to_event(ndim)
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        scope = _local_reparam.current() if self.local_sites else None
-        if scope is None:
-            return {name: pyro.sample(name, self.site_distribution(name)) for name in self._sites}
         draws = {}
         for name in self._sites:
-            if name in self.local_sites:
-                normal = self._normal(name)
-                scope.sites[name] = (normal.loc, normal.scale)
-                fn = _local_reparam.LocalNormal(normal.loc, normal.scale).to_event(normal.loc.dim())
-                draws[name] = pyro.sample(name, fn)
-            else:
-                draws[name] = pyro.sample(name, self.site_distribution(name))
+            # The sites it covers are marked for the ELBO's local reparameterisation handler;
+            # anywhere else the mark means nothing, and they are drawn like the others.
+            # (A key of pyrobnn's own, not one of those Pyro's InferDict types.)
+            infer = cast(InferDict, {LOCAL_REPARAM: True}) if name in self.local_sites else None
+            draws[name] = pyro.sample(name, self.site_distribution(name), infer=infer)
         return draws
 
     # -------------------------------------------------------- draw-level API
