@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import pyrobnn as pb
-from pyrobnn.elbo import ELBO
+from pyrobnn.infer.elbo import ELBO
 
 GUIDES = {
     "meanfield": {},

@@ -1,19 +1,24 @@
 """pyrobnn: Bayesian neural networks on Pyro, lifted from ordinary PyTorch modules.
 
-The pipeline, one stage per module::
+The pipeline, one stage per module or package (``docs/architecture.md``)::
 
-    lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ fit ─▶ Posterior ─▶ predict
-                        └──────────▶ mcmc (NUTS, the reference) ──▶ Posterior
+    lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ infer.fit ─▶ Posterior ─▶ predict
+                        └──────────▶ infer.mcmc (NUTS, the reference) ──▶ Posterior
+                                        ─▶ export.to_arviz, evaluate (metrics, k̂, compare), plots
 """
 
-from pyrobnn import datasets, diagnostics, guides, likelihoods, plots, priors, svi
+import sys as _sys
+
+from pyrobnn import datasets, guides, likelihoods, plots, priors
 from pyrobnn.checkpoint import load, save
-from pyrobnn.compare import compare
-from pyrobnn.elbo import ELBO
+from pyrobnn.evaluate import diagnostics, metrics
+from pyrobnn.evaluate.compare import compare
 from pyrobnn.export import to_arviz
-from pyrobnn.fit import FitError, FitResult, History, estimate_elbo, fit, linear_annealing
+from pyrobnn.infer import svi
+from pyrobnn.infer.elbo import ELBO
+from pyrobnn.infer.fit import FitError, FitResult, History, estimate_elbo, fit, linear_annealing
+from pyrobnn.infer.mcmc import MCMCDraws, mcmc
 from pyrobnn.lift import BayesianNet, lift, lift_
-from pyrobnn.mcmc import MCMCDraws, mcmc
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior, Prediction
 
@@ -41,9 +46,26 @@ __all__ = [
     "linear_annealing",
     "load",
     "mcmc",
+    "metrics",
     "plots",
     "priors",
     "save",
     "svi",
     "to_arviz",
 ]
+
+# Module paths from before the stages became packages (0.1.0 and earlier) still import the
+# same module objects: `from pyrobnn.diagnostics import psis_khat` keeps working.
+for _old, _new in {
+    "elbo": "infer.elbo",
+    "svi": "infer.svi",
+    "fit": "infer.fit",
+    "history": "infer.history",
+    "distributed": "infer.distributed",
+    "mcmc": "infer.mcmc",
+    "metrics": "evaluate.metrics",
+    "diagnostics": "evaluate.diagnostics",
+    "compare": "evaluate.compare",
+}.items():
+    _sys.modules.setdefault(f"{__name__}.{_old}", _sys.modules[f"{__name__}.{_new}"])
+del _old, _new

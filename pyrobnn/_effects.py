@@ -21,7 +21,7 @@ Like any Pyro message, the offer passes through every handler on the stack, and
 ``poutine.block`` hides it. It is not a sample site: traces do not record it.
 
 pyrobnn's ELBO applies the one handler that answers it,
-``pyrobnn._local_reparam.LocalReparamMessenger`` (local reparameterisation).
+``pyrobnn.infer._local_reparam.LocalReparamMessenger`` (local reparameterisation).
 """
 
 from __future__ import annotations

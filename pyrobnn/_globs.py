@@ -13,7 +13,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["compile_glob", "match", "select"]
+__all__ = ["compile_glob", "match", "module_key", "select"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -64,3 +64,8 @@ def select(patterns: str | Sequence[str], names: Iterable[str], *, argument: str
             )
         chosen.update(hits)
     return [name for name in names if name in chosen]
+
+
+def module_key(name: str) -> str:
+    """A dotted name as a key of an ``nn.ModuleDict`` or ``nn.ParameterDict``, which refuse dots."""
+    return name.replace(".", "__")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pyrobnn._data import model_device
 from pyrobnn._rng import seeded
+from pyrobnn._tensors import model_device
 from pyrobnn.guides import (
     FlowGuide,
     FullRankGuide,
@@ -30,12 +30,12 @@ from pyrobnn.guides import (
     MeanFieldGuide,
     make_guide,
 )
-from pyrobnn.mcmc import MCMCDraws
+from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
 
 if TYPE_CHECKING:
-    from pyrobnn.fit import FitResult
+    from pyrobnn.infer.fit import FitResult
 
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
@@ -58,9 +58,9 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
         never leaves a truncated checkpoint behind.
     posterior
         A :class:`pyrobnn.Posterior` (or the :class:`pyrobnn.FitResult` of
-        :func:`pyrobnn.fit`) whose guide was built by
+        :func:`pyrobnn.infer.fit`) whose guide was built by
         :func:`pyrobnn.guides.make_guide` (any kind), or the draws of
-        :func:`pyrobnn.mcmc`.
+        :func:`pyrobnn.infer.mcmc`.
 
     Notes
     -----

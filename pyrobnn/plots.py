@@ -15,9 +15,9 @@ import torch
 
 from pyrobnn import _globs
 from pyrobnn._rng import seeded
-from pyrobnn.fit import FitResult, History
+from pyrobnn.evaluate.metrics import calibration_bins, expected_calibration_error
+from pyrobnn.infer.fit import FitResult, History
 from pyrobnn.likelihoods import Bernoulli, Categorical
-from pyrobnn.metrics import calibration_bins, expected_calibration_error
 from pyrobnn.posterior import Posterior
 
 __all__ = [
@@ -79,7 +79,7 @@ def plot_predictive(
 
     The band is the central ``level`` interval of the posterior predictive of
     y (observation noise included), the same interval whose coverage
-    :func:`pyrobnn.compare` reports; the inner band is the same interval of
+    :func:`pyrobnn.evaluate.compare` reports; the inner band is the same interval of
     E[y | θ] alone (the epistemic part).
     """
     import matplotlib.pyplot as plt
@@ -121,7 +121,7 @@ def plot_predicted_vs_observed(
 
     For inputs of any dimension: points on the diagonal are predicted exactly,
     and about ``level`` of the error bars should cross it (the title gives the
-    share that do, the coverage of :func:`pyrobnn.compare`).
+    share that do, the coverage of :func:`pyrobnn.evaluate.compare`).
     """
     import matplotlib.pyplot as plt
 
@@ -253,7 +253,7 @@ def plot_reliability(
 
     Bars on the diagonal are calibrated; below it, over-confident. The title
     gives the expected calibration error (see
-    :func:`pyrobnn.metrics.expected_calibration_error`).
+    :func:`pyrobnn.evaluate.metrics.expected_calibration_error`).
     """
     import matplotlib.pyplot as plt
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn._rng import seeded
+from pyrobnn._tensors import as_tensor, check_pair, eval_mode, model_device, model_dtype
 from pyrobnn.guides import Guide
 from pyrobnn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, Poisson, StudentT
 from pyrobnn.model import BayesianModel
@@ -87,7 +85,7 @@ class Posterior:
 
     def _predict(self, draws: dict[str, torch.Tensor], x: torch.Tensor) -> Prediction:
         num_samples = int(next(iter(draws.values())).shape[0])
-        with torch.no_grad(), _eval(self.model):
+        with torch.no_grad(), eval_mode(self.model):
             outputs = []
             for lo in range(0, num_samples, DRAWS_PER_CHUNK):
                 chunk = {name: draws[name][lo : lo + DRAWS_PER_CHUNK] for name in self.guide.site_names}
@@ -122,18 +120,6 @@ class Posterior:
 
     def __repr__(self) -> str:
         return f"Posterior(guide={type(self.guide).__name__}, sites={len(self.guide.site_names)})"
-
-
-@contextlib.contextmanager
-def _eval(module: torch.nn.Module) -> Iterator[None]:
-    """Evaluation mode (no dropout) for the duration, then the caller's mode back."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 class Prediction:

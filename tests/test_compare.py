@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import pyrobnn as pb
-from pyrobnn.compare import compare
+from pyrobnn.evaluate.compare import compare
 
 
 def test_compare_ranks_guides_and_its_test_log_likelihood_is_direct() -> None:

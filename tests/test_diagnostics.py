@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import pyrobnn as pb
-from pyrobnn.diagnostics import PoorFitWarning, psis_khat, psis_log_weights
+from pyrobnn.evaluate.diagnostics import PoorFitWarning, psis_khat, psis_log_weights
 
 
 def correlated_regression(noise: float = 0.1, n: int = 40, sigma: float = 0.5, seed: int = 0):

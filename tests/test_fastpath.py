@@ -1,4 +1,4 @@
-"""The MLP fast path (:class:`pyrobnn._fastpath.MLPPlan`) against the ``vmap`` path it stands in for.
+"""The MLP fast path (:class:`pyrobnn.lift._fastpath.MLPPlan`) against the ``vmap`` path it stands in for.
 
 ``BayesianNet.run_batched`` runs a plain ``nn.Sequential`` of ``nn.Linear`` layers and
 elementwise activations as batched matrix products; everything else runs under
@@ -19,8 +19,8 @@ from torch import nn
 from torch.func import functional_call
 
 import pyrobnn as pb
-from pyrobnn._fastpath import ELEMENTWISE, MLPPlan
-from pyrobnn._local_reparam import LocalReparamMessenger
+from pyrobnn.infer._local_reparam import LocalReparamMessenger
+from pyrobnn.lift._fastpath import ELEMENTWISE, MLPPlan
 
 S = 5  # draws in the exact comparisons
 

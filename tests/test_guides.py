@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pyrobnn as pb
-from pyrobnn.lift import _key
+from pyrobnn._globs import module_key as _key
 
 
 def small_model(likelihood: pb.likelihoods.Likelihood | None = None) -> pb.BayesianModel:

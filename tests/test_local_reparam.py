@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import pyrobnn as pb
-from pyrobnn._local_reparam import LocalReparamMessenger
+from pyrobnn._globs import module_key as _key
 from pyrobnn.guides import MeanFieldGuide
-from pyrobnn.lift import _key
+from pyrobnn.infer._local_reparam import LocalReparamMessenger
 
 SIGMA = 0.5  # the likelihood's known noise scale
 PRIOR_SCALE = 0.7  # not 1, so that a KL ignoring the prior's scale is caught

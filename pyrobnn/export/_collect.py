@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from pyrobnn import _globs
-from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn._rng import seeded
+from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.export._core import HISTORY_GROUP, Groups, convert, stack_chains
-from pyrobnn.fit import FitResult, History
-from pyrobnn.mcmc import MCMCDraws
+from pyrobnn.infer.fit import FitResult, History
+from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.model import OBS, BayesianModel
 from pyrobnn.posterior import Posterior
 
@@ -81,7 +81,7 @@ def to_arviz(
 
     Notes
     -----
-    The posterior of :func:`pyrobnn.mcmc` exports its own chains, each evenly
+    The posterior of :func:`pyrobnn.infer.mcmc` exports its own chains, each evenly
     thinned to ``num_samples`` draws where it holds more (the order kept, so R̂
     and ESS are those of the sampler); its ``sample_stats`` hold ``diverging``,
     ``n_steps`` and ``tree_depth`` in place of ``log_q``, and ``log_p``.
@@ -89,7 +89,7 @@ def to_arviz(
     ``log_q`` is the guide's log density log q(θ_s) and ``log_p`` the joint
     log p(θ_s, y | x) = log p(θ_s) + Σᵢ log p(yᵢ | xᵢ, θ_s), both over *all*
     latent sites, so log_p − log_q are the importance log weights of
-    :func:`pyrobnn.diagnostics.psis_khat`. Draws from a variational posterior
+    :func:`pyrobnn.evaluate.diagnostics.psis_khat`. Draws from a variational posterior
     are independent, so within a chain the effective sample size is the number
     of draws; across chains, R̂ compares independent fits.
 

@@ -10,9 +10,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyrobnn._globs import module_key
 from pyrobnn.guides._base import Guide
 from pyrobnn.guides.meanfield import initial_values
-from pyrobnn.lift import _key
 from pyrobnn.model import BayesianModel
 
 __all__ = ["MAPGuide"]
@@ -33,10 +33,10 @@ class MAPGuide(Guide):
         self.value = nn.ParameterDict()
         for name, site in self._sites.items():
             unconstrained = self._transforms[name].inv(values[name])
-            self.value[_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
+            self.value[module_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
 
     def _point(self, name: str) -> torch.Tensor:
-        return self._transforms[name](self.value[_key(name)])  # type: ignore[no-any-return]
+        return self._transforms[name](self.value[module_key(name)])  # type: ignore[no-any-return]
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         return {

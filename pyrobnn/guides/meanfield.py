@@ -15,10 +15,10 @@ from torch import nn
 from torch.distributions import kl_divergence
 from torch.distributions.transforms import identity_transform
 
-from pyrobnn._data import model_device, model_dtype
 from pyrobnn._effects import LOCAL_REPARAM
+from pyrobnn._globs import module_key
+from pyrobnn._tensors import model_device, model_dtype
 from pyrobnn.guides._base import Guide
-from pyrobnn.lift import _key
 from pyrobnn.model import BayesianModel
 
 __all__ = ["MeanFieldGuide", "initial_values"]
@@ -136,8 +136,8 @@ class MeanFieldGuide(Guide):
         self.raw_scale = nn.ParameterDict()
         for name, site in self._sites.items():
             unconstrained = self._transforms[name].inv(values[name])
-            self.loc[_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
-            self.raw_scale[_key(name)] = nn.Parameter(torch.full_like(self.loc[_key(name)], raw_scale))
+            self.loc[module_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
+            self.raw_scale[module_key(name)] = nn.Parameter(torch.full_like(self.loc[module_key(name)], raw_scale))
         self.local_sites: list[str] = self._check_local(model) if local_reparam else []
 
     def _check_local(self, model: BayesianModel) -> list[str]:
@@ -169,7 +169,7 @@ class MeanFieldGuide(Guide):
 
     # ------------------------------------------------------------ q per site
     def _normal(self, name: str) -> dist.Normal:
-        return dist.Normal(self.loc[_key(name)], F.softplus(self.raw_scale[_key(name)]))
+        return dist.Normal(self.loc[module_key(name)], F.softplus(self.raw_scale[module_key(name)]))
 
     def site_distribution(self, name: str) -> dist.TorchDistribution:
         """q for one site: a Normal (to_event over the whole tensor) on its support."""
@@ -196,7 +196,7 @@ class MeanFieldGuide(Guide):
 
     def median(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            return {name: self._transforms[name](self.loc[_key(name)]).clone() for name in self._sites}
+            return {name: self._transforms[name](self.loc[module_key(name)]).clone() for name in self._sites}
 
     def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
         first = next(iter(self.loc.values()))
@@ -220,7 +220,7 @@ class MeanFieldGuide(Guide):
     def scales(self) -> dict[str, torch.Tensor]:
         """σ per site on the unconstrained scale."""
         with torch.no_grad():
-            return {name: F.softplus(self.raw_scale[_key(name)]).clone() for name in self._sites}
+            return {name: F.softplus(self.raw_scale[module_key(name)]).clone() for name in self._sites}
 
     def extra_repr(self) -> str:
         kl = "analytic" if self.analytic_kl else "mc"

@@ -28,7 +28,8 @@ from torch.func import functional_call, vmap
 
 from pyrobnn import _globs
 from pyrobnn._effects import LinearOverride, linear_override
-from pyrobnn._fastpath import MLPPlan
+from pyrobnn._globs import module_key
+from pyrobnn.lift._fastpath import MLPPlan
 from pyrobnn.priors import Normal, Prior, PriorSpec, resolve
 
 __all__ = ["NORM_LAYERS", "UNBATCHABLE", "BayesianNet", "Site", "SiteTable", "lift", "lift_"]
@@ -221,7 +222,7 @@ class BayesianNet(nn.Module):
             torch.func.replace_all_batch_norm_modules_(net)
 
         self.net = net
-        self.priors = nn.ModuleDict({_key(name): priors[name] for name in random_names})
+        self.priors = nn.ModuleDict({module_key(name): priors[name] for name in random_names})
         self._names = list(random_names)
         self._shapes = {name: params[name].shape for name in random_names}
         self._deterministic = {n: p.shape for n, p in params.items() if n not in priors and p.requires_grad}
@@ -238,7 +239,7 @@ class BayesianNet(nn.Module):
         return SiteTable(sites, self._deterministic)
 
     def prior(self, name: str) -> Prior:
-        return self.priors[_key(name)]  # type: ignore[return-value]
+        return self.priors[module_key(name)]  # type: ignore[return-value]
 
     def initial_value(self, name: str) -> torch.Tensor:
         """The twin's value of a random parameter (the user's weights at lift time)."""
@@ -417,11 +418,6 @@ class BayesianNet(nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
-def _key(name: str) -> str:
-    """ModuleDict keys may not contain dots."""
-    return name.replace(".", "__")
-
-
 def _owner(net: nn.Module, name: str) -> tuple[nn.Module, str]:
     path, _, attr = name.rpartition(".")
     return (net.get_submodule(path) if path else net), attr

@@ -7,12 +7,12 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from pyrobnn.diagnostics import psis_khat
-from pyrobnn.fit import FitResult
+from pyrobnn.evaluate.diagnostics import psis_khat
+from pyrobnn.evaluate.metrics import expected_calibration_error, reference_distance, summarize
 from pyrobnn.guides import MAPGuide
+from pyrobnn.infer.fit import FitResult
+from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.likelihoods import Bernoulli, Categorical
-from pyrobnn.mcmc import MCMCDraws
-from pyrobnn.metrics import expected_calibration_error, reference_distance, summarize
 from pyrobnn.posterior import Posterior
 
 __all__ = ["compare"]
@@ -50,12 +50,12 @@ def compare(
         The central predictive interval whose coverage is reported.
     y_scale
         The standard deviation a regression target was divided by (see
-        :func:`pyrobnn.metrics.evaluate`).
+        :func:`pyrobnn.evaluate.metrics.evaluate`).
     reference
         A gold-standard posterior to measure every row against: the name of one
         of ``posts`` (its own row then reads 0 and 1) or a posterior, usually
-        from :func:`pyrobnn.mcmc`. Adds the columns of
-        :func:`pyrobnn.metrics.reference_distance`: ``w1`` and ``sd_ratio``
+        from :func:`pyrobnn.infer.mcmc`. Adds the columns of
+        :func:`pyrobnn.evaluate.metrics.reference_distance`: ``w1`` and ``sd_ratio``
         for real targets, ``agreement`` and ``total_variation`` for classes.
 
     Returns
@@ -67,7 +67,7 @@ def compare(
         test points of log (1/S) Σ_s p(yᵢ | xᵢ, θ_s)), ``rmse`` and ``coverage``
         or ``accuracy`` and ``ece``, ``khat``, ``fit_seconds``,
         ``num_variational_params``, and with a ``reference`` its distance columns.
-        MCMC draws (:func:`pyrobnn.mcmc`) have no density, so their ``khat`` is
+        MCMC draws (:func:`pyrobnn.infer.mcmc`) have no density, so their ``khat`` is
         NaN, and their ``fit_seconds`` is the sampler's time.
 
     Notes

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from pyrobnn import _globs
-from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn._rng import seeded
+from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.export._core import psislw
 from pyrobnn.guides import MAPGuide
 from pyrobnn.posterior import Posterior

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pyrobnn.datasets import Standardized
-from pyrobnn.fit import FitResult
+from pyrobnn.infer.fit import FitResult
 from pyrobnn.posterior import Posterior
 
 __all__ = ["write"]

@@ -5,7 +5,7 @@ energy written for the model: the network runs once per evaluation as a plain
 torch function (JIT-traced), with no Pyro trace around it. Chains run one after
 another; their draws come back as a :class:`MCMCDraws`, which stands where a
 fitted guide stands, so ``predict``, :func:`pyrobnn.to_arviz` (with the real
-chains), :func:`pyrobnn.compare` and :func:`pyrobnn.save` take the result like
+chains), :func:`pyrobnn.evaluate.compare` and :func:`pyrobnn.save` take the result like
 any other posterior.
 """
 
@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from pyro.infer.mcmc import MCMC, NUTS
 
-from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype, prepare_targets
 from pyrobnn._rng import seeded
+from pyrobnn._tensors import as_tensor, check_pair, eval_mode, model_device, model_dtype
 from pyrobnn.guides import Guide
+from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.model import BayesianModel
-from pyrobnn.posterior import Posterior, _eval
+from pyrobnn.posterior import Posterior
 
 __all__ = ["MCMCDraws", "mcmc"]
 
@@ -253,7 +254,7 @@ def mcmc(
     if full_mass is None:
         full_mass = potential.dim <= FULL_MASS_MAX_DIM
 
-    with _eval(model), seeded(seed, device):
+    with eval_mode(model), seeded(seed, device):
         energy = potential.compiled() if jit else potential
         _refuse_if_too_long(energy, potential, x, warmup + num_samples, num_chains, max_tree_depth, max_hours)
         for c in range(num_chains):
@@ -284,7 +285,7 @@ def mcmc(
 def _say(c: int, num_chains: int, draws: MCMCDraws) -> None:
     steps = draws.num_steps[c].double()
     print(
-        f"pyrobnn.mcmc: chain {c + 1}/{num_chains} took {float(draws.seconds[c]):.1f} s: "
+        f"pyrobnn.infer.mcmc: chain {c + 1}/{num_chains} took {float(draws.seconds[c]):.1f} s: "
         f"{float(steps.mean()):.0f} leapfrog steps per draw, step size {float(draws.step_size[c]):.2e}, "
         f"{int(draws.diverging[c].sum())} divergent draws"
     )

@@ -21,7 +21,7 @@ plate (the value is the same for every particle; computing it S times cost a
 third of a step on an MNIST-sized MLP).
 
 It wraps guide and model in one Pyro effect handler,
-``pyrobnn._local_reparam.LocalReparamMessenger``: where the guide marks mean-field
+``pyrobnn.infer._local_reparam.LocalReparamMessenger``: where the guide marks mean-field
 ``nn.Linear`` sites for local reparameterisation, the network then draws those
 layers' pre-activations instead of their weights, and their KL is the closed form.
 Elsewhere the handler does nothing.
@@ -41,7 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 from torch.distributions import Independent, kl_divergence
 
-from pyrobnn._local_reparam import LocalReparamMessenger, is_local
+from pyrobnn.infer._local_reparam import LocalReparamMessenger, is_local
 
 __all__ = ["ELBO", "Terms"]
 

@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pyrobnn import _report, datasets, likelihoods
-from pyrobnn.compare import compare
-from pyrobnn.fit import FitError, FitResult, fit
+from pyrobnn import datasets, likelihoods
+from pyrobnn.cli import _report
+from pyrobnn.evaluate.compare import compare
 from pyrobnn.guides import GUIDE_KINDS
+from pyrobnn.infer.fit import FitError, FitResult, fit
+from pyrobnn.infer.mcmc import mcmc
 from pyrobnn.lift import lift
-from pyrobnn.mcmc import mcmc
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
 

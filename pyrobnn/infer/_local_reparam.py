@@ -81,7 +81,7 @@ class LocalReparamMessenger(Messenger):
     Examples
     --------
     >>> import torch, pyro, pyrobnn as pb
-    >>> from pyrobnn._local_reparam import LocalReparamMessenger
+    >>> from pyrobnn.infer._local_reparam import LocalReparamMessenger
     >>> model = pb.BayesianModel(pb.lift(torch.nn.Linear(3, 1)), pb.likelihoods.Gaussian(scale=0.1))
     >>> guide = pb.guides.make_guide("meanfield", model, local_reparam=True)
     >>> with LocalReparamMessenger() as handler, pyro.plate("particles", 8, dim=-2):

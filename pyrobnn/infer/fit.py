@@ -1,7 +1,7 @@
 """Fitting a guide by stochastic variational inference: :func:`fit` and :class:`FitResult`.
 
 ``fit`` is the one-call front door; it is a short loop over the building blocks of
-:mod:`pyrobnn.svi` (``init`` and ``SVIState.step``), which a loop of your own can use too.
+:mod:`pyrobnn.infer.svi` (``init`` and ``SVIState.step``), which a loop of your own can use too.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrobnn._data import as_tensor, check_pair, model_device, model_dtype, prepare_targets
-from pyrobnn._optim import KLWeight, OptimizerSpec
 from pyrobnn._rng import seeded
-from pyrobnn.elbo import ELBO, Terms
+from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.guides import Guide
-from pyrobnn.history import FitError, History
+from pyrobnn.infer._batching import prepare_targets
+from pyrobnn.infer._optim import KLWeight, OptimizerSpec
+from pyrobnn.infer.elbo import ELBO, Terms
+from pyrobnn.infer.history import FitError, History
+from pyrobnn.infer.svi import init
 from pyrobnn.model import BayesianModel
-from pyrobnn.svi import init
 
 if TYPE_CHECKING:
     from pyrobnn.posterior import Posterior
@@ -139,7 +140,7 @@ def fit(
         averaged across processes, so every process holds the same guide after
         each step; the history is the average of the processes' terms. For
         multi-GPU use pass each process its own ``device=f"cuda:{local_rank}"``
-        and use the ``"nccl"`` backend. See :mod:`pyrobnn.distributed`.
+        and use the ``"nccl"`` backend. See :mod:`pyrobnn.infer.distributed`.
 
     Returns
     -------
@@ -156,13 +157,13 @@ def fit(
 
     See Also
     --------
-    pyrobnn.svi.init : The building blocks of this loop (``init``, ``SVIState.step``), for a
+    pyrobnn.infer.svi.init : The building blocks of this loop (``init``, ``SVIState.step``), for a
         training loop of your own; with the same arguments and seed it reproduces ``fit``.
 
     Notes
     -----
     The objective at each step is −(N/n · Σᵢ E_q log p(yᵢ | θ) − β KL(q‖p)) for a
-    minibatch of n out of N observations (see :class:`pyrobnn.elbo.ELBO`). The
+    minibatch of n out of N observations (see :class:`pyrobnn.infer.elbo.ELBO`). The
     parameters live on the model and guide modules (Pyro's module-local
     parameters) and are trained with a ``torch.optim`` optimiser on the ELBO
     module ``ELBO(...)(model, guide)``. Pyro's shape validation runs on the
