@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import pyrobnn as pb
-from pyrobnn.infer.mcmc import Potential, worst_case_seconds
+from pyrobnn.infer._nuts import Potential, worst_case_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guides_vs_nuts import gap_task

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = ["compile_glob", "match", "module_key", "select"]
+__all__ = ["compile_glob", "match", "module_key", "select", "sites_keyword"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,3 +71,21 @@ def select(patterns: str | Sequence[str], names: Iterable[str], *, argument: str
 def module_key(name: str) -> str:
     """A dotted name as a key of an ``nn.ModuleDict`` or ``nn.ParameterDict``, which refuse dots."""
     return name.replace(".", "__")
+
+
+def sites_keyword(sites: Any, old_value: Any, *, old: str, since: str = "0.2.0", stacklevel: int = 3) -> Any:
+    """The value of ``sites=``, the one keyword for choosing sites by glob, given a deprecated older name.
+
+    ``old_value`` is what the caller passed under the older keyword ``old`` (``None`` when
+    not passed): it is taken with a ``DeprecationWarning``; both at once is an error.
+    """
+    if old_value is None:
+        return sites
+    if sites is not None:
+        raise TypeError(f"{old}= is the deprecated name of sites=; pass sites= only")
+    warnings.warn(
+        f"{old}= is deprecated since pyrobnn {since}; use sites= (the same glob patterns)",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return old_value

@@ -287,7 +287,7 @@ def plot_prior_posterior(
     """
     import matplotlib.pyplot as plt
 
-    from pyrobnn.export import arviz_line
+    from pyrobnn._arviz import arviz_line
 
     names = _globs.select(sites, post.guide.site_names, argument="sites")
     if axes is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,11 +15,37 @@ from pyrobnn.guides import Guide
 from pyrobnn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, Poisson, StudentT
 from pyrobnn.model import BayesianModel
 
-__all__ = ["Posterior", "Prediction"]
+__all__ = ["DRAWS_PER_CHUNK", "DrawChunk", "Posterior", "Prediction"]
 
-#: Draws and points per vectorized network pass when predicting (bounds memory).
+#: Draws and points per vectorized network pass (bounds memory): for predictions, and for
+#: every stage that evaluates log densities over many draws (the export, the k̂ diagnostic).
 DRAWS_PER_CHUNK = 64
 POINTS_PER_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class DrawChunk:
+    """Up to :data:`DRAWS_PER_CHUNK` draws with what was evaluated on them (:meth:`Posterior.chunks`).
+
+    Attributes
+    ----------
+    draws
+        Every latent site, each ``(n, *shape)``.
+    log_q
+        log q(θ) per draw, ``(n,)``; ``None`` for stored draws (an MCMC run).
+    prediction
+        The posterior predictive at ``x`` for these draws, when ``x`` was given.
+    log_likelihood
+        log p(yᵢ | xᵢ, θ), ``(n, N)``, when ``y`` was given.
+    log_p
+        The log joint log p(θ) + Σᵢ log p(yᵢ | xᵢ, θ), ``(n,)``, when ``y`` was given.
+    """
+
+    draws: dict[str, torch.Tensor]
+    log_q: torch.Tensor | None
+    prediction: Prediction | None = None
+    log_likelihood: torch.Tensor | None = None
+    log_p: torch.Tensor | None = None
 
 
 class Posterior:
@@ -99,6 +127,69 @@ class Posterior:
             prediction = Prediction(self.model, output, latents)
             prediction._draw_samples()
         return prediction
+
+    def chunks(
+        self,
+        num_samples: int,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        *,
+        block: Sequence[str] | None = None,
+        draws: dict[str, torch.Tensor] | None = None,
+    ) -> Iterator[DrawChunk]:
+        r"""Draws from q, :data:`DRAWS_PER_CHUNK` at a time, each chunk with log q, and log p given data.
+
+        This is the one loop behind every estimate over many draws (the importance
+        weights log p(θ, y) − log q(θ) of the k̂ diagnostic, the export's
+        ``log_q``, ``log_p``, predictive and pointwise log-likelihood); it bounds
+        memory for large nets. Call it under ``torch.no_grad()`` and a seed.
+
+        Parameters
+        ----------
+        num_samples
+            Draws in all.
+        x, y
+            Tensors on the model's device and dtype (checked by the caller): with
+            ``x``, each chunk carries the prediction at ``x``; with ``y`` too, the
+            pointwise log-likelihood and the log joint.
+        block
+            Draw only these sites; every other is held at the guide's median and
+            ``log_q`` is the block's marginal density (the guide must have
+            ``site_distribution``).
+        draws
+            Stored draws to walk through in order instead of drawing from q (an
+            MCMC run); ``log_q`` is then ``None`` and ``num_samples`` is ignored.
+        """
+        fixed = self.guide.median() if block is not None else {}
+        if draws is not None:
+            num_samples = len(next(iter(draws.values())))
+        for lo in range(0, num_samples, DRAWS_PER_CHUNK):
+            n = min(DRAWS_PER_CHUNK, num_samples - lo)
+            log_q: torch.Tensor | None
+            if draws is not None:
+                chunk = {name: value[lo : lo + n] for name, value in draws.items()}
+                log_q = None
+            elif block is None:
+                chunk = self.guide.sample(n)
+                log_q = self.guide.log_prob(chunk)
+            else:
+                chunk = self.guide.sample(n)
+                for name, value in fixed.items():
+                    if name not in block:
+                        chunk[name] = value.expand((n, *value.shape))
+                site_distribution = self.guide.site_distribution  # checked by the caller
+                log_q = torch.zeros(n, dtype=model_dtype(self.model), device=model_device(self.model))
+                for name in block:
+                    log_q = log_q + site_distribution(name).log_prob(chunk[name])  # type: ignore[operator]
+            if x is None:
+                yield DrawChunk(chunk, log_q)
+                continue
+            prediction = self.predict_draws(chunk, x)
+            if y is None:
+                yield DrawChunk(chunk, log_q, prediction)
+                continue
+            log_lik = prediction.log_likelihood(y)
+            yield DrawChunk(chunk, log_q, prediction, log_lik, self.log_prior(chunk) + log_lik.sum(-1))
 
     def log_prior(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """log p(θ) of draws shaped ``(S, *shape)`` per site: a ``(S,)`` tensor (sum over sites)."""

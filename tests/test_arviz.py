@@ -111,12 +111,12 @@ def test_unstable_predictions_show_in_rhat() -> None:
 
 def test_var_names_and_errors(fits) -> None:  # type: ignore[no-untyped-def]
     (result, other), _x, y = fits
-    idata = to_arviz(result.posterior(), num_samples=20, seed=0, var_names="2.*", dims={"2.weight": ["a", "b"]})
+    idata = to_arviz(result.posterior(), num_samples=20, seed=0, sites="2.*", dims={"2.weight": ["a", "b"]})
     assert list(idata.posterior.data_vars) == ["2.weight", "2.bias"]
     assert idata.posterior["2.weight"].dims == ("chain", "draw", "a", "b")
     assert set(idata.groups()) == {"posterior", "sample_stats"}
-    with pytest.raises(ValueError, match=r"var_names pattern '3\.\*' matches no parameter"):
-        to_arviz(result, var_names="3.*", num_samples=5)
+    with pytest.raises(ValueError, match=r"sites pattern '3\.\*' matches no parameter"):
+        to_arviz(result, sites="3.*", num_samples=5)
     with pytest.raises(ValueError, match=r"mix of FitResults and Posteriors"):
         to_arviz([result, other.posterior()], num_samples=5)
     with pytest.raises(TypeError, match=r"got str at position 1"):
@@ -128,9 +128,20 @@ def test_var_names_and_errors(fits) -> None:  # type: ignore[no-untyped-def]
         to_arviz([result.posterior(), pb.Posterior(small, pb.guides.make_guide("meanfield", small))], num_samples=5)
 
 
+def test_var_names_is_the_deprecated_name_of_sites(fits) -> None:  # type: ignore[no-untyped-def]
+    (result, _other), _x, _y = fits
+    with pytest.warns(DeprecationWarning, match=r"var_names= is deprecated since pyrobnn 0\.2\.0; use sites="):
+        old = to_arviz(result.posterior(), num_samples=5, seed=0, var_names="2.*")
+    new = to_arviz(result.posterior(), num_samples=5, seed=0, sites="2.*")
+    assert list(old.posterior.data_vars) == list(new.posterior.data_vars) == ["2.weight", "2.bias"]
+    np.testing.assert_array_equal(old.posterior["2.weight"].values, new.posterior["2.weight"].values)
+    with pytest.raises(TypeError, match=r"pass sites= only"):
+        to_arviz(result.posterior(), num_samples=5, sites="2.*", var_names="2.*")
+
+
 def test_default_sites_of_a_large_net() -> None:
-    from pyrobnn.export._collect import default_var_names
+    from pyrobnn.export._collect import default_sites
 
     net = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 2))  # 120,902 weights > 1e5
     model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale="learn"))
-    assert default_var_names(model) == ["2.weight", "2.bias", "likelihood.scale"]
+    assert default_sites(model) == ["2.weight", "2.bias", "likelihood.scale"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import pyrobnn as pb
-from pyrobnn.infer.mcmc import MCMCDraws, Potential
+from pyrobnn.infer._nuts import Potential
+from pyrobnn.infer.mcmc import MCMCDraws
 
 
 def conjugate_regression(n: int = 30, sigma: float = 0.5, seed: int = 0):

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from pyrobnn import _globs
+from pyrobnn._arviz import psislw
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
-from pyrobnn.export._core import psislw
 from pyrobnn.guides import MAPGuide
 from pyrobnn.posterior import Posterior
 
@@ -39,8 +39,6 @@ __all__ = ["KHAT_GOOD", "KHAT_POOR", "PoorFitWarning", "psis_khat", "psis_log_we
 KHAT_GOOD = 0.5
 #: Above this k̂ the guide is a poor approximation (Yao et al. 2018).
 KHAT_POOR = 0.7
-#: Draws per chunk when evaluating the log weights.
-DRAWS_PER_CHUNK = 64
 
 
 class PoorFitWarning(UserWarning):
@@ -90,24 +88,11 @@ def psis_log_weights(
             f"{type(guide).__name__} does not provide (it has no site_distribution()). "
             "Use sites=None for the k̂ of all sites together."
         )
-    median = guide.median() if block is not None else {}
-    chunks = []
     with seeded(seed, device), torch.no_grad():
-        for lo in range(0, num_samples, DRAWS_PER_CHUNK):
-            n = min(DRAWS_PER_CHUNK, num_samples - lo)
-            draws = guide.sample(n)
-            if block is None:
-                log_q = guide.log_prob(draws)
-            else:
-                for name in guide.site_names:
-                    if name not in block:
-                        draws[name] = median[name].expand((n, *median[name].shape))
-                log_q = sum(
-                    (guide.site_distribution(name).log_prob(draws[name]) for name in block),  # type: ignore[operator]
-                    torch.zeros(n, dtype=dtype, device=device),
-                )
-            log_lik = post.predict_draws(draws, x).log_likelihood(y).sum(-1)
-            chunks.append((post.log_prior(draws) + log_lik - log_q).double().cpu().numpy())
+        chunks = [
+            (chunk.log_p - chunk.log_q).double().cpu().numpy()  # type: ignore[operator]
+            for chunk in post.chunks(num_samples, x, y, block=block)
+        ]
     return np.concatenate(chunks)
 
 

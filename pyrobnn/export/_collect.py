@@ -18,12 +18,10 @@ from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.model import OBS, BayesianModel
 from pyrobnn.posterior import Posterior
 
-__all__ = ["MAX_DEFAULT_WEIGHTS", "default_site_dims", "default_var_names", "to_arviz"]
+__all__ = ["MAX_DEFAULT_WEIGHTS", "default_site_dims", "default_sites", "to_arviz"]
 
 #: Nets with more random weights than this export only the likelihood's sites and the last layer by default.
 MAX_DEFAULT_WEIGHTS = 100_000
-#: Draws per chunk when evaluating log densities (bounds memory for large nets).
-DRAWS_PER_CHUNK = 64
 #: The dimension of observations in the data-indexed groups.
 OBS_DIM = "obs_id"
 
@@ -37,9 +35,10 @@ def to_arviz(
     *,
     num_samples: int = 1000,
     seed: int | None = None,
-    var_names: str | Sequence[str] | None = None,
+    sites: str | Sequence[str] | None = None,
     coords: Mapping[str, Any] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
+    var_names: str | Sequence[str] | None = None,
 ) -> Any:
     r"""Export a fitted posterior (or several, as chains) to ArviZ.
 
@@ -60,7 +59,7 @@ def to_arviz(
     seed
         Seeds the draws; chain ``c`` uses ``seed + c``. ``None`` draws from
         torch's global RNG.
-    var_names
+    sites
         Sites to export in ``posterior``: glob patterns over site names
         (``"2.*"``, ``"**.bias"``), ``"all"``, or ``None`` for every site when
         the net has at most :data:`MAX_DEFAULT_WEIGHTS` random weights and
@@ -70,6 +69,8 @@ def to_arviz(
         are named ``{site}_out``, ``{site}_in`` (and ``{site}_k0``, …) for
         linear and convolutional layers, ``{site}_dim_i`` otherwise;
         observations run along ``obs_id``.
+    var_names
+        Deprecated (since 0.2.0) name of ``sites``.
 
     Returns
     -------
@@ -98,6 +99,7 @@ def to_arviz(
     >>> idata = pb.to_arviz(result, x, y, num_samples=500, seed=0)   # doctest: +SKIP
     >>> az.loo(idata)                                                  # doctest: +SKIP
     """
+    sites = _globs.sites_keyword(sites, var_names, old="var_names")
     items = list(post) if isinstance(post, (list, tuple)) else [post]
     if not items:
         raise ValueError("to_arviz needs a posterior, or a non-empty list of them (one per chain)")
@@ -122,10 +124,10 @@ def to_arviz(
         raise ValueError("mix of FitResults and Posteriors: pass all FitResults (to export the history) or none")
     _check_same_model(posts)
     model = posts[0].model
-    names = default_var_names(model) if var_names is None else _select(var_names, model)
+    names = default_sites(model) if sites is None else _select(sites, model)
     chains = []
     for c, p in enumerate(posts):
-        groups = collect(p, x, y, num_samples=num_samples, seed=None if seed is None else seed + c, var_names=names)
+        groups = collect(p, x, y, num_samples=num_samples, seed=None if seed is None else seed + c, sites=names)
         history = histories[c]
         if history is not None:
             groups[HISTORY_GROUP] = _history(history)
@@ -153,11 +155,11 @@ def collect(
     *,
     num_samples: int = 1000,
     seed: int | None = None,
-    var_names: Sequence[str] | None = None,
+    sites: Sequence[str] | None = None,
 ) -> Groups:
     """One chain's groups as numpy, sample arrays laid out ``(draw, ...)``."""
     model, guide = post.model, post.guide
-    names = list(guide.site_names) if var_names is None else list(var_names)
+    names = list(guide.site_names) if sites is None else list(sites)
     dtype, device = model_dtype(model), model_device(model)
     if y is not None and x is None:
         raise ValueError("y was given without x; pass x=inputs, y=targets")
@@ -172,25 +174,17 @@ def collect(
     posterior: dict[str, list[np.ndarray]] = {name: [] for name in names}
     log_q, log_p, log_lik, pp = [], [], [], []
     ordered = guide.in_order() if isinstance(guide, MCMCDraws) else None
-    if ordered is not None:
-        num_samples = len(next(iter(ordered.values())))
     with seeded(seed, device), torch.no_grad():
-        for lo in range(0, num_samples, DRAWS_PER_CHUNK):
-            if ordered is None:
-                draws = guide.sample(min(DRAWS_PER_CHUNK, num_samples - lo))
-                log_q.append(_np(guide.log_prob(draws)))
-            else:
-                draws = {name: value[lo : lo + DRAWS_PER_CHUNK] for name, value in ordered.items()}
+        for chunk in post.chunks(num_samples, x_t, y_t, draws=ordered):
             for name in names:
-                posterior[name].append(_np(draws[name]))
-            if x_t is None:
-                continue
-            pred = post.predict_draws(draws, x_t)
-            pp.append(_np(pred.samples))
-            if y_t is not None:
-                ll = pred.log_likelihood(y_t)
-                log_lik.append(_np(ll))
-                log_p.append(_np(post.log_prior(draws) + ll.sum(-1)))
+                posterior[name].append(_np(chunk.draws[name]))
+            if chunk.log_q is not None:
+                log_q.append(_np(chunk.log_q))
+            if chunk.prediction is not None:
+                pp.append(_np(chunk.prediction.samples))
+            if chunk.log_likelihood is not None and chunk.log_p is not None:
+                log_lik.append(_np(chunk.log_likelihood))
+                log_p.append(_np(chunk.log_p))
     groups: Groups = {"posterior": {name: np.concatenate(v) for name, v in posterior.items()}}
     if isinstance(guide, MCMCDraws):
         steps = _np(guide.num_steps.reshape(-1))
@@ -229,7 +223,7 @@ def _split_chains(
     return out_posts, out_histories
 
 
-def default_var_names(model: BayesianModel) -> list[str]:
+def default_sites(model: BayesianModel) -> list[str]:
     """All latent sites for a net of at most :data:`MAX_DEFAULT_WEIGHTS` random weights.
 
     Larger nets: the likelihood's own sites (e.g. a learned noise scale) and the
@@ -270,11 +264,11 @@ def _module_of(net: nn.Module, name: str) -> nn.Module | None:
         return None
 
 
-def _select(var_names: str | Sequence[str], model: BayesianModel) -> list[str]:
+def _select(sites: str | Sequence[str], model: BayesianModel) -> list[str]:
     available = list(model.latent_sites())
-    if var_names == "all":
+    if sites == "all":
         return available
-    return _globs.select(var_names, available, argument="var_names")
+    return _globs.select(sites, available, argument="sites")
 
 
 def _check_same_model(posts: Sequence[Posterior]) -> None:

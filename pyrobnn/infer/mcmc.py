@@ -12,26 +12,22 @@ any other posterior.
 from __future__ import annotations
 
 import copy
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from pyro.infer.mcmc import MCMC, NUTS
 
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, eval_mode, model_device, model_dtype
 from pyrobnn.guides import Guide
 from pyrobnn.infer._batching import prepare_targets
+from pyrobnn.infer._nuts import Potential, refuse_if_too_long, run_chain
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
 
 __all__ = ["MCMCDraws", "mcmc"]
 
-#: Seconds of Pyro's own tree-building work per leapfrog step, measured on a 2-core CPU
-#: (a trivial potential, depth-8 trees); added to the measured gradient time in estimates.
-SAMPLER_SECONDS_PER_STEP = 3e-4
 #: Latent dimensions up to which the mass matrix is dense by default.
 FULL_MASS_MAX_DIM = 200
 
@@ -256,11 +252,11 @@ def mcmc(
 
     with eval_mode(model), seeded(seed, device):
         energy = potential.compiled() if jit else potential
-        _refuse_if_too_long(energy, potential, x, warmup + num_samples, num_chains, max_tree_depth, max_hours)
+        refuse_if_too_long(energy, potential, x, warmup + num_samples, num_chains, max_tree_depth, max_hours)
         for c in range(num_chains):
             with seeded(seed + c, device):
                 start = potential.initial(init)
-                chain_seconds, u, steps, divergent, step_size = _run_chain(
+                chain_seconds, u, steps, divergent, step_size = run_chain(
                     energy, start, num_samples, warmup, max_tree_depth, target_accept, full_mass, progress
                 )
             theta = potential.constrained(u)
@@ -289,151 +285,3 @@ def _say(c: int, num_chains: int, draws: MCMCDraws) -> None:
         f"{float(steps.mean()):.0f} leapfrog steps per draw, step size {float(draws.step_size[c]):.2e}, "
         f"{int(draws.diverging[c].sum())} divergent draws"
     )
-
-
-class Potential:
-    r"""U(u) = −log p(y, θ = T(u) | x) − log|det ∂T/∂u| on the flat unconstrained vector u."""
-
-    def __init__(self, model: BayesianModel, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.model = model
-        self.x = x
-        self.y = y
-        self.sites = model.latent_sites()
-        self.transforms = [torch.distributions.biject_to(site.support) for site in self.sites.values()]
-        self.sizes = [site.shape.numel() for site in self.sites.values()]
-        self.dim = sum(self.sizes)
-        self.dtype = x.dtype
-
-    def constrained(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
-        """θ = T(u) per site, each ``(*lead, *shape)`` for ``u`` of shape ``(*lead, D)``."""
-        lead = u.shape[:-1]
-        parts = torch.split(u, self.sizes, dim=-1)
-        return {
-            name: t(part).reshape((*lead, *site.shape))
-            for (name, site), t, part in zip(self.sites.items(), self.transforms, parts, strict=True)
-        }
-
-    def __call__(self, u: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(u, self.sizes)
-        draws = {}
-        log_joint = u.new_zeros(())
-        for (name, site), t, part in zip(self.sites.items(), self.transforms, parts, strict=True):
-            value = t(part)
-            log_joint = log_joint + t.log_abs_det_jacobian(part, value).sum()
-            value = value.reshape(site.shape)
-            log_joint = log_joint + site.prior.distribution(site.shape).log_prob(value).sum()
-            draws[name] = value.unsqueeze(0)
-        out, latents = self.model.evaluate(draws, self.x)
-        fn = self.model.likelihood.distribution(out, latents, out.shape[2:])
-        return -(log_joint + fn.log_prob(self.y).sum())
-
-    def compiled(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The potential traced by ``torch.jit.trace`` (the net's Python runs once, not per step)."""
-        example = self.initial("pretrained")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # trace warnings about Python values: checked below
-            try:
-                traced = torch.jit.trace(self.__call__, (example,), check_trace=False)
-            except RuntimeError:  # torch.func.functional_call refuses tracing: nets off the MLP fast path
-                return self
-        probe = example + 0.01 * torch.randn_like(example)
-        want, got = self(probe), traced(probe)
-        if not torch.allclose(want, got, rtol=1e-4, atol=1e-4 * max(1.0, float(want.abs()))):
-            # the forward pass depends on values in a way a trace cannot record: run it eagerly
-            return self
-        return traced  # type: ignore[no-any-return]
-
-    def initial(self, init: str) -> torch.Tensor:
-        """A starting point u: a prior draw per site, or the net's current weights."""
-        parts = []
-        for site, t in zip(self.sites.values(), self.transforms, strict=True):
-            if init == "prior":
-                value = site.prior.distribution(site.shape).sample()
-            else:
-                value = site.init
-            parts.append(t.inv(value.to(self.dtype)).reshape(-1))
-        return torch.cat(parts).detach()
-
-
-def _run_chain(
-    energy: Callable[[torch.Tensor], torch.Tensor],
-    start: torch.Tensor,
-    num_samples: int,
-    warmup: int,
-    max_tree_depth: int,
-    target_accept: float,
-    full_mass: bool,
-    progress: bool,
-) -> tuple[float, torch.Tensor, torch.Tensor, list[int], float]:
-    """One NUTS chain: (seconds, unconstrained draws ``(S, D)``, steps per draw, divergent draws, step size)."""
-    calls = [0]
-
-    def potential_fn(z: dict[str, torch.Tensor]) -> torch.Tensor:
-        calls[0] += 1
-        return energy(z["u"])
-
-    steps: list[int] = []
-    last = [0]
-
-    def hook(kernel: Any, samples: Any, stage: str, i: int) -> None:
-        if stage == "Sample":
-            steps.append(calls[0] - last[0])
-        last[0] = calls[0]
-
-    kernel = NUTS(
-        potential_fn=potential_fn,
-        max_tree_depth=max_tree_depth,
-        target_accept_prob=target_accept,
-        full_mass=full_mass,
-    )
-    sampler = MCMC(
-        kernel,
-        num_samples=num_samples,
-        warmup_steps=warmup,
-        initial_params={"u": start},
-        hook_fn=hook,
-        disable_progbar=not progress,
-    )
-    began = time.perf_counter()
-    sampler.run()
-    seconds = time.perf_counter() - began
-    u = sampler.get_samples()["u"]
-    divergent = [int(i) for i in sampler.diagnostics()["divergences"]["chain 0"]]
-    return seconds, u, torch.tensor(steps, dtype=torch.long), divergent, float(kernel.step_size)
-
-
-def worst_case_seconds(gradient_seconds: float, max_tree_depth: int, iterations: int, num_chains: int) -> float:
-    """Seconds a NUTS run takes if every draw builds the full tree (2^depth − 1 leapfrog steps),
-    from the seconds of one gradient of the potential plus ``SAMPLER_SECONDS_PER_STEP``."""
-    return (gradient_seconds + SAMPLER_SECONDS_PER_STEP) * (2**max_tree_depth - 1) * iterations * num_chains
-
-
-def _refuse_if_too_long(
-    energy: Callable[[torch.Tensor], torch.Tensor],
-    potential: Potential,
-    x: torch.Tensor,
-    iterations: int,
-    num_chains: int,
-    max_tree_depth: int,
-    max_hours: float,
-) -> None:
-    """Time a few gradients of the potential; refuse when the worst case exceeds ``max_hours``."""
-    u = potential.initial("pretrained").requires_grad_(True)
-    for _ in range(3):  # warm up the trace and the allocator
-        torch.autograd.grad(energy(u), u)
-    repeats = 10
-    began = time.perf_counter()
-    for _ in range(repeats):
-        torch.autograd.grad(energy(u), u)
-    gradient = (time.perf_counter() - began) / repeats
-    per_step = gradient + SAMPLER_SECONDS_PER_STEP
-    worst = worst_case_seconds(gradient, max_tree_depth, iterations, num_chains)
-    if worst > 3600 * max_hours:
-        raise ValueError(
-            f"NUTS on this model would take up to {worst / 3600:.1f} hours (D = {potential.dim} latent "
-            f"dimensions, N = {len(x)} data points: {per_step * 1e3:.2f} ms per gradient, up to "
-            f"{2**max_tree_depth - 1} gradients per draw, {iterations} iterations × {num_chains} chains), "
-            f"over max_hours={max_hours}. Fit a guide instead (pb.fit(model, 'fullrank', data) for "
-            "D ≤ 5000, 'lowrank' beyond), lift fewer parameters (e.g. only the last layer), or pass "
-            "fewer samples, a smaller max_tree_depth or a larger max_hours."
-        )
