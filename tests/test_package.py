@@ -14,6 +14,29 @@ import pyrobnn as pb
 
 PACKAGE = Path(pb.__file__).parent
 
+#: The pipeline's stages from left to right, as docs/architecture.md lists them: a stage
+#: imports only stages to its left (and itself) and the shared helpers.
+STAGES = (
+    "pyrobnn.priors",
+    "pyrobnn.likelihoods",
+    "pyrobnn.lift",
+    "pyrobnn.model",
+    "pyrobnn.guides",
+    "pyrobnn.posterior",
+    "pyrobnn.infer",
+    "pyrobnn.export",
+    "pyrobnn.evaluate",
+    "pyrobnn.checkpoint",
+    "pyrobnn.plots",
+    "pyrobnn.cli",
+)
+#: Top-level private modules any stage may import; they import no stage.
+HELPERS = ("pyrobnn._globs", "pyrobnn._rng", "pyrobnn._tensors", "pyrobnn._effects", "pyrobnn._arviz")
+#: Outside the chain: it produces tensors, imports helpers only, and only the command line imports it.
+DATASETS = "pyrobnn.datasets"
+#: The layout's size rule: no module over this many lines.
+MAX_MODULE_LINES = 400
+
 #: The model side (the stages left of the ELBO) and the training side it must not import:
 #: where training changes how a model computes, it applies an effect handler to it.
 MODEL_SIDE = ("pyrobnn.lift", "pyrobnn.model", "pyrobnn.guides")
@@ -102,3 +125,89 @@ def test_the_model_side_imports_nothing_from_the_training_side() -> None:
         assert "pyrobnn.priors" in reached  # it follows imports at all
         assert not reached & TRAINING_SIDE, (start, sorted(reached & TRAINING_SIDE))
         assert "pyrobnn" not in reached, start  # `from pyrobnn import fit` would import every stage
+
+
+def _all_modules() -> list[str]:
+    """Every module of the package by dotted name (``pyrobnn/infer/svi.py`` is ``pyrobnn.infer.svi``)."""
+    names = []
+    for file in sorted(PACKAGE.rglob("*.py")):
+        parts = file.relative_to(PACKAGE.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def _unit(module: str) -> str:
+    """The stage, helper or dataset package a module belongs to: its first two name components."""
+    return ".".join(module.split(".")[:2])
+
+
+def _rank(unit: str) -> int:
+    """Where a unit stands in the pipeline: helpers first (-1), then the stages left to right."""
+    if unit in HELPERS:
+        return -1
+    assert unit in STAGES or unit == DATASETS, f"{unit} is neither a stage nor a helper: add it to the layering"
+    return STAGES.index(unit) if unit in STAGES else -1
+
+
+def test_every_module_belongs_to_a_stage_or_a_helper() -> None:
+    units = {_unit(m) for m in _all_modules()} - {"pyrobnn"}
+    assert units == set(STAGES) | set(HELPERS) | {DATASETS}, sorted(units ^ (set(STAGES) | set(HELPERS) | {DATASETS}))
+
+
+def test_a_stage_imports_only_stages_to_its_left() -> None:
+    """docs/architecture.md's rule, on every module's own import statements, deferred ones included."""
+    checked = 0
+    for module in _all_modules():
+        if module == "pyrobnn":  # the package's front imports every stage to re-export its verbs
+            continue
+        unit = _unit(module)
+        for imported in _pyrobnn_imports(module):
+            target = _unit(imported)
+            if target == unit:
+                continue
+            checked += 1
+            assert target != "pyrobnn", f"{module} imports the package root (every stage); import the stage itself"
+            if unit in HELPERS:
+                assert target in HELPERS, f"helper {module} imports the stage {imported}"
+            elif unit == DATASETS:
+                assert target in HELPERS, f"{module} imports {imported}: the datasets know no other stage"
+            elif target == DATASETS:
+                assert unit == "pyrobnn.cli", f"{module} imports the datasets; only the command line may"
+            else:
+                assert _rank(target) <= _rank(unit), f"{module} ({unit}) imports {imported}, a stage to its right"
+    assert checked > 50  # the check sees the imports at all
+
+
+def test_private_modules_and_names_stay_inside_their_stage() -> None:
+    """A stage's ``_private`` module is imported only within its stage; ``_names`` never cross modules."""
+    for module in _all_modules():
+        file = _module_file(module)
+        assert file is not None
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{module}: relative import; write absolute pyrobnn imports"
+                imported = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                names = [a.name for a in node.names if _module_file(f"{node.module}.{a.name}") is None]
+                if (node.module or "").startswith("pyrobnn"):
+                    assert not [n for n in names if n.startswith("_")], f"{module} imports private names {names}"
+            else:
+                imported = [a.name for a in node.names]
+            for target in imported:
+                parts = target.split(".")
+                if parts[0] != "pyrobnn" or _module_file(target) is None:
+                    continue
+                private_in_stage = [i for i, p in enumerate(parts) if p.startswith("_") and i >= 2]
+                if private_in_stage:
+                    owner = ".".join(parts[: private_in_stage[0]])
+                    assert module == owner or module.startswith(owner + "."), (
+                        f"{module} imports {target}, private to {owner}"
+                    )
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    sizes = {m: len(_module_file(m).read_text().splitlines()) for m in _all_modules()}  # type: ignore[union-attr]
+    assert not {m: n for m, n in sizes.items() if n > MAX_MODULE_LINES}, sorted(sizes.items(), key=lambda kv: -kv[1])[
+        :5
+    ]
