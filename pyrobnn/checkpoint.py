@@ -58,9 +58,9 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
         never leaves a truncated checkpoint behind.
     posterior
         A :class:`pyrobnn.Posterior` (or the :class:`pyrobnn.FitResult` of
-        :func:`pyrobnn.infer.fit`) whose guide was built by
+        :func:`pyrobnn.fit`) whose guide was built by
         :func:`pyrobnn.guides.make_guide` (any kind), or the draws of
-        :func:`pyrobnn.infer.mcmc`.
+        :func:`pyrobnn.mcmc`.
 
     Notes
     -----

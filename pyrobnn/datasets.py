@@ -423,7 +423,7 @@ class Standardized:
     ``x = (x_raw − x_mean) / x_scale`` for both splits; for regression also
     ``y = (y_raw − y_mean) / y_scale`` (class labels are left as they are, with
     ``y_mean = 0`` and ``y_scale = 1``). Pass ``y_scale`` to
-    :func:`pyrobnn.evaluate.compare` or :func:`pyrobnn.evaluate.metrics.evaluate` to report RMSE and
+    :func:`pyrobnn.compare` or :func:`pyrobnn.evaluate.metrics.evaluate` to report RMSE and
     log-likelihood in the original units.
     """
 

@@ -79,7 +79,7 @@ def plot_predictive(
 
     The band is the central ``level`` interval of the posterior predictive of
     y (observation noise included), the same interval whose coverage
-    :func:`pyrobnn.evaluate.compare` reports; the inner band is the same interval of
+    :func:`pyrobnn.compare` reports; the inner band is the same interval of
     E[y | θ] alone (the epistemic part).
     """
     import matplotlib.pyplot as plt
@@ -121,7 +121,7 @@ def plot_predicted_vs_observed(
 
     For inputs of any dimension: points on the diagonal are predicted exactly,
     and about ``level`` of the error bars should cross it (the title gives the
-    share that do, the coverage of :func:`pyrobnn.evaluate.compare`).
+    share that do, the coverage of :func:`pyrobnn.compare`).
     """
     import matplotlib.pyplot as plt
 

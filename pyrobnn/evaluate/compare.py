@@ -54,7 +54,7 @@ def compare(
     reference
         A gold-standard posterior to measure every row against: the name of one
         of ``posts`` (its own row then reads 0 and 1) or a posterior, usually
-        from :func:`pyrobnn.infer.mcmc`. Adds the columns of
+        from :func:`pyrobnn.mcmc`. Adds the columns of
         :func:`pyrobnn.evaluate.metrics.reference_distance`: ``w1`` and ``sd_ratio``
         for real targets, ``agreement`` and ``total_variation`` for classes.
 
@@ -67,7 +67,7 @@ def compare(
         test points of log (1/S) Σ_s p(yᵢ | xᵢ, θ_s)), ``rmse`` and ``coverage``
         or ``accuracy`` and ``ece``, ``khat``, ``fit_seconds``,
         ``num_variational_params``, and with a ``reference`` its distance columns.
-        MCMC draws (:func:`pyrobnn.infer.mcmc`) have no density, so their ``khat`` is
+        MCMC draws (:func:`pyrobnn.mcmc`) have no density, so their ``khat`` is
         NaN, and their ``fit_seconds`` is the sampler's time.
 
     Notes

@@ -82,7 +82,7 @@ def to_arviz(
 
     Notes
     -----
-    The posterior of :func:`pyrobnn.infer.mcmc` exports its own chains, each evenly
+    The posterior of :func:`pyrobnn.mcmc` exports its own chains, each evenly
     thinned to ``num_samples`` draws where it holds more (the order kept, so R̂
     and ESS are those of the sampler); its ``sample_stats`` hold ``diverging``,
     ``n_steps`` and ``tree_depth`` in place of ``log_q``, and ``log_p``.

@@ -48,7 +48,7 @@ _FACTORIES: dict[str, Callable[..., Guide]] = {
     "map": MAPGuide,
 }
 
-#: Guide kinds accepted by :func:`make_guide` and :func:`pyrobnn.infer.fit`.
+#: Guide kinds accepted by :func:`make_guide` and :func:`pyrobnn.fit`.
 GUIDE_KINDS: tuple[str, ...] = tuple(_FACTORIES)
 
 

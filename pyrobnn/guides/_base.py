@@ -26,7 +26,7 @@ class Guide(nn.Module):
 
     #: whether the ELBO may use a closed-form KL(q || p) where one is registered
     analytic_kl: bool = False
-    #: the particles per step :func:`pyrobnn.infer.fit` draws unless told otherwise (see the subclasses)
+    #: the particles per step :func:`pyrobnn.fit` draws unless told otherwise (see the subclasses)
     num_particles: int = 8
 
     def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """NUTS on a pyrobnn model: the potential energy over the flat unconstrained vector and one chain.
 
-:func:`pyrobnn.infer.mcmc.mcmc` drives these: :class:`Potential` evaluates the model
+:func:`pyrobnn.mcmc` drives these: :class:`Potential` evaluates the model
 as a plain torch function (JIT-traced where the network allows), :func:`run_chain`
 runs Pyro's ``NUTS`` on it, and :func:`refuse_if_too_long` times a few gradients first.
 """

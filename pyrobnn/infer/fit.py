@@ -163,7 +163,7 @@ def fit(
     Notes
     -----
     The objective at each step is −(N/n · Σᵢ E_q log p(yᵢ | θ) − β KL(q‖p)) for a
-    minibatch of n out of N observations (see :class:`pyrobnn.infer.elbo.ELBO`). The
+    minibatch of n out of N observations (see :class:`pyrobnn.ELBO`). The
     parameters live on the model and guide modules (Pyro's module-local
     parameters) and are trained with a ``torch.optim`` optimiser on the ELBO
     module ``ELBO(...)(model, guide)``. Pyro's shape validation runs on the

@@ -5,7 +5,7 @@ energy written for the model: the network runs once per evaluation as a plain
 torch function (JIT-traced), with no Pyro trace around it. Chains run one after
 another; their draws come back as a :class:`MCMCDraws`, which stands where a
 fitted guide stands, so ``predict``, :func:`pyrobnn.to_arviz` (with the real
-chains), :func:`pyrobnn.evaluate.compare` and :func:`pyrobnn.save` take the result like
+chains), :func:`pyrobnn.compare` and :func:`pyrobnn.save` take the result like
 any other posterior.
 """
 
@@ -281,7 +281,7 @@ def mcmc(
 def _say(c: int, num_chains: int, draws: MCMCDraws) -> None:
     steps = draws.num_steps[c].double()
     print(
-        f"pyrobnn.infer.mcmc: chain {c + 1}/{num_chains} took {float(draws.seconds[c]):.1f} s: "
+        f"pyrobnn.mcmc: chain {c + 1}/{num_chains} took {float(draws.seconds[c]):.1f} s: "
         f"{float(steps.mean()):.0f} leapfrog steps per draw, step size {float(draws.step_size[c]):.2e}, "
         f"{int(draws.diverging[c].sum())} divergent draws"
     )

@@ -1,6 +1,6 @@
 r"""Stochastic variational inference as building blocks: :func:`init` and :meth:`SVIState.step`.
 
-:func:`pyrobnn.infer.fit` is the front door: one call, a finished :class:`~pyrobnn.FitResult`.
+:func:`pyrobnn.fit` is the front door: one call, a finished :class:`~pyrobnn.FitResult`.
 This module is what it is made of, for a training loop of your own — your logging, early
 stopping, your own schedule. :func:`init` checks the arguments (the same as ``fit``'s) and
 builds an :class:`SVIState`: the guide, the ELBO, the optimiser and its learning-rate
@@ -273,7 +273,7 @@ def init(
 ) -> SVIState:
     """Check the arguments and build the state of a fit, ready for its first :meth:`~SVIState.step`.
 
-    The arguments are :func:`pyrobnn.infer.fit`'s (but ``progress``) and mean the same;
+    The arguments are :func:`pyrobnn.fit`'s (but ``progress``) and mean the same;
     ``num_steps`` (or ``epochs``) is the horizon of the learning-rate schedule, and
     how long to go on is up to your loop. The guide is built (from a kind string),
     initialised and moved under ``seed``; the caller's global torch RNG state is
@@ -288,7 +288,7 @@ def init(
     Raises
     ------
     TypeError, ValueError
-        For the arguments and data that :func:`pyrobnn.infer.fit` refuses, with the same messages.
+        For the arguments and data that :func:`pyrobnn.fit` refuses, with the same messages.
     RuntimeError
         With ``distributed=True`` and no initialised process group.
     """
