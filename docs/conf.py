@@ -101,7 +101,7 @@ nitpick_ignore = [
     ("py:class", "PathLike"),
     # Two private helpers in the signature of SVIState's constructor, which pb.svi.init calls
     # (users build the state with init, never by hand).
-    ("py:class", "pyrobnn._data.Batches"),
+    ("py:class", "pyrobnn.infer._batching.Batches"),
     ("py:class", "pyrobnn._rng.RNGStream"),
 ]
 
@@ -110,23 +110,24 @@ nitpick_ignore = [
 #: The modules whose ``__all__`` is pyrobnn's public API.
 PUBLIC_MODULES = [
     "pyrobnn",
-    "pyrobnn.lift",
     "pyrobnn.priors",
-    "pyrobnn.model",
     "pyrobnn.likelihoods",
+    "pyrobnn.lift",
+    "pyrobnn.model",
     "pyrobnn.guides",
-    "pyrobnn.elbo",
-    "pyrobnn.history",
-    "pyrobnn.svi",
-    "pyrobnn.fit",
-    "pyrobnn.distributed",
     "pyrobnn.posterior",
+    "pyrobnn.infer.elbo",
+    "pyrobnn.infer.history",
+    "pyrobnn.infer.svi",
+    "pyrobnn.infer.fit",
+    "pyrobnn.infer.distributed",
+    "pyrobnn.infer.mcmc",
     "pyrobnn.export",
-    "pyrobnn.diagnostics",
-    "pyrobnn.compare",
-    "pyrobnn.metrics",
-    "pyrobnn.plots",
+    "pyrobnn.evaluate.metrics",
+    "pyrobnn.evaluate.diagnostics",
+    "pyrobnn.evaluate.compare",
     "pyrobnn.checkpoint",
+    "pyrobnn.plots",
     "pyrobnn.datasets",
     "pyrobnn.cli",
 ]

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyro
@@ -26,9 +26,7 @@ from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, History
 from pyrobnn.infer.svi import init
 from pyrobnn.model import BayesianModel
-
-if TYPE_CHECKING:
-    from pyrobnn.posterior import Posterior
+from pyrobnn.posterior import Posterior
 
 __all__ = ["FitError", "FitResult", "History", "estimate_elbo", "fit", "linear_annealing"]
 
@@ -46,8 +44,7 @@ class FitResult:
     config: Mapping[str, Any] = field(default_factory=dict)
 
     def posterior(self) -> Posterior:
-        from pyrobnn.posterior import Posterior
-
+        """The fitted guide as a :class:`pyrobnn.Posterior`: draws and predictions."""
         return Posterior(self.model, self.guide)
 
     def final_elbo(self, window: float = 0.05) -> float:
