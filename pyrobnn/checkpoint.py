@@ -110,7 +110,7 @@ def load(path: PathLike, model: BayesianModel) -> Posterior:
         A file written by :func:`save`.
     model
         A :class:`pyrobnn.BayesianModel` built the same way as the one that
-        was saved (same network architecture, ``include``/``exclude``, priors
+        was saved (same network architecture, ``sites``/``exclude``, priors
         and likelihood). Its state (deterministic parameters, buffers) is
         overwritten with the saved one; the guide is rebuilt on its device.
 
@@ -319,6 +319,6 @@ def _check_same_model(
         raise ValueError(
             f"{os.fspath(path)!r} was saved for a differently built model: "
             + "; ".join(problems)
-            + ". Build the model exactly as when saving (same network, include/exclude, priors and "
+            + ". Build the model exactly as when saving (same network, sites/exclude, priors and "
             "likelihood), then call pb.load(path, model)."
         )

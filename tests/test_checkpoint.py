@@ -26,11 +26,11 @@ GUIDES = [
 ]
 
 
-def build(hidden: int = 6, *, include: str | None = None, prior_scale: float = 1.0, scale: float | str = "learn"):  # type: ignore[no-untyped-def]
+def build(hidden: int = 6, *, sites: str | None = None, prior_scale: float = 1.0, scale: float | str = "learn"):  # type: ignore[no-untyped-def]
     """The same recipe each time; the net's own starting weights come from the global RNG."""
     net = torch.nn.Sequential(torch.nn.Linear(3, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
     # 0.bias stays deterministic: a point estimate trained in the model, restored from its state.
-    bnet = pb.lift(net, prior=pb.priors.Normal(0.0, prior_scale), include=include, exclude="0.bias")
+    bnet = pb.lift(net, prior=pb.priors.Normal(0.0, prior_scale), sites=sites, exclude="0.bias")
     return pb.BayesianModel(bnet, pb.likelihoods.Gaussian(scale=scale))
 
 
@@ -132,7 +132,7 @@ def test_a_checkpoint_for_another_architecture_names_the_mismatched_sites(tmp_pa
     with pytest.raises(ValueError, match=rf"saved for a differently built model: {shapes}.*Build the model exactly"):
         pb.load(path, build(hidden=8))
     with pytest.raises(ValueError, match=r"sites in the checkpoint but not in the model: \['0\.weight'\]"):
-        pb.load(path, build(include="2.*"))
+        pb.load(path, build(sites="2.*"))
     with pytest.raises(ValueError, match=r"site '0\.weight' has prior Normal\(loc=0, scale=1\) in the checkpoint but"):
         pb.load(path, build(prior_scale=2.0))
     with pytest.raises(

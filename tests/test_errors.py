@@ -221,7 +221,7 @@ def test_unknown_prior() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"include": "3.*"}, r"include pattern '3\.\*' matches no parameter. Available names: 0.weight, 0.bias"),
+        ({"sites": "3.*"}, r"sites pattern '3\.\*' matches no parameter. Available names: 0.weight, 0.bias"),
         ({"exclude": "**.bais"}, r"exclude pattern '\*\*\.bais' matches no parameter. .*e\.g\. '\*\*\.bias'"),
         ({"prior": {"*.weigth": pb.priors.Normal(0.0, 1.0)}}, r"prior pattern '\*\.weigth' matches no parameter"),
     ],

@@ -149,11 +149,11 @@ CASES: dict[str, tuple[Callable[[], nn.Module], dict[str, Any]]] = {
     "all-random": (lambda: nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2)), {}),
     "last-layer-only": (
         lambda: nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2)),
-        {"include": "4.*"},
+        {"sites": "4.*"},
     ),
     "first-layer-deterministic": (lambda: mlp(nn.Tanh()), {"exclude": "0.*"}),
     "weights-random-biases-not": (lambda: mlp(nn.Tanh()), {"exclude": "**.bias"}),
-    "biases-random-weights-not": (lambda: mlp(nn.Tanh()), {"include": "**.bias"}),
+    "biases-random-weights-not": (lambda: mlp(nn.Tanh()), {"sites": "**.bias"}),
     "bias-free": (lambda: mlp(nn.ELU(), bias=False), {}),
     "dropout-eval": (lambda: mlp(nn.ReLU(), nn.Dropout(0.5)).eval(), {}),
     "starts-with-activation": (lambda: nn.Sequential(nn.Tanh(), nn.Linear(3, 2)), {}),
@@ -216,7 +216,7 @@ def test_dropout_in_training_draws_a_mask_per_draw(fast_runs: list[int]) -> None
     """The same weights in every draw: the outputs differ only through dropout, and average out."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 16), nn.Dropout(0.5), nn.Linear(16, 1))
-    bnet = pb.lift(net, include="2.*").double()  # the first layer is deterministic: its output is shared
+    bnet = pb.lift(net, sites="2.*").double()  # the first layer is deterministic: its output is shared
     x = torch.randn(4, 3, dtype=torch.float64)
     num = 4000
     draws = {name: value.expand(num, *value.shape[1:]) for name, value in prior_draws(bnet, 1).items()}
@@ -276,7 +276,7 @@ def test_a_forward_hook_turns_the_fast_path_off_and_is_honoured(hook: str, fast_
 @pytest.mark.parametrize("random", ["all", "untied-only"])
 def test_a_linear_used_twice_runs_on_the_vmap_path(random: str, fast_runs: list[int]) -> None:
     torch.manual_seed(0)
-    bnet = pb.lift(shared_linear(), include="3.*" if random == "untied-only" else None).double()
+    bnet = pb.lift(shared_linear(), sites="3.*" if random == "untied-only" else None).double()
     assert bnet._mlp is None  # tied weights are one site used twice: not a chain of independent layers
     x = torch.randn(7, 3, dtype=torch.float64)
     draws = prior_draws(bnet, S)

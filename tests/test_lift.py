@@ -408,16 +408,16 @@ def test_default_selection_leaves_normalisation_layers_deterministic() -> None:
     assert set(bnet.sites.deterministic) == {"block.norm.weight", "block.norm.bias"}
 
 
-def test_include_and_exclude_select_by_glob() -> None:
-    assert pb.lift(Nested(), include="layers.**").sites.names == [n for n in NESTED_NAMES if n.startswith("layers.")]
-    assert pb.lift(Nested(), include="**").sites.names == NESTED_NAMES  # include can pick norm layers
-    assert pb.lift(Nested(), include=["block.*.weight", "layers.2.*"]).sites.names == [
+def test_sites_and_exclude_select_by_glob() -> None:
+    assert pb.lift(Nested(), sites="layers.**").sites.names == [n for n in NESTED_NAMES if n.startswith("layers.")]
+    assert pb.lift(Nested(), sites="**").sites.names == NESTED_NAMES  # sites can pick norm layers
+    assert pb.lift(Nested(), sites=["block.*.weight", "layers.2.*"]).sites.names == [
         "block.lin.weight",
         "block.norm.weight",
         "layers.2.weight",
         "layers.2.bias",
     ]
-    bnet = pb.lift(Nested(), include="layers.**", exclude="**.bias")
+    bnet = pb.lift(Nested(), sites="layers.**", exclude="**.bias")
     assert bnet.sites.names == ["layers.0.weight", "layers.2.weight"]
     assert bnet.sites.deterministic == {
         "block.lin.weight": (3, 3),
@@ -430,13 +430,30 @@ def test_include_and_exclude_select_by_glob() -> None:
     assert pb.lift(Nested(), exclude=["block.**", "*.0.*"]).sites.names == ["layers.2.weight", "layers.2.bias"]
 
 
-@pytest.mark.parametrize("argument", ["include", "exclude"])
+@pytest.mark.parametrize("argument", ["sites", "exclude"])
 def test_a_glob_that_matches_nothing_lists_the_available_names(argument: str) -> None:
     available = ", ".join(NESTED_NAMES).replace(".", r"\.")
     with pytest.raises(
         ValueError, match=rf"{argument} pattern 'layer\.\*\*' matches no parameter\. Available names: {available}\."
     ):
         pb.lift(Nested(), **{argument: ["**.bias", "layer.**"]})
+
+
+@pytest.mark.parametrize("lift", [pb.lift, pb.lift_])
+def test_include_is_a_deprecated_alias_of_sites(lift: Callable[..., pb.BayesianNet]) -> None:
+    patterns = ["block.*.weight", "layers.2.*"]
+    with pytest.warns(DeprecationWarning, match=r"include= is deprecated; use sites=.*since 0\.2\.0") as record:
+        old = lift(Nested(), include=patterns, exclude="**.bias")
+    assert [w.filename for w in record] == [__file__]  # the warning points at the caller
+    new = lift(Nested(), sites=patterns, exclude="**.bias")
+    assert old.sites.names == new.sites.names == ["block.lin.weight", "block.norm.weight", "layers.2.weight"]
+    assert old.sites.deterministic == new.sites.deterministic
+
+
+@pytest.mark.parametrize("lift", [pb.lift, pb.lift_])
+def test_sites_and_include_together_are_a_type_error(lift: Callable[..., pb.BayesianNet]) -> None:
+    with pytest.raises(TypeError, match=r"both sites= and include="):
+        lift(Nested(), sites="**", include="**")
 
 
 # --------------------------------------------------------------------------- 4. the report
@@ -618,7 +635,7 @@ def test_frozen_deterministic_parameters_become_frozen_buffers() -> None:
     net = mlp()
     net[0].weight.requires_grad_(False)
     net[0].bias.requires_grad_(False)
-    bnet = pb.lift(net, include="2.*")
+    bnet = pb.lift(net, sites="2.*")
     assert bnet.sites.names == ["2.weight", "2.bias"]
     assert list(dict(bnet.named_parameters())) == []
     buffers = dict(bnet.net.named_buffers())
@@ -638,7 +655,7 @@ def test_frozen_deterministic_parameters_become_frozen_buffers() -> None:
 def test_only_trainable_deterministic_parameters_stay_parameters() -> None:
     net = mlp()
     net[2].bias.requires_grad_(False)
-    bnet = pb.lift(net, include="0.weight")
+    bnet = pb.lift(net, sites="0.weight")
     assert [name for name, _ in bnet.named_parameters()] == ["net.0.bias", "net.2.weight"]
     assert "2.bias" in dict(bnet.net.named_buffers())
 
@@ -672,7 +689,7 @@ def test_frozen_parameters_stay_deterministic_by_default() -> None:
     net[0].requires_grad_(False)
     bnet = pb.lift(net)
     assert bnet.sites.names == ["2.weight", "2.bias"]
-    assert pb.lift(net, include="**").sites.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert pb.lift(net, sites="**").sites.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
 
 
 def test_a_scale_mixture_prior_is_real_valued() -> None:

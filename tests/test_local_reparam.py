@@ -372,7 +372,7 @@ def test_local_reparameterisation_needs_the_analytic_kl() -> None:
             "batch normalisation makes the rows of a batch interact",
         ),
         (
-            lambda: gaussian_model(nn.Sequential(nn.Conv1d(2, 1, 3), nn.Flatten(), nn.Linear(3, 1)), include="0.*"),
+            lambda: gaussian_model(nn.Sequential(nn.Conv1d(2, 1, 3), nn.Flatten(), nn.Linear(3, 1)), sites="0.*"),
             r"no nn\.Linear layer \(with untied parameters\) has a random parameter",
         ),
     ],
