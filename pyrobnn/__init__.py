@@ -22,7 +22,7 @@ from pyrobnn.lift import BayesianNet, lift, lift_
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior, Prediction
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ELBO",

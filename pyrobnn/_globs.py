@@ -73,18 +73,21 @@ def module_key(name: str) -> str:
     return name.replace(".", "__")
 
 
-def sites_keyword(sites: Any, old_value: Any, *, old: str, since: str = "0.2.0", stacklevel: int = 3) -> Any:
+def sites_keyword(
+    function: str, sites: Any, old_value: Any, *, old: str, since: str = "0.2.0", stacklevel: int = 3
+) -> Any:
     """The value of ``sites=``, the one keyword for choosing sites by glob, given a deprecated older name.
 
-    ``old_value`` is what the caller passed under the older keyword ``old`` (``None`` when
-    not passed): it is taken with a ``DeprecationWarning``; both at once is an error.
+    ``old_value`` is what the caller of ``function`` passed under the older keyword ``old``
+    (``None`` when not passed): it is taken with a ``DeprecationWarning`` pointing at that
+    caller (``stacklevel`` counts from here); both at once is a ``TypeError``.
     """
     if old_value is None:
         return sites
     if sites is not None:
-        raise TypeError(f"{old}= is the deprecated name of sites=; pass sites= only")
+        raise TypeError(f"{function}() got both sites= and {old}=, its deprecated old name; pass sites= only")
     warnings.warn(
-        f"{old}= is deprecated since pyrobnn {since}; use sites= (the same glob patterns)",
+        f"{old}= is deprecated; use sites= (the same glob patterns). Deprecated since {since}.",
         DeprecationWarning,
         stacklevel=stacklevel,
     )

@@ -99,7 +99,7 @@ def to_arviz(
     >>> idata = pb.to_arviz(result, x, y, num_samples=500, seed=0)   # doctest: +SKIP
     >>> az.loo(idata)                                                  # doctest: +SKIP
     """
-    sites = _globs.sites_keyword(sites, var_names, old="var_names")
+    sites = _globs.sites_keyword("to_arviz", sites, var_names, old="var_names")
     items = list(post) if isinstance(post, (list, tuple)) else [post]
     if not items:
         raise ValueError("to_arviz needs a posterior, or a non-empty list of them (one per chain)")

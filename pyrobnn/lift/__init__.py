@@ -20,11 +20,11 @@ path and ``_sites.py`` the conversion report.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Sequence
 
 from torch import nn
 
+from pyrobnn._globs import sites_keyword
 from pyrobnn.lift import _convert, _net
 from pyrobnn.lift._net import BayesianNet
 from pyrobnn.lift._sites import Site, SiteTable
@@ -88,7 +88,7 @@ def lift(
     >>> pb.lift(net, sites="2.*").sites.names  # only the output layer is Bayesian
     ['2.weight', '2.bias']
     """
-    sites = _sites_argument("lift", sites, include)
+    sites = sites_keyword("lift", sites, include, old="include")
     if not isinstance(net, nn.Module):
         raise TypeError(f"lift expects a torch.nn.Module, got {type(net).__name__}")
     return lift_(copy.deepcopy(net), prior, sites=sites, exclude=exclude)
@@ -108,23 +108,7 @@ def lift_(
     used by ``init="pretrained"``); do not keep training ``net`` on its own.
     ``sites``, ``exclude`` and the deprecated ``include`` are those of :func:`lift`.
     """
-    sites = _sites_argument("lift_", sites, include)
+    sites = sites_keyword("lift_", sites, include, old="include")
     if isinstance(net, BayesianNet):
         raise TypeError("this network is already lifted; lift the original nn.Module")
     return BayesianNet(net, Normal(0.0, 1.0) if prior is None else prior, sites, exclude)
-
-
-def _sites_argument(
-    function: str, sites: str | Sequence[str] | None, include: str | Sequence[str] | None
-) -> str | Sequence[str] | None:
-    """``sites``, or the deprecated ``include`` given in its place (with a warning to the caller's caller)."""
-    if include is None:
-        return sites
-    if sites is not None:
-        raise TypeError(f"{function}() got both sites= and include=, its deprecated old name; pass sites= only")
-    warnings.warn(
-        "include= is deprecated; use sites= (the same glob patterns). Deprecated since 0.2.0.",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return include
