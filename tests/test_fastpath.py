@@ -35,7 +35,7 @@ def prior_draws(bnet: pb.BayesianNet, num: int, seed: int = 0) -> dict[str, torc
 def run_vmap(bnet: pb.BayesianNet, draws: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``run_batched`` with the fast path switched off."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bnet, "_mlp", None)
+        patch.setattr(bnet._twin, "mlp", None)
         return bnet.run_batched(draws, x)
 
 
@@ -260,7 +260,7 @@ def test_a_forward_hook_turns_the_fast_path_off_and_is_honoured(hook: str, fast_
     assert len(fast_runs) == 1
     handle = HOOKS[hook](bnet.net)
     try:
-        assert bnet._mlp is not None and not bnet._mlp.applies(x)
+        assert bnet._twin.mlp is not None and not bnet._twin.mlp.applies(x)
         hooked = bnet.run_batched(draws, x)
         reference = run_each(bnet, draws, x)
     finally:
@@ -277,7 +277,7 @@ def test_a_forward_hook_turns_the_fast_path_off_and_is_honoured(hook: str, fast_
 def test_a_linear_used_twice_runs_on_the_vmap_path(random: str, fast_runs: list[int]) -> None:
     torch.manual_seed(0)
     bnet = pb.lift(shared_linear(), sites="3.*" if random == "untied-only" else None).double()
-    assert bnet._mlp is None  # tied weights are one site used twice: not a chain of independent layers
+    assert bnet._twin.mlp is None  # tied weights are one site used twice: not a chain of independent layers
     x = torch.randn(7, 3, dtype=torch.float64)
     draws = prior_draws(bnet, S)
     out = bnet.run_batched(draws, x)
@@ -347,7 +347,7 @@ def test_local_noise_has_the_same_distribution_on_both_paths(local: str, fast_ru
         with LocalReparamMessenger() as scope, pytest.MonkeyPatch.context() as patch:
             scope.sites.update({name: q[name] for name in LOCAL[local]})
             if path == "vmap":
-                patch.setattr(bnet, "_mlp", None)
+                patch.setattr(bnet._twin, "mlp", None)
             outputs[path] = bnet.run(draws, x)
     assert len(fast_runs) == 2
     ref_mean, ref_mean_se, ref_var, ref_var_se = _moments(reference)

@@ -13,8 +13,9 @@ with the same results, faster.
 
 The package: this module is its public surface (:func:`lift`, :func:`lift_`);
 ``_convert.py`` chooses the random parameters and makes the twin, ``_net.py`` is
-:class:`BayesianNet` (sampling, running the twin), ``_fastpath.py`` the MLP fast
-path and ``_sites.py`` the conversion report.
+:class:`BayesianNet` (its sites, priors and sampling), ``_run.py`` runs the twin on
+many draws (``vmap``, the MLP fast path in ``_fastpath.py``, or a loop) and
+``_sites.py`` is the conversion report.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from pyrobnn._globs import sites_keyword
-from pyrobnn.lift import _convert, _net
+from pyrobnn.lift import _convert, _run
 from pyrobnn.lift._net import BayesianNet
 from pyrobnn.lift._sites import Site, SiteTable
 from pyrobnn.priors import Normal, PriorSpec
@@ -37,7 +38,7 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = _convert.NORM_LAYERS
 
 #: Module types ``torch.func.vmap`` has no batching rule for (``aten::lstm``, ``aten::gru``,
 #: ``aten::rnn_tanh``; pytorch#105982): nets holding one run their particles in a loop.
-UNBATCHABLE: tuple[type[nn.Module], ...] = _net.UNBATCHABLE
+UNBATCHABLE: tuple[type[nn.Module], ...] = _run.UNBATCHABLE
 
 
 def lift(

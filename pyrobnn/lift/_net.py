@@ -1,35 +1,27 @@
-"""The lifted net, :class:`BayesianNet`: sampling its random parameters and running its twin.
+"""The lifted net, :class:`BayesianNet`: its random sites, their priors, and sampling them.
 
 Its forward pass draws every random parameter with ``pyro.sample`` (outside
-``vmap``) and runs the deterministic twin of the user's network on all draws at
-once: through ``torch.func.vmap(torch.func.functional_call)``, as a chain of
-batched matrix products for a plain MLP (``_fastpath.py``), or one draw at a time
-for a net ``vmap`` cannot batch. Before each run it offers its plain ``nn.Linear``
-layers to effect handlers (``pyrobnn/_effects.py``).
+``vmap``), offers its plain ``nn.Linear`` layers to effect handlers
+(``pyrobnn/_effects.py``), and hands the draws to its :class:`~pyrobnn.lift._run.Twin`,
+which runs the deterministic twin of the user's network on all of them at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pyro
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 
 from pyrobnn._effects import LinearOverride, linear_override
 from pyrobnn._globs import module_key
 from pyrobnn.lift._convert import check_liftable, choose_random, local_layers, make_twin, owner
-from pyrobnn.lift._fastpath import MLPPlan
+from pyrobnn.lift._run import Twin
 from pyrobnn.lift._sites import Site, SiteTable
 from pyrobnn.priors import Prior, PriorSpec, resolve
 
-__all__ = ["UNBATCHABLE", "BayesianNet"]
-
-# Documented (with a `#:` comment) where it is public: pyrobnn/lift/__init__.py.
-UNBATCHABLE: tuple[type[nn.Module], ...] = (nn.RNNBase,)
+__all__ = ["BayesianNet"]
 
 
 class BayesianNet(nn.Module):
@@ -63,10 +55,8 @@ class BayesianNet(nn.Module):
         self._names = list(random_names)
         self._shapes = {name: params[name].shape for name in random_names}
         self._deterministic = {n: p.shape for n, p in params.items() if n not in priors and p.requires_grad}
-        self._vmap_ok = not any(isinstance(m, UNBATCHABLE) for m in net.modules())
         self._linear_layers, self._no_local_reason = local_layers(net, aliases, priors)
-        self._mlp = MLPPlan.of(net)  # plain MLPs run their draws as batched products, without vmap
-        self._vmap_worked = False  # until the first batched pass succeeds, a vmap error means: loop
+        self._twin = Twin(net)
 
     # ------------------------------------------------------------------ report
     @property
@@ -133,12 +123,7 @@ class BayesianNet(nn.Module):
         override: LinearOverride | None = linear_override(self._linear_layers) if self._linear_layers else None
         shared = override.values if override is not None else {}
         if not lead:
-            if self._mlp is not None:  # as one draw of the batched products, where they apply
-                one = {name: value.unsqueeze(0) for name, value in draws.items() if name not in shared}
-                out = self._run_mlp(one, 1, x, override)
-                if out is not None:
-                    return out[0]
-            return self._forward({**draws, **shared}, x, override)
+            return self._twin.single({name: value for name, value in draws.items() if name not in shared}, x, override)
         if lead[-1] != 1:
             raise ValueError(
                 f"weights were sampled with batch shape {tuple(lead)}; pyrobnn puts the "
@@ -146,7 +131,7 @@ class BayesianNet(nn.Module):
                 "with max_plate_nesting=1 (pb.fit does) or use BayesianNet.run_batched."
             )
         flat = {name: value.reshape((-1, *self._shapes[name])) for name, value in draws.items() if name not in shared}
-        out = self._run_batched(flat, lead[:-1].numel(), x, override)
+        out = self._twin.batched(flat, lead[:-1].numel(), x, override)
         return out.reshape(lead[:-1] + out.shape[1:])
 
     def run_batched(self, draws: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -163,70 +148,7 @@ class BayesianNet(nn.Module):
         is faster and gives the same result.
         """
         num = self.batch_shape(draws)[0] if draws else 0
-        return self._run_batched(dict(draws), num, x, None)
-
-    def _forward(
-        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, override: LinearOverride | None
-    ) -> torch.Tensor:
-        """One functional pass; the layers ``override`` covers run its way."""
-        if override is None:
-            return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
-        with override.hooks(self.net, x.shape[0]):
-            return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
-
-    def _run_mlp(
-        self, draws: Mapping[str, torch.Tensor], num: int, x: torch.Tensor, override: LinearOverride | None
-    ) -> torch.Tensor | None:
-        """The MLP fast path's ``num`` passes, or ``None`` where it does not apply."""
-        if self._mlp is None or not self._mlp.applies(x):
-            return None
-        return self._mlp.run(draws, num, x, override)
-
-    def _run_batched(
-        self, draws: dict[str, torch.Tensor], num: int, x: torch.Tensor, override: LinearOverride | None
-    ) -> torch.Tensor:
-        """``num`` passes, one per row of ``draws``; the layers ``override`` covers run its way.
-
-        The sites of those layers are not in ``draws``: they take ``override.values``
-        in every pass.
-        """
-        fast = self._run_mlp(draws, num, x, override)
-        if fast is not None:
-            return fast
-        shared = override.values if override is not None else {}
-
-        def one(params: dict[str, torch.Tensor], row: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-            return self._forward({**params, **shared}, inputs, override)
-
-        rows = torch.arange(num, device=x.device)  # batched even when every site is shared
-
-        def one_by_one() -> torch.Tensor:
-            return torch.stack([one({k: v[i] for k, v in draws.items()}, rows[i], x) for i in range(num)])
-
-        if not self._vmap_ok:
-            return one_by_one()
-        try:
-            with _batchable_attention():
-                out = vmap(one, in_dims=(0, 0, None), randomness="different")(draws, rows, x)
-        except RuntimeError as err:
-            if self._vmap_worked:  # vmap ran this net before: the error is the net's own
-                raise
-            # vmap cannot batch some code a plain forward pass runs (.item(), Python control
-            # flow on tensor values, in-place buffer updates). If the loop fails too, its own
-            # error propagates: then it was never vmap's fault.
-            looped = one_by_one()
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            warnings.warn(
-                f"the network cannot run under torch.func.vmap ({reason}); pyrobnn runs its particles "
-                "and predictive draws one at a time instead, which is slower. To vectorize, rewrite the "
-                "forward pass without .item(), Python control flow on tensor values or in-place buffer updates.",
-                UserWarning,
-                stacklevel=3,
-            )
-            self._vmap_ok = False
-            return looped
-        self._vmap_worked = True
-        return out  # type: ignore[no-any-return]
+        return self._twin.batched(dict(draws), num, x, None)
 
     def batch_shape(self, draws: Mapping[str, torch.Tensor]) -> torch.Size:
         """The leading (batch) shape shared by all draws, checked against the parameter shapes."""
@@ -252,30 +174,3 @@ class BayesianNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"random sites: {len(self._names)} ({self.sites.num_random} scalars)"
-
-
-@contextlib.contextmanager
-def _batchable_attention() -> Iterator[None]:
-    """Run attention through plain tensor ops that ``vmap`` can batch, for a while.
-
-    ``vmap`` has no batching rule for the fused kernels behind attention: in eval
-    mode without gradients ``nn.MultiheadAttention`` (and the Transformer layers)
-    call ``aten::_native_multi_head_attention``, and ``F.scaled_dot_product_attention``
-    picks a fused kernel (``_scaled_dot_product_flash_attention_for_cpu``). Under
-    ``vmap`` both fall back to a slow per-row loop and warn. This turns off the
-    attention fast path and restricts SDPA to its math backend; the user's
-    settings are restored on exit.
-    """
-    with contextlib.ExitStack() as stack:
-        mha = getattr(torch.backends, "mha", None)
-        if mha is not None and hasattr(mha, "set_fastpath_enabled"):  # torch >= 2.3
-            before = mha.get_fastpath_enabled()
-            mha.set_fastpath_enabled(False)
-            stack.callback(mha.set_fastpath_enabled, before)
-        try:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-        except ImportError:  # torch < 2.3
-            pass
-        else:
-            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
-        yield
