@@ -24,7 +24,7 @@ from pyrobnn.infer.elbo import ELBO
 GUIDES = {
     "meanfield": {},
     "lowrank(10)": {"kind": "lowrank", "rank": 10},
-    "flow(last layer)": {"kind": "flow", "scope": "last_layer"},
+    "flow(last layer)": {"kind": "flow", "sites": "last_layer"},
 }
 
 

@@ -208,8 +208,8 @@ METHODS: dict[str, Callable[..., Callable[[], None]]] = {
     "meanfield(local)": lambda *a: pyrobnn_step(*a, "meanfield", local_reparam=True),
     "meanfield(svi.step)": lambda *a: svi_step(*a, "meanfield"),
     "lowrank(10)": lambda *a: pyrobnn_step(*a, "lowrank", rank=10),
-    "flow(last layer)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer"),
-    "flow(last layer, local)": lambda *a: pyrobnn_step(*a, "flow", scope="last_layer", local_reparam=True),
+    "flow(last layer)": lambda *a: pyrobnn_step(*a, "flow", sites="last_layer"),
+    "flow(last layer, local)": lambda *a: pyrobnn_step(*a, "flow", sites="last_layer", local_reparam=True),
 }
 if importlib.util.find_spec("torch_blue") is not None:
     METHODS["torch_blue"] = torch_blue_step

@@ -20,16 +20,7 @@ import torch
 
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import model_device
-from pyrobnn.guides import (
-    FlowGuide,
-    FullRankGuide,
-    Guide,
-    GuideList,
-    LowRankGuide,
-    MAPGuide,
-    MeanFieldGuide,
-    make_guide,
-)
+from pyrobnn.guides import Guide, make_guide
 from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
@@ -41,8 +32,9 @@ __all__ = ["FORMAT", "VERSION", "load", "save"]
 
 #: The ``format`` entry of every checkpoint written by :func:`save`.
 FORMAT = "pyrobnn-checkpoint"
-#: The checkpoint layout's version; :func:`load` reads this version and older.
-VERSION = 1
+#: The checkpoint layout's version; :func:`load` reads this version and older. Version 2 records
+#: the sites a flow covers as ``sites`` (the option's name since pyrobnn 0.2.0); version 1 as ``scope``.
+VERSION = 2
 
 PathLike = str | os.PathLike[str]
 
@@ -66,9 +58,10 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
     -----
     The file holds the model's ``state_dict`` (the deterministic parameters
     trained as point estimates, the priors' and likelihood's buffers), the
-    guide's ``state_dict``, and a config recording the guide kind and options,
-    each latent site's shape and prior, and the likelihood. Neither the network
-    nor the guide is pickled: :func:`load` needs the model rebuilt by the caller.
+    guide's ``state_dict``, and a config recording the guide kind and options
+    (:meth:`pyrobnn.guides.Guide.spec`), each latent site's shape and prior,
+    and the likelihood. Neither the network nor the guide is pickled:
+    :func:`load` needs the model rebuilt by the caller.
 
     Examples
     --------
@@ -85,7 +78,7 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
         "format": FORMAT,
         "version": VERSION,
         "pyrobnn_version": _version(),
-        "guide": _guide_spec(guide, model),
+        "guide": _guide_spec(guide),
         "sites": _site_table(model),
         "likelihood": _describe(model.likelihood),
         "dtype": str(next(iter(guide.state_dict().values())).dtype),
@@ -152,7 +145,7 @@ def load(path: PathLike, model: BayesianModel) -> Posterior:
     config = _check_format(checkpoint, path)
     _check_same_model(config, checkpoint["model"], model, path)
 
-    spec = config["guide"]
+    spec = _saved_spec(config)
     with torch.no_grad():
         model.load_state_dict(checkpoint["model"])
     # Building a guide may draw random numbers (a flow's initial weights): keep them off the caller's RNG.
@@ -203,65 +196,26 @@ def _site_table(model: BayesianModel) -> dict[str, dict[str, Any]]:
     }
 
 
-def _guide_spec(guide: Guide, model: BayesianModel) -> dict[str, Any]:
-    """The kind and options that make :func:`make_guide` rebuild ``guide``'s structure.
-
-    Options that only set starting values (``init``, ``init_scale``) do not
-    matter: the saved state replaces them.
-    """
-    every = list(model.latent_sites())
-    kind = type(guide)
-    if kind is MeanFieldGuide:
-        assert isinstance(guide, MeanFieldGuide)
-        options = _meanfield_options(guide)
-        if guide.site_names != every:
-            options["sites"] = guide.site_names
-        return {"kind": "meanfield", "options": options}
-    if kind is LowRankGuide:
-        assert isinstance(guide, LowRankGuide)
-        return {"kind": "lowrank", "options": {"rank": guide.rank}}
-    if kind is FullRankGuide:
-        assert isinstance(guide, FullRankGuide)
-        return {"kind": "fullrank", "options": {"max_dim": guide.layout.dim}}
-    if kind is MAPGuide:
-        return {"kind": "map", "options": {}}
-    if kind is MCMCDraws:
-        assert isinstance(guide, MCMCDraws)
-        return {"kind": "mcmc", "options": {"num_chains": guide.num_chains, "num_draws": guide.num_draws}}
-    if kind is FlowGuide:
-        assert isinstance(guide, FlowGuide)
-        return {"kind": "flow", "options": _flow_options(guide, every)}
-    if kind is GuideList:
-        assert isinstance(guide, GuideList)
-        parts = guide.guides
-        if len(parts) == 2 and type(parts[0]) is FlowGuide and type(parts[1]) is MeanFieldGuide:
-            flow, rest = parts
-            assert isinstance(flow, FlowGuide) and isinstance(rest, MeanFieldGuide)
-            return {"kind": "flow", "options": {**_flow_options(flow, every), **_meanfield_options(rest)}}
-    raise TypeError(
-        f"pb.save can rebuild the guides made by pb.guides.make_guide (meanfield, lowrank, fullrank, "
-        f"flow, map) and the draws of pb.mcmc, not a {kind.__name__}. Save guide.state_dict() with "
-        "torch.save yourself and load it into a guide built the same way."
-    )
+def _guide_spec(guide: Guide) -> dict[str, Any]:
+    """The kind and options that rebuild ``guide``'s structure (see :meth:`pyrobnn.guides.Guide.spec`)."""
+    try:
+        return guide.spec()
+    except NotImplementedError as err:
+        raise TypeError(
+            f"pb.save can rebuild the guides made by pb.guides.make_guide (meanfield, lowrank, fullrank, "
+            f"flow, map) and the draws of pb.mcmc, not a {type(guide).__name__}: {err}. Save "
+            "guide.state_dict() with torch.save yourself and load it into a guide built the same way."
+        ) from err
 
 
-def _meanfield_options(guide: MeanFieldGuide) -> dict[str, Any]:
-    """The estimator options of a mean-field guide (or part); a resumed fit keeps its estimator."""
-    options: dict[str, Any] = {"kl": "analytic" if guide.analytic_kl else "mc"}
-    if guide.local_sites:
-        options["local_reparam"] = True
-    return options
-
-
-def _flow_options(guide: FlowGuide, every: list[str]) -> dict[str, Any]:
-    return {
-        # exact site names are valid glob patterns (they match only themselves)
-        "scope": "all" if guide.site_names == every else guide.site_names,
-        "flow": guide.flow,
-        "num_layers": guide.num_layers,
-        "hidden_dims": list(guide.hidden_dims),
-        "max_dim": guide.layout.dim,
-    }
+def _saved_spec(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The guide spec of a checkpoint, in this version's terms."""
+    spec = config["guide"]
+    if config["version"] < 2 and spec["kind"] == "flow" and "scope" in spec["options"]:
+        # version 1 named the flow's sites `scope`; its state dict loads as it is (FlowGuide reads the old layout)
+        options = {("sites" if key == "scope" else key): value for key, value in spec["options"].items()}
+        return {"kind": "flow", "options": options}
+    return spec
 
 
 # ----------------------------------------------------------------- checks

@@ -20,8 +20,8 @@ GUIDES = [
     ("lowrank", {"rank": 3}),
     ("fullrank", {}),
     ("flow", {}),
-    ("flow", {"scope": "last_layer", "flow": "spline_coupling", "num_layers": 1}),
-    ("flow", {"scope": "last_layer", "local_reparam": True}),
+    ("flow", {"sites": "last_layer", "flow": "spline_coupling", "num_layers": 1}),
+    ("flow", {"sites": "last_layer", "local_reparam": True}),
     ("map", {}),
 ]
 
@@ -77,13 +77,13 @@ def test_save_load_predict_is_identical(tmp_path: Path, kind: str, options: dict
 
 
 def test_save_takes_a_fit_result_and_records_the_options(tmp_path: Path) -> None:
-    result = fitted("flow", scope="last_layer", kl="mc", flow="affine_coupling", num_layers=1, hidden_dims=[8])
+    result = fitted("flow", sites="last_layer", kl="mc", flow="affine_coupling", num_layers=1, hidden_dims=[8])
     pb.save(tmp_path / "fit.pt", result)  # a FitResult is saved as its posterior
     config = torch.load(tmp_path / "fit.pt", weights_only=True)["config"]
     assert config["guide"] == {
         "kind": "flow",
         "options": {
-            "scope": ["2.weight", "2.bias"],
+            "sites": ["2.weight", "2.bias"],
             "flow": "affine_coupling",
             "num_layers": 1,
             "hidden_dims": [8],
@@ -95,6 +95,28 @@ def test_save_takes_a_fit_result_and_records_the_options(tmp_path: Path) -> None
     assert config["likelihood"] == "Gaussian(scale ~ HalfNormal(scale=1))"
     loaded = pb.load(tmp_path / "fit.pt", build())
     assert not loaded.guide.guides[1].analytic_kl  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("options", [{}, {"sites": "last_layer", "kl": "mc"}], ids=["all", "last_layer"])
+def test_a_version_1_checkpoint_still_loads(tmp_path: Path, options: dict) -> None:
+    """Version 1 named a flow's sites ``scope``, and kept a flow over every site's state at the top level."""
+    result = fitted("flow", num_layers=1, **options)
+    path = tmp_path / "fit.pt"
+    pb.save(path, result)
+    checkpoint = torch.load(path, weights_only=True)
+    config = checkpoint["config"]
+    config["version"] = 1
+    config["guide"]["options"] = {("scope" if k == "sites" else k): v for k, v in config["guide"]["options"].items()}
+    if not options:  # written as the flow part itself: layers.0..., loc_scale.loc, reverse
+        checkpoint["guide"] = {k.removeprefix("parts.0."): v for k, v in checkpoint["guide"].items()}
+        assert "loc_scale.loc" in checkpoint["guide"]
+    torch.save(checkpoint, path)
+
+    post = pb.load(path, build())
+    assert type(post.guide) is pb.guides.FlowGuide and post.guide.spec() == result.guide.spec()
+    before = result.posterior().predict(X, num_samples=20, seed=3)
+    after = post.predict(X, num_samples=20, seed=3)
+    assert torch.equal(before.samples, after.samples)
 
 
 class _Payload:
@@ -159,7 +181,10 @@ def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     checkpoint = torch.load(newer, weights_only=True)
     checkpoint["config"]["version"] = pb.checkpoint.VERSION + 1
     torch.save(checkpoint, newer)
-    with pytest.raises(ValueError, match=r"format version 2, newer than this pyrobnn reads \(version 1\); upgrade"):
+    version = pb.checkpoint.VERSION
+    with pytest.raises(
+        ValueError, match=rf"format version {version + 1}, newer than this pyrobnn reads \(version {version}\); upgrade"
+    ):
         pb.load(newer, build())
 
 

@@ -232,8 +232,8 @@ def test_glob_that_matches_nothing(kwargs: dict, message: str) -> None:
 
 
 def test_flow_scope_that_matches_nothing() -> None:
-    with pytest.raises(ValueError, match=r"scope pattern '9\.\*' matches no parameter"):
-        pb.guides.make_guide("flow", model(), scope="9.*")
+    with pytest.raises(ValueError, match=r"sites pattern '9\.\*' matches no parameter"):
+        pb.guides.make_guide("flow", model(), sites="9.*")
 
 
 def test_parameter_that_cannot_be_lifted() -> None:

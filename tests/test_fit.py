@@ -130,7 +130,7 @@ def test_fit_decreases_the_loss() -> None:
         ("lowrank", {}, 32),
         ("fullrank", {}, 32),
         ("flow", {}, 32),
-        ("flow", {"scope": "last_layer"}, 32),  # a flow and a mean-field part: the larger count
+        ("flow", {"sites": "last_layer"}, 32),  # a flow and a mean-field part: the larger count
     ],
 )
 def test_particles_default_to_the_guides_own(kind: str, options: dict, particles: int) -> None:
@@ -256,7 +256,7 @@ def test_fit_and_predict_on_cuda() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "options"),
-    [("lowrank", {"rank": 2}), ("fullrank", {}), ("flow", {"scope": "last_layer"}), ("map", {})],
+    [("lowrank", {"rank": 2}), ("fullrank", {}), ("flow", {"sites": "last_layer"}), ("map", {})],
 )
 def test_every_guide_kind_is_reproducible_and_leaves_the_caller_rng_alone(kind: str, options: dict) -> None:
     x, y = regression()

@@ -46,7 +46,7 @@ KINDS = {
     "lowrank": {"rank": 2},
     "fullrank": {},
     "flow-iaf": {"flow": "iaf"},
-    "flow-affine-last": {"flow": "affine_coupling", "scope": "last_layer"},
+    "flow-affine-last": {"flow": "affine_coupling", "sites": "last_layer"},
     "flow-spline": {"flow": "spline_coupling", "num_layers": 1},
     "map": {},
 }
@@ -115,21 +115,21 @@ def test_joint_guide_log_prob_is_the_density_of_its_draws() -> None:
 
 def test_flow_scope_and_size_errors() -> None:
     model = small_model()
-    guide = pb.guides.make_guide("flow", model, scope="last_layer")
+    guide = pb.guides.make_guide("flow", model, sites="last_layer")
     assert [part.site_names for part in guide.guides] == [  # type: ignore[attr-defined]
         ["2.weight", "2.bias"],
         ["0.weight", "0.bias", "likelihood.scale"],
     ]
-    assert pb.guides.make_guide("flow", model, scope=["0.*"]).guides[0].site_names == ["0.weight", "0.bias"]  # type: ignore[attr-defined]
+    assert pb.guides.make_guide("flow", model, sites=["0.*"]).guides[0].site_names == ["0.weight", "0.bias"]  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="unknown flow 'maf'; valid flows are iaf, affine_coupling, spline_coupling"):
         pb.guides.make_guide("flow", model, flow="maf")
-    with pytest.raises(ValueError, match=r"scope pattern 'head\.\*' matches no parameter"):
-        pb.guides.make_guide("flow", model, scope="head.*")
+    with pytest.raises(ValueError, match=r"sites pattern 'head\.\*' matches no parameter"):
+        pb.guides.make_guide("flow", model, sites="head.*")
     with pytest.raises(ValueError, match="a flow needs at least 2 latent dimensions in its scope, got D = 1"):
-        pb.guides.make_guide("flow", model, scope="likelihood.scale")
+        pb.guides.make_guide("flow", model, sites="likelihood.scale")
     big = pb.BayesianModel(pb.lift(torch.nn.Linear(80, 40)), pb.likelihoods.Gaussian(0.1))
     with pytest.raises(
-        ValueError, match=r"an IAF over D = 3240 latent dimensions needs hidden width ≥ D.*scope='last_layer'"
+        ValueError, match=r"an IAF over D = 3240 latent dimensions needs hidden width ≥ D.*sites='last_layer'"
     ):
         pb.guides.make_guide("flow", big, flow="iaf")
     with pytest.raises(
@@ -138,11 +138,61 @@ def test_flow_scope_and_size_errors() -> None:
         pb.guides.make_guide("fullrank", big, max_dim=1000)
     mnist = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
     wide = pb.BayesianModel(pb.lift(mnist), pb.likelihoods.Categorical())
-    message = r"a flow \(affine_coupling\) over D = 407050 .* GiB with gradients and Adam state .*scope='last_layer'"
+    message = r"a flow \(affine_coupling\) over D = 407050 .* GiB with gradients and Adam state .*sites='last_layer'"
     with pytest.raises(ValueError, match=message):
         pb.guides.make_guide("flow", wide)
     with pytest.raises(ValueError, match="rank must be a positive integer, got 0"):
         pb.guides.make_guide("lowrank", model, rank=0)
+
+
+def test_a_flow_guide_is_a_flow_guide_over_any_sites() -> None:
+    model = small_model()
+    for sites in ("all", "last_layer", ["0.*"], None):
+        guide = pb.guides.make_guide("flow", model, num_layers=1, **({} if sites is None else {"sites": sites}))
+        assert type(guide) is pb.guides.FlowGuide and guide.site_names == list(model.latent_sites())
+    whole = pb.guides.FlowGuide(model, num_layers=1)
+    assert [part.site_names for part in whole.guides] == [list(model.latent_sites())]
+    assert whole.hidden_dims == [54] and whole.layout.dim == 27 and whole.covariance().shape == (27, 27)
+
+
+def test_scope_is_a_deprecated_alias_of_sites() -> None:
+    model = small_model()
+    with pytest.warns(DeprecationWarning, match=r"scope= is deprecated; use sites= \(since 0\.2\.0\)") as record:
+        old = pb.guides.make_guide("flow", model, scope="last_layer", num_layers=1)
+    assert record[0].filename == __file__  # the warning points at the caller, not at pyrobnn
+    new = pb.guides.make_guide("flow", model, sites="last_layer", num_layers=1)
+    assert type(old) is type(new)
+    assert [p.site_names for p in old.guides] == [p.site_names for p in new.guides]  # type: ignore[attr-defined]
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"scope pattern 'head\.\*' matches no"):
+        pb.guides.FlowGuide(model, scope="head.*")
+    with pytest.raises(TypeError, match=r"takes sites= or its deprecated alias scope=, not both"):
+        pb.guides.make_guide("flow", model, sites="last_layer", scope="last_layer")
+
+
+@pytest.mark.parametrize("kind_name", list(KINDS))
+def test_a_guide_spec_rebuilds_the_guide(kind_name: str) -> None:
+    model = small_model()
+    kind = kind_name.split("-")[0]
+    guide = pb.guides.make_guide(kind, model, **KINDS[kind_name])
+    spec = guide.spec()
+    assert spec["kind"] == kind
+    rebuilt = pb.guides.make_guide(spec["kind"], model, **spec["options"])
+    assert type(rebuilt) is type(guide) and rebuilt.spec() == spec
+    rebuilt.load_state_dict(guide.state_dict())
+    torch.testing.assert_close(rebuilt.log_prob(guide.sample(3, seed=0)), guide.log_prob(guide.sample(3, seed=0)))
+
+
+def test_a_guide_without_a_spec() -> None:
+    model = small_model()
+
+    class Wider(pb.guides.MeanFieldGuide):
+        pass
+
+    with pytest.raises(NotImplementedError, match=r"Wider inherits MeanFieldGuide\.spec, .*override spec"):
+        Wider(model).spec()
+    parts = [pb.guides.MeanFieldGuide(model, sites=[name]) for name in model.latent_sites()]
+    with pytest.raises(NotImplementedError, match=r"GuideList has no spec"):
+        pb.guides.GuideList(model, parts).spec()
 
 
 def test_meanfield_log_prob_matches_a_direct_normal_density() -> None:
@@ -185,7 +235,7 @@ def test_analytic_kl_cuts_the_variance_of_the_elbo() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "options"), [("lowrank", {"rank": 10}), ("flow", {"scope": "last_layer"})])
+@pytest.mark.parametrize(("kind", "options"), [("lowrank", {"rank": 10}), ("flow", {"sites": "last_layer"})])
 def test_guides_scale_to_an_mnist_sized_mlp(kind: str, options: dict) -> None:
     """784-512-512-10 (670k weights): built and stepped within memory (timing: benchmarks/guide_step_time.py)."""
     net = torch.nn.Sequential(

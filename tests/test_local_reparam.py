@@ -556,11 +556,11 @@ def test_the_mean_field_body_of_a_last_layer_flow_can_be_local() -> None:
     """make_flow_guide passes local_reparam to its mean-field part; the ELBO stays unbiased."""
     torch.manual_seed(0)
     model = gaussian_model(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)))
-    local = pb.guides.make_guide("flow", model, scope="last_layer", local_reparam=True, num_layers=1).double()
+    local = pb.guides.make_guide("flow", model, sites="last_layer", local_reparam=True, num_layers=1).double()
     flow, body = local.guides
     assert body.local_sites == ["0.weight", "0.bias"] and flow.site_names == ["2.weight", "2.bias"]
     set_guide(body, scales=(0.1, 0.4))
-    drawn = pb.guides.make_guide("flow", model, scope="last_layer", num_layers=1).double()
+    drawn = pb.guides.make_guide("flow", model, sites="last_layer", num_layers=1).double()
     drawn.load_state_dict(local.state_dict())
     x, y = regression_data()
     estimates = {}
@@ -572,4 +572,4 @@ def test_the_mean_field_body_of_a_last_layer_flow_can_be_local() -> None:
     assert abs(mean_local - mean_drawn) < 5 * math.hypot(se_local, se_drawn)
     assert se_local < se_drawn  # and the local one with less noise
     with pytest.raises(ValueError, match=r"applies to the mean-field part of a flow guide.*the flow covers every site"):
-        pb.guides.make_guide("flow", model, scope="all", local_reparam=True)
+        pb.guides.make_guide("flow", model, sites="all", local_reparam=True)

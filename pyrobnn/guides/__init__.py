@@ -4,15 +4,15 @@ Every guide has one interface: ``sample(num_samples, seed=)``, ``median()``,
 ``quantiles(qs)``, ``log_prob(draws)``, and ``state_dict()`` /
 ``load_state_dict()`` from ``torch.nn.Module``.
 
-=================  =======================================================  ==================
+=================  =======================================================  ====================
 kind               q(θ)                                                     cost per step
-=================  =======================================================  ==================
+=================  =======================================================  ====================
 ``"meanfield"``    independent Normals; closed-form KL for Normal priors    O(D)
 ``"lowrank"``      Normal with covariance W Wᵀ + diag (``rank=``)           O(D · rank)
 ``"fullrank"``     Normal with a dense covariance (D ≤ 5000)                O(D³)
-``"flow"``         normalizing flow over a ``scope``, mean-field elsewhere  depends on scope
+``"flow"``         normalizing flow on ``sites``, mean-field elsewhere      depends on the sites
 ``"map"``          a point mass (MAP estimate, for comparison)              O(D)
-=================  =======================================================  ==================
+=================  =======================================================  ====================
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pyrobnn.guides._base import Guide
-from pyrobnn.guides.flow import FlowGuide, GuideList, make_flow_guide
+from pyrobnn.guides._list import GuideList
+from pyrobnn.guides.flow import FlowGuide, make_flow_guide
 from pyrobnn.guides.fullrank import FullRankGuide
 from pyrobnn.guides.lowrank import LowRankGuide
 from pyrobnn.guides.map import MAPGuide
@@ -64,10 +65,11 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
     **options
         Passed to the guide: ``init_scale`` and ``init`` for all but ``"map"``
         (which takes ``init``); ``kl`` for ``"meanfield"`` (and the mean-field
-        part of a scoped flow); ``local_reparam`` for ``"meanfield"`` (and the
-        same part of a flow); ``rank`` for ``"lowrank"``; ``max_dim`` for
-        ``"fullrank"``; ``flow``, ``num_layers``, ``hidden_dims`` and ``scope``
-        for ``"flow"``.
+        part of a flow over some of the sites); ``local_reparam`` for
+        ``"meanfield"`` (and the same part of a flow); ``rank`` for
+        ``"lowrank"``; ``max_dim`` for ``"fullrank"``; ``sites`` (``"all"``,
+        ``"last_layer"`` or globs), ``flow``, ``num_layers`` and
+        ``hidden_dims`` for ``"flow"`` (see :class:`FlowGuide`).
 
     Examples
     --------
@@ -75,8 +77,8 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
     >>> model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(0.1))
     >>> pb.guides.make_guide("lowrank", model, rank=2).num_latent
     33
-    >>> type(pb.guides.make_guide("flow", model, scope="last_layer")).__name__
-    'GuideList'
+    >>> type(pb.guides.make_guide("flow", model, sites="last_layer")).__name__
+    'FlowGuide'
     """
     if not isinstance(kind, str) or kind.lower() not in _FACTORIES:
         raise ValueError(f"unknown guide kind {kind!r}; valid kinds are {', '.join(GUIDE_KINDS)}")

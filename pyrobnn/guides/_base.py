@@ -82,6 +82,35 @@ class Guide(nn.Module):
         """log q(θ) of draws shaped ``(num_samples, *shape)``: a ``(num_samples,)`` tensor."""
         raise NotImplementedError
 
+    def spec(self) -> dict[str, Any]:
+        """How to rebuild this guide's structure: ``{"kind": ..., "options": {...}}``, plain data.
+
+        ``make_guide(spec["kind"], model, **spec["options"])`` builds an untrained
+        guide of the same class with the same parameter shapes, ready for
+        ``load_state_dict``; this is what :func:`pyrobnn.save` records. The
+        options that only set starting values (``init``, ``init_scale``) are left
+        out: the loaded state replaces them. Those that change how a fit
+        estimates the ELBO (``kl``, ``local_reparam``) are kept, so a restored
+        guide trains as the saved one did.
+
+        Raises
+        ------
+        NotImplementedError
+            For a guide :func:`~pyrobnn.guides.make_guide` does not build: a
+            :class:`GuideList` of one's own, or a subclass that does not override
+            ``spec`` (it would be rebuilt as its parent).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no spec (make_guide does not build it)")
+
+    def _spec(self, cls: type[Guide], kind: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``{"kind": kind, "options": options}``, for a guide of exactly class ``cls``."""
+        if type(self) is not cls:  # a subclass rebuilt from its parent's spec would lose what it adds
+            raise NotImplementedError(
+                f"{type(self).__name__} inherits {cls.__name__}.spec, which rebuilds a {cls.__name__}; "
+                "override spec to say how to rebuild it"
+            )
+        return {"kind": kind, "options": options}
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups, each with an ``lr_scale`` (its fraction of the fit's learning rate)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]

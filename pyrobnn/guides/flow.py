@@ -1,76 +1,56 @@
-"""Normalizing-flow guides from ``pyro.distributions.transforms``, scoped to part of a net.
+"""Normalizing-flow guides from ``pyro.distributions.transforms``, on a chosen block of a net.
 
 A flow over every weight of a real network is infeasible (an IAF needs hidden
-width ≥ D), so a flow covers a *scope* — the last layer, chosen sites, or all
-of a small model — and a mean-field guide covers the rest.
+width ≥ D), so a :class:`FlowGuide` puts its flow on the sites it is given —
+the last layer, sites chosen by glob, or all of a small model — and a
+mean-field guide on the rest.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import inspect
+import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
-import torch.nn.functional as F
-from pyro.nn import AutoRegressiveNN
-from torch import nn
-from torch.distributions import constraints
 
 from pyrobnn import _globs
-from pyrobnn.guides._base import Guide
-from pyrobnn.guides._joint import JointGuide
-from pyrobnn.guides.meanfield import MeanFieldGuide, initial_values
+from pyrobnn.guides._flowblock import FLOWS, MAX_IAF_DIM, FlowBlock, flow_size
+from pyrobnn.guides._joint import LatentLayout
+from pyrobnn.guides._list import GuideList
+from pyrobnn.guides.meanfield import MeanFieldGuide
 from pyrobnn.model import BayesianModel
 
-__all__ = ["FLOWS", "FlowGuide", "GuideList", "flow_size", "make_flow_guide"]
+__all__ = ["FLOWS", "FlowBlock", "FlowGuide", "flow_size", "make_flow_guide"]
 
-FLOWS = ("iaf", "affine_coupling", "spline_coupling")
-
-#: The largest scope an IAF is built for by default (its hidden width must be ≥ D).
-MAX_IAF_DIM = 2000
+#: Where a :class:`FlowBlock` keeps its state; a FlowGuide over every site once kept it at the top.
+_BLOCK_STATE = ("layers", "loc_scale", "reverse")
 
 
-class _LocScale(dist.TransformModule):
-    """u = μ + σ ⊙ z with learnable μ and σ = softplus(ρ): the flow's last layer."""
+class FlowGuide(GuideList):
+    r"""A normalizing flow over chosen sites, mean-field over the rest.
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-    sign = 1
-
-    def __init__(self, loc: torch.Tensor, scale: float) -> None:
-        super().__init__(cache_size=1)
-        self.loc = nn.Parameter(loc.detach().clone())
-        self.raw_scale = nn.Parameter(torch.full_like(loc, math.log(math.expm1(scale))))
-
-    def _call(self, z: torch.Tensor) -> torch.Tensor:
-        return self.loc + F.softplus(self.raw_scale) * z
-
-    def _inverse(self, u: torch.Tensor) -> torch.Tensor:
-        return (u - self.loc) / F.softplus(self.raw_scale)
-
-    def log_abs_det_jacobian(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.raw_scale).log().sum(-1).expand(z.shape[:-1])
-
-
-class FlowGuide(JointGuide):
-    r"""q(u): a standard Normal pushed through flow layers, then a learnable location and scale.
-
-    u = μ + σ ⊙ f_K ∘ … ∘ f_1(z), z ~ N(0, I). The flow layers come from
+    On the chosen sites q(u) is a standard Normal pushed through flow layers, then
+    a learnable location and scale: u = μ + σ ⊙ f_K ∘ … ∘ f_1(z), z ~ N(0, I), over
+    their joint unconstrained vector u. The flow layers come from
     :mod:`pyro.distributions.transforms`; with their near-identity start the
     guide begins as a mean-field guide centred at the initial values, and the
-    flow learns the skew, curvature and dependence a Gaussian cannot hold.
+    flow learns the skew, curvature and dependence a Gaussian cannot hold. The
+    sites left out get a :class:`MeanFieldGuide`, and q is the product of the
+    two: :attr:`guides` lists the flow part (a :class:`FlowBlock`) and, if any
+    site is left, the mean-field part.
 
     Parameters
     ----------
     model
         The model to approximate the posterior of.
     sites
-        The sites the flow covers (default: all).
+        The sites the flow covers: ``"all"`` (the default; every latent site, a
+        small model), ``"last_layer"`` (the parameters of the last lifted
+        module), or glob patterns over site names (one or a list).
     flow
         ``"affine_coupling"`` (Real NVP, the default) or ``"spline_coupling"``
         (more flexible, slower), whose hidden width need not grow with D; or
@@ -82,7 +62,12 @@ class FlowGuide(JointGuide):
         Hidden widths of each layer's conditioner network (default:
         ``[max(2 D, 16)]`` for IAF, ``[min(max(2 D, 16), 256)]`` for couplings).
     init_scale, init
-        As for :class:`MeanFieldGuide`.
+        As for :class:`MeanFieldGuide` (both parts).
+    kl, local_reparam
+        Of the mean-field part, as for :class:`MeanFieldGuide`: with
+        ``sites="last_layer"`` the body of an MLP can then be fitted with the
+        local reparameterisation trick. ``local_reparam=True`` needs a
+        mean-field part, a site the flow leaves out.
     max_dim
         Refuse an IAF over more than this many dimensions.
     max_memory_gib
@@ -95,6 +80,8 @@ class FlowGuide(JointGuide):
         a conditioner sums ``width`` of them into each shift and log-scale: on a
         1-50-1 net's 152 weights (width 256), fractions of 1, 0.1 and 0.03 made
         the fit oscillate or diverge, 0.01 fit as well as mean-field.
+    scope
+        Deprecated since 0.2.0: the former name of ``sites``.
 
     References
     ----------
@@ -107,204 +94,154 @@ class FlowGuide(JointGuide):
     def __init__(
         self,
         model: BayesianModel,
-        sites: Sequence[str] | None = None,
+        sites: str | Sequence[str] | None = None,
         *,
         flow: str = "affine_coupling",
         num_layers: int = 4,
         hidden_dims: Sequence[int] | None = None,
         init_scale: float = 1e-2,
         init: str = "pretrained",
+        kl: str = "analytic",
+        local_reparam: bool = False,
         max_dim: int = MAX_IAF_DIM,
         max_memory_gib: float = 2.0,
         conditioner_lr: float | None = None,
+        scope: str | Sequence[str] | None = None,
     ) -> None:
-        super().__init__(model, sites)
-        if conditioner_lr is not None and not conditioner_lr > 0:
-            raise ValueError(f"conditioner_lr must be > 0, got {conditioner_lr}")
-        dim = self.layout.dim
-        if flow not in FLOWS:
-            raise ValueError(f"unknown flow {flow!r}; valid flows are {', '.join(FLOWS)}")
-        if dim < 2:
+        if not isinstance(model, BayesianModel):
+            raise TypeError(f"a guide is built for a pb.BayesianModel, got {type(model).__name__}")
+        patterns, argument = _sites_or_scope(sites, scope)
+        inside = _select_sites(model, patterns, argument)
+        outside = [name for name in model.latent_sites() if name not in inside]
+        if local_reparam and not outside:
             raise ValueError(
-                f"a flow needs at least 2 latent dimensions in its scope, got D = {dim}; "
-                "use a mean-field guide for a single scalar, or widen the scope."
+                "local_reparam=True applies to the mean-field part of a flow guide, and these sites leave "
+                f"none: the flow covers every site. Choose fewer (e.g. {argument}='last_layer') or drop local_reparam."
             )
-        if not (isinstance(num_layers, int) and num_layers >= 1):
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-        if flow == "iaf" and dim > max_dim:
-            hidden = 2 * dim
-            size = num_layers * (dim * hidden + hidden * 2 * dim)
-            raise ValueError(
-                f"an IAF over D = {dim} latent dimensions needs hidden width ≥ D: about {size / 1e6:.0f}M "
-                f"parameters ({16 * size / 2**30:.1f} GiB with gradients and Adam state; limit max_dim={max_dim}). "
-                "Scope the flow to a smaller block (scope='last_layer' or a list of globs), or use "
-                "flow='affine_coupling' / 'spline_coupling', whose hidden width need not grow with D."
+        parts: list[MeanFieldGuide | FlowBlock] = [
+            FlowBlock(
+                model,
+                inside,
+                flow=flow,
+                num_layers=num_layers,
+                hidden_dims=hidden_dims,
+                init_scale=init_scale,
+                init=init,
+                max_dim=max_dim,
+                max_memory_gib=max_memory_gib,
+                conditioner_lr=conditioner_lr,
             )
-        if hidden_dims is None:
-            width = max(2 * dim, 16)
-            hidden_dims = [width] if flow == "iaf" else [min(width, 256)]
-        size = flow_size(flow, dim, list(hidden_dims), num_layers)
-        if 16 * size > max_memory_gib * 2**30:
-            raise ValueError(
-                f"a flow ({flow}) over D = {dim} latent dimensions ({num_layers} layers, hidden {list(hidden_dims)}) "
-                f"has about {size / 1e6:.0f}M parameters, {16 * size / 2**30:.1f} GiB with gradients and Adam "
-                f"state (limit max_memory_gib={max_memory_gib}). Scope the flow to a smaller block "
-                "(scope='last_layer' or a list of globs) with mean-field elsewhere, use fewer or narrower "
-                "layers, or raise max_memory_gib if you have the memory."
+        ]
+        if outside:
+            rest = MeanFieldGuide(
+                model, sites=outside, init_scale=init_scale, init=init, kl=kl, local_reparam=local_reparam
             )
-        self.flow, self.num_layers, self.hidden_dims = flow, num_layers, list(hidden_dims)
-        self.conditioner_lr = 1.0 / self.hidden_dims[-1] if conditioner_lr is None else float(conditioner_lr)
-        values = initial_values(model, init)
-        loc, _ = self.layout.pack({name: values[name] for name in self.layout.names})
-        self.layers = nn.ModuleList([_layer(flow, dim, self.hidden_dims) for _ in range(num_layers)])
-        self.loc_scale = _LocScale(loc, init_scale)
-        # Each layer conditions later coordinates on earlier ones (a coupling: the second half on
-        # the first); reversing the order between layers lets every coordinate depend on the others.
-        self.register_buffer("reverse", torch.arange(dim - 1, -1, -1, device=loc.device))
-        self.to(loc.device)
+            parts.append(rest)
+        super().__init__(model, parts)
+
+    # ------------------------------------------------------------ the flow part
+    @property
+    def _flow_part(self) -> FlowBlock:
+        part = self.parts[0]
+        assert isinstance(part, FlowBlock)
+        return part
+
+    @property
+    def flow(self) -> str:
+        """The kind of flow layer: ``"affine_coupling"``, ``"spline_coupling"`` or ``"iaf"``."""
+        return self._flow_part.flow
+
+    @property
+    def num_layers(self) -> int:
+        """The number of flow layers."""
+        return self._flow_part.num_layers
+
+    @property
+    def hidden_dims(self) -> list[int]:
+        """Hidden widths of each flow layer's conditioner network."""
+        return self._flow_part.hidden_dims
+
+    @property
+    def conditioner_lr(self) -> float:
+        """The conditioners' fraction of the fit's learning rate."""
+        return self._flow_part.conditioner_lr
+
+    @property
+    def layout(self) -> LatentLayout:
+        """How the flow's sites lie in its latent vector u (every site's when ``sites="all"``)."""
+        return self._flow_part.layout
 
     def posterior(self) -> dist.TorchDistribution:
-        chain: list[Any] = []
-        for i, layer in enumerate(self.layers):
-            if i:
-                chain.append(T.Permute(self.reverse))
-            chain.append(layer)
-        chain.append(self.loc_scale)
-        loc = self.loc_scale.loc
-        base = dist.Normal(torch.zeros_like(loc), torch.ones_like(loc)).to_event(1)
-        return dist.TransformedDistribution(base, chain)
+        """q(u) of the flow's sites, over their joint unconstrained vector (see :attr:`layout`)."""
+        return self._flow_part.posterior()
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [
-            {"params": list(self.loc_scale.parameters()), "lr_scale": 1.0},
-            {"params": list(self.layers.parameters()), "lr_scale": self.conditioner_lr},
-        ]
+    def covariance(self) -> torch.Tensor:
+        """The covariance of :meth:`posterior`, estimated from draws (fixed seed)."""
+        return self._flow_part.covariance()
+
+    # ----------------------------------------------------------- checkpoints
+    def spec(self) -> dict[str, Any]:
+        """``{"kind": "flow", ...}``: the flow's sites and shape, and the mean-field part's estimator options."""
+        block = self._flow_part
+        options: dict[str, Any] = {
+            # exact site names are glob patterns that match only themselves
+            "sites": "all" if block.site_names == self.site_names else block.site_names,
+            "flow": block.flow,
+            "num_layers": block.num_layers,
+            "hidden_dims": list(block.hidden_dims),
+            "max_dim": block.layout.dim,
+        }
+        for part in self.guides[1:]:  # the mean-field part: its kl and local_reparam
+            options.update({k: v for k, v in part.spec()["options"].items() if k != "sites"})
+        return self._spec(FlowGuide, "flow", options)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Up to pyrobnn 0.1 a flow over every site was the flow part itself, its state at the top
+        # (``layers.0...``, ``loc_scale.loc``, ``reverse``): read those keys as the first part's.
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            name = key[len(prefix) :]
+            if name.split(".")[0] in _BLOCK_STATE:
+                state_dict[f"{prefix}parts.0.{name}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, flow={self.flow}, num_layers={self.num_layers}, hidden_dims={self.hidden_dims}"
+        return f"{super().extra_repr()}, flow={self.flow}, flow_sites={len(self._flow_part.site_names)}"
 
 
-def flow_size(flow: str, dim: int, hidden_dims: list[int], num_layers: int) -> int:
-    """Approximate number of parameters in the flow layers' conditioner networks."""
-    split = dim // 2
-    if flow == "iaf":
-        widths = [dim, *hidden_dims, 2 * dim]
-    elif flow == "affine_coupling":
-        widths = [split, *hidden_dims, 2 * (dim - split)]
-    else:  # spline coupling: 8 bins' widths, heights, derivatives and lambdas per coordinate
-        widths = [split, *hidden_dims, (dim - split) * (4 * 8 - 1)]
-    extra = split * (4 * 8 - 1) if flow == "spline_coupling" else 0  # its unconditioned spline
-    return num_layers * (extra + sum(a * b + b for a, b in itertools.pairwise(widths)))
+def make_flow_guide(model: BayesianModel, **options: Any) -> FlowGuide:
+    """A :class:`FlowGuide` for ``model`` (the same as ``make_guide("flow", model, **options)``)."""
+    return FlowGuide(model, **options)
 
 
-def _layer(flow: str, dim: int, hidden_dims: list[int]) -> dist.TransformModule:
-    if flow == "iaf":
-        # A fixed variable order (Pyro's helper draws a random one): layers alternate via Permute.
-        arn = AutoRegressiveNN(dim, hidden_dims, permutation=torch.arange(dim))  # type: ignore[arg-type]
-        layer = T.AffineAutoregressive(arn)
-    elif flow == "affine_coupling":
-        layer = T.affine_coupling(dim, hidden_dims=hidden_dims)
-    else:
-        layer = T.spline_coupling(dim, hidden_dims=hidden_dims)
-        return layer  # (a zero conditioner output is not the identity for a spline)
-    # Shrink the conditioner's output layer (Glow zeroes it; a small nonzero start keeps a
-    # gradient flowing to every layer): an affine layer then starts within ~1% of the identity,
-    # so the guide starts as the mean-field guide at the initial values rather than a random
-    # warp of it, which on a network's weights can throw the fit off at once.
-    last = [m for m in layer.modules() if isinstance(m, nn.Linear)][-1]
-    with torch.no_grad():
-        last.weight.mul_(1e-2)
-        if last.bias is not None:
-            last.bias.zero_()
-    return layer
+def _sites_or_scope(sites: str | Sequence[str] | None, scope: str | Sequence[str] | None) -> tuple[Any, str]:
+    """The flow's site patterns and the name of the argument that gave them."""
+    if scope is None:
+        return ("all" if sites is None else sites), "sites"
+    if sites is not None:
+        raise TypeError("a flow guide takes sites= or its deprecated alias scope=, not both; pass sites= only")
+    warnings.warn("scope= is deprecated; use sites= (since 0.2.0)", DeprecationWarning, stacklevel=_caller_level())
+    return scope, "scope"
 
 
-class GuideList(Guide):
-    """Guides for disjoint groups of sites, side by side (q is their product)."""
-
-    def __init__(self, model: BayesianModel, parts: Sequence[Guide]) -> None:
-        super().__init__(model)
-        self.parts = nn.ModuleList(parts)
-        covered = [name for part in parts for name in part.site_names]
-        if sorted(covered) != sorted(self._sites):
-            raise ValueError(f"the parts must cover each latent site once; they cover {covered}")
-        # Closed-form KL per site where a part can use it; the ELBO falls back to Monte Carlo elsewhere.
-        self.analytic_kl = any(part.analytic_kl for part in parts)
-
-    @property
-    def guides(self) -> list[Guide]:
-        return list(self.parts)  # type: ignore[arg-type]
-
-    @property
-    def num_particles(self) -> int:  # type: ignore[override]
-        """The most any part asks for: the parts share every step's particles."""
-        return max(part.num_particles for part in self.guides)
-
-    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        result: dict[str, torch.Tensor] = {}
-        for part in self.guides:
-            result.update(part(*args, **kwargs))
-        return result
-
-    def _sample(self, num_samples: int) -> dict[str, torch.Tensor]:
-        return {k: v for part in self.guides for k, v in part._sample(num_samples).items()}
-
-    def median(self) -> dict[str, torch.Tensor]:
-        return {k: v for part in self.guides for k, v in part.median().items()}
-
-    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v for part in self.guides for k, v in part.quantiles(qs).items()}
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [group for part in self.guides for group in part.param_groups()]
-
-    def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [part.log_prob({n: draws[n] for n in part.site_names}) for part in self.guides]
-        return torch.stack(parts).sum(0)
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside pyrobnn."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    here = inspect.currentframe()
+    frame, level = (here.f_back if here is not None else None), 1  # level 1: the function that warns
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
-def _scope_sites(model: BayesianModel, scope: str | Sequence[str]) -> list[str]:
+def _select_sites(model: BayesianModel, sites: str | Sequence[str], argument: str) -> list[str]:
+    """The latent sites ``sites`` chooses, in the model's order."""
     names = list(model.latent_sites())
-    if scope == "all":
+    if sites == "all":
         return names
-    if scope == "last_layer":
+    if sites == "last_layer":
         net_sites = model.net.site_names
         if not net_sites:
-            raise ValueError("scope='last_layer': the network has no random parameters")
+            raise ValueError(f"{argument}='last_layer': the network has no random parameters")
         last = net_sites[-1].rpartition(".")[0]
         return [n for n in net_sites if n.rpartition(".")[0] == last]
-    if isinstance(scope, str):
-        scope = [scope]
-    return _globs.select(scope, names, argument="scope")
-
-
-def make_flow_guide(
-    model: BayesianModel,
-    *,
-    scope: str | Sequence[str] = "all",
-    init_scale: float = 1e-2,
-    init: str = "pretrained",
-    kl: str = "analytic",
-    local_reparam: bool = False,
-    **flow_options: Any,
-) -> Guide:
-    """A flow over the sites in ``scope`` and, if any are left, mean-field over the rest.
-
-    ``scope`` is ``"all"`` (every latent site, a small model), ``"last_layer"``
-    (the parameters of the last lifted module), or glob patterns over site names.
-    ``kl`` and ``local_reparam`` apply to the mean-field part (see
-    :class:`MeanFieldGuide`): with ``scope="last_layer"`` the body of an MLP can
-    then be fitted with the local reparameterisation trick.
-    """
-    inside = _scope_sites(model, scope)
-    outside = [name for name in model.latent_sites() if name not in inside]
-    if local_reparam and not outside:
-        raise ValueError(
-            "local_reparam=True applies to the mean-field part of a flow guide, and this scope leaves "
-            "none: the flow covers every site. Narrow the scope (e.g. scope='last_layer') or drop local_reparam."
-        )
-    flow = FlowGuide(model, inside, init_scale=init_scale, init=init, **flow_options)
-    if not outside:
-        return flow
-    rest = MeanFieldGuide(model, sites=outside, init_scale=init_scale, init=init, kl=kl, local_reparam=local_reparam)
-    return GuideList(model, [flow, rest])
+    return _globs.select(sites, names, argument=argument)

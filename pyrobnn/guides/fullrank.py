@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyro.infer.autoguide import AutoMultivariateNormal
 
+from pyrobnn.guides._init import initial_values
 from pyrobnn.guides._joint import AutoGaussianGuide
-from pyrobnn.guides.meanfield import initial_values
 from pyrobnn.model import BayesianModel
 
 __all__ = ["FullRankGuide", "memory_of_dense"]
@@ -50,9 +52,13 @@ class FullRankGuide(AutoGaussianGuide):
                 f"a full-rank guide over D = {dim} latent dimensions needs a {dim}×{dim} covariance factor, "
                 f"about {memory_of_dense(dim) / 2**30:.1f} GiB with its gradient and Adam state, and O(D³) "
                 f"work per step (limit max_dim={max_dim}). Use make_guide('lowrank', model, rank=10), a flow "
-                "scoped to the last layer (make_guide('flow', model, scope='last_layer')), lift fewer "
+                "over the last layer (make_guide('flow', model, sites='last_layer')), lift fewer "
                 "parameters, or pass max_dim= if you have the memory."
             )
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self._build_auto(AutoMultivariateNormal, initial_values(model, init), init_scale=init_scale)
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind": "fullrank", ...}``, with ``max_dim`` the guide's own dimension (so a rebuild never refuses)."""
+        return self._spec(FullRankGuide, "fullrank", {"max_dim": self.layout.dim})

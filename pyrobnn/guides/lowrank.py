@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal
 
+from pyrobnn.guides._init import initial_values
 from pyrobnn.guides._joint import AutoGaussianGuide
-from pyrobnn.guides.meanfield import initial_values
 from pyrobnn.model import BayesianModel
 
 __all__ = ["LowRankGuide"]
@@ -46,6 +48,10 @@ class LowRankGuide(AutoGaussianGuide):
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         self.rank = rank
         self._build_auto(AutoLowRankMultivariateNormal, initial_values(model, init), init_scale=init_scale, rank=rank)
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind": "lowrank", "options": {"rank": ...}}``."""
+        return self._spec(LowRankGuide, "lowrank", {"rank": self.rank})
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rank={self.rank}"

@@ -12,7 +12,7 @@ from torch import nn
 
 from pyrobnn._globs import module_key
 from pyrobnn.guides._base import Guide
-from pyrobnn.guides.meanfield import initial_values
+from pyrobnn.guides._init import initial_values
 from pyrobnn.model import BayesianModel
 
 __all__ = ["MAPGuide"]
@@ -57,6 +57,10 @@ class MAPGuide(Guide):
         n = len(torch.as_tensor(qs).reshape(-1))
         with torch.no_grad():
             return self._sample(n)
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind": "map", "options": {}}``."""
+        return self._spec(MAPGuide, "map", {})
 
     def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """0 where every draw equals θ̂ and −inf elsewhere (the Delta's density)."""

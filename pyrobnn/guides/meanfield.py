@@ -17,32 +17,11 @@ from torch.distributions.transforms import identity_transform
 
 from pyrobnn._effects import LOCAL_REPARAM
 from pyrobnn._globs import module_key
-from pyrobnn._tensors import model_device, model_dtype
 from pyrobnn.guides._base import Guide
+from pyrobnn.guides._init import initial_values
 from pyrobnn.model import BayesianModel
 
-__all__ = ["MeanFieldGuide", "initial_values"]
-
-INIT_KINDS = ("pretrained", "prior")
-
-
-def initial_values(model: BayesianModel, init: str) -> dict[str, torch.Tensor]:
-    """Starting values per latent site, on the constrained scale.
-
-    ``"pretrained"``: the network's current weights (for a freshly built net,
-    torch's default initialisation, the usual Bayes-by-backprop start) and the
-    likelihood's default for its own latents. ``"prior"``: one draw from the prior.
-    """
-    sites = model.latent_sites()
-    dtype, device = model_dtype(model), model_device(model)
-    if init == "pretrained":
-        values = {name: site.init.detach() for name, site in sites.items()}
-    elif init == "prior":
-        with torch.no_grad():
-            values = {name: site.prior.distribution(site.shape).sample() for name, site in sites.items()}
-    else:
-        raise ValueError(f"init must be one of {INIT_KINDS}, got {init!r}")
-    return {name: value.to(device=device, dtype=dtype).clone() for name, value in values.items()}
+__all__ = ["MeanFieldGuide"]
 
 
 class MeanFieldGuide(Guide):
@@ -139,6 +118,7 @@ class MeanFieldGuide(Guide):
             self.loc[module_key(name)] = nn.Parameter(unconstrained.detach().clone().reshape(site.shape))
             self.raw_scale[module_key(name)] = nn.Parameter(torch.full_like(self.loc[module_key(name)], raw_scale))
         self.local_sites: list[str] = self._check_local(model) if local_reparam else []
+        self._covers_model = self.site_names == list(model.latent_sites())
 
     def _check_local(self, model: BayesianModel) -> list[str]:
         """The sites to reparameterise locally; raises where the trick cannot apply."""
@@ -221,6 +201,15 @@ class MeanFieldGuide(Guide):
         """σ per site on the unconstrained scale."""
         with torch.no_grad():
             return {name: F.softplus(self.raw_scale[module_key(name)]).clone() for name in self._sites}
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind": "meanfield", ...}`` with the ELBO's estimator options and, for part of a model, its sites."""
+        options: dict[str, Any] = {"kl": "analytic" if self.analytic_kl else "mc"}
+        if self.local_sites:
+            options["local_reparam"] = True
+        if not self._covers_model:
+            options["sites"] = self.site_names
+        return self._spec(MeanFieldGuide, "meanfield", options)
 
     def extra_repr(self) -> str:
         kl = "analytic" if self.analytic_kl else "mc"

@@ -130,6 +130,10 @@ class MCMCDraws(Guide):
     def param_groups(self) -> list[dict[str, Any]]:
         return []
 
+    def spec(self) -> dict[str, Any]:
+        """``{"kind": "mcmc", ...}``: the buffers' sizes. No guide kind: ``MCMCDraws(model, **options)`` rebuilds it."""
+        return self._spec(MCMCDraws, "mcmc", {"num_chains": self.num_chains, "num_draws": self.num_draws})
+
     # ------------------------------------------------------------- helpers
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         lead = flat.shape[:-1]
