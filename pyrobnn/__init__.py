@@ -10,6 +10,7 @@ The pipeline, one stage per module or package (``docs/architecture.md``)::
 import sys as _sys
 
 from pyrobnn import datasets, guides, likelihoods, plots, priors
+from pyrobnn._version import __version__ as __version__
 from pyrobnn.checkpoint import load, save
 from pyrobnn.evaluate import diagnostics, metrics
 from pyrobnn.evaluate.compare import compare
@@ -21,8 +22,6 @@ from pyrobnn.infer.mcmc import MCMCDraws, mcmc
 from pyrobnn.lift import BayesianNet, lift, lift_
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior, Prediction
-
-__version__ = "0.2.0"
 
 __all__ = [
     "ELBO",

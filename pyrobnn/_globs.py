@@ -10,7 +10,9 @@ matches ``"0.weight"`` but not ``"block.0.weight"``, ``"**.weight"`` matches bot
 from __future__ import annotations
 
 import functools
+import os
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -73,14 +75,13 @@ def module_key(name: str) -> str:
     return name.replace(".", "__")
 
 
-def sites_keyword(
-    function: str, sites: Any, old_value: Any, *, old: str, since: str = "0.2.0", stacklevel: int = 3
-) -> Any:
+def sites_keyword(function: str, sites: Any, old_value: Any, *, old: str, since: str = "0.2.0") -> Any:
     """The value of ``sites=``, the one keyword for choosing sites by glob, given a deprecated older name.
 
     ``old_value`` is what the caller of ``function`` passed under the older keyword ``old``
-    (``None`` when not passed): it is taken with a ``DeprecationWarning`` pointing at that
-    caller (``stacklevel`` counts from here); both at once is a ``TypeError``.
+    (``None`` when not passed): it is taken with a ``DeprecationWarning`` that points at the
+    first caller outside pyrobnn, however deep inside pyrobnn the keyword arrived; both at
+    once is a ``TypeError``.
     """
     if old_value is None:
         return sites
@@ -89,6 +90,15 @@ def sites_keyword(
     warnings.warn(
         f"{old}= is deprecated; use sites= (the same glob patterns). Deprecated since {since}.",
         DeprecationWarning,
-        stacklevel=stacklevel,
+        stacklevel=_first_caller_outside_pyrobnn(),
     )
     return old_value
+
+
+def _first_caller_outside_pyrobnn() -> int:
+    """The ``stacklevel`` of a warning issued by this module's caller that points out of the package."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 2  # level 2: the function that called sites_keyword
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level

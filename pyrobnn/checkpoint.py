@@ -20,6 +20,7 @@ import torch
 
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import model_device
+from pyrobnn._version import __version__
 from pyrobnn.guides import Guide, make_guide
 from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.model import BayesianModel
@@ -77,7 +78,7 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
     config = {
         "format": FORMAT,
         "version": VERSION,
-        "pyrobnn_version": _version(),
+        "pyrobnn_version": __version__,
         "guide": _guide_spec(guide),
         "sites": _site_table(model),
         "likelihood": _describe(model.likelihood),
@@ -180,12 +181,6 @@ def _reason(err: Exception) -> str:
 
 
 # ----------------------------------------------------------------- config
-def _version() -> str:
-    import pyrobnn
-
-    return str(getattr(pyrobnn, "__version__", "unknown"))
-
-
 def _describe(module: torch.nn.Module) -> str:
     return f"{type(module).__name__}({module.extra_repr()})"
 

@@ -157,7 +157,7 @@ def test_a_flow_guide_is_a_flow_guide_over_any_sites() -> None:
 
 def test_scope_is_a_deprecated_alias_of_sites() -> None:
     model = small_model()
-    with pytest.warns(DeprecationWarning, match=r"scope= is deprecated; use sites= \(since 0\.2\.0\)") as record:
+    with pytest.warns(DeprecationWarning, match=r"scope= is deprecated; use sites=.*since 0\.2\.0") as record:
         old = pb.guides.make_guide("flow", model, scope="last_layer", num_layers=1)
     assert record[0].filename == __file__  # the warning points at the caller, not at pyrobnn
     new = pb.guides.make_guide("flow", model, sites="last_layer", num_layers=1)
@@ -165,7 +165,7 @@ def test_scope_is_a_deprecated_alias_of_sites() -> None:
     assert [p.site_names for p in old.guides] == [p.site_names for p in new.guides]  # type: ignore[attr-defined]
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"scope pattern 'head\.\*' matches no"):
         pb.guides.FlowGuide(model, scope="head.*")
-    with pytest.raises(TypeError, match=r"takes sites= or its deprecated alias scope=, not both"):
+    with pytest.raises(TypeError, match=r"both sites= and scope="):
         pb.guides.make_guide("flow", model, sites="last_layer", scope="last_layer")
 
 

@@ -8,9 +8,6 @@ mean-field guide on the rest.
 
 from __future__ import annotations
 
-import inspect
-import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,7 +107,9 @@ class FlowGuide(GuideList):
     ) -> None:
         if not isinstance(model, BayesianModel):
             raise TypeError(f"a guide is built for a pb.BayesianModel, got {type(model).__name__}")
-        patterns, argument = _sites_or_scope(sites, scope)
+        argument = "sites" if scope is None else "scope"  # the keyword an error names
+        patterns = _globs.sites_keyword("FlowGuide", sites, scope, old="scope")
+        patterns = "all" if patterns is None else patterns
         inside = _select_sites(model, patterns, argument)
         outside = [name for name in model.latent_sites() if name not in inside]
         if local_reparam and not outside:
@@ -211,26 +210,6 @@ class FlowGuide(GuideList):
 def make_flow_guide(model: BayesianModel, **options: Any) -> FlowGuide:
     """A :class:`FlowGuide` for ``model`` (the same as ``make_guide("flow", model, **options)``)."""
     return FlowGuide(model, **options)
-
-
-def _sites_or_scope(sites: str | Sequence[str] | None, scope: str | Sequence[str] | None) -> tuple[Any, str]:
-    """The flow's site patterns and the name of the argument that gave them."""
-    if scope is None:
-        return ("all" if sites is None else sites), "sites"
-    if sites is not None:
-        raise TypeError("a flow guide takes sites= or its deprecated alias scope=, not both; pass sites= only")
-    warnings.warn("scope= is deprecated; use sites= (since 0.2.0)", DeprecationWarning, stacklevel=_caller_level())
-    return scope, "scope"
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` that points a warning at the first caller outside pyrobnn."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    here = inspect.currentframe()
-    frame, level = (here.f_back if here is not None else None), 1  # level 1: the function that warns
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _select_sites(model: BayesianModel, sites: str | Sequence[str], argument: str) -> list[str]:
