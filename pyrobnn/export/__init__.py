@@ -8,8 +8,9 @@ returns an ``InferenceData``, arviz 1.x an xarray ``DataTree``. ArviZ and
 xarray are imported only when an export runs.
 """
 
-from pyrobnn.export._collect import MAX_DEFAULT_WEIGHTS, OBS_DIM, to_arviz
-from pyrobnn.export._core import HISTORY_GROUP, arviz_line, convert, psislw, stack_chains
+from pyrobnn.export import _collect, _core
+from pyrobnn.export._collect import to_arviz
+from pyrobnn.export._core import arviz_line, convert, psislw, stack_chains
 
 __all__ = [
     "HISTORY_GROUP",
@@ -21,3 +22,11 @@ __all__ = [
     "stack_chains",
     "to_arviz",
 ]
+
+# Restated here with their `#:` comments, which Sphinx reads only from the module it documents.
+#: Nets with more random weights than this export only the likelihood's sites and the last layer by default.
+MAX_DEFAULT_WEIGHTS: int = _collect.MAX_DEFAULT_WEIGHTS
+#: The dimension of observations in the data-indexed groups.
+OBS_DIM: str = _collect.OBS_DIM
+#: The group with the optimisation history, indexed by ``(chain, step)``.
+HISTORY_GROUP: str = _core.HISTORY_GROUP

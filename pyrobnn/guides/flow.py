@@ -23,7 +23,7 @@ from pyrobnn.model import BayesianModel
 
 __all__ = ["FLOWS", "FlowBlock", "FlowGuide", "flow_size", "make_flow_guide"]
 
-#: Where a :class:`FlowBlock` keeps its state; a FlowGuide over every site once kept it at the top.
+#: Where a ``FlowBlock`` keeps its state; a FlowGuide over every site once kept it at the top.
 _BLOCK_STATE = ("layers", "loc_scale", "reverse")
 
 
@@ -37,7 +37,7 @@ class FlowGuide(GuideList):
     guide begins as a mean-field guide centred at the initial values, and the
     flow learns the skew, curvature and dependence a Gaussian cannot hold. The
     sites left out get a :class:`MeanFieldGuide`, and q is the product of the
-    two: :attr:`guides` lists the flow part (a :class:`FlowBlock`) and, if any
+    two: :attr:`guides` lists the flow part (a ``FlowBlock``) and, if any
     site is left, the mean-field part.
 
     Parameters
