@@ -80,7 +80,7 @@ class MeanFieldGuide(Guide):
     training only: the guide marks the sites it covers
     (``infer={"local_reparam": True}``), and the effect handler that
     :class:`pyrobnn.ELBO` applies around guide and model does the rest
-    (``pyrobnn/_local_reparam.py``). Outside it, a call of the guide,
+    (``pyrobnn/infer/_local_reparam.py``). Outside it, a call of the guide,
     :meth:`sample` and every prediction draw weights.
 
     References
