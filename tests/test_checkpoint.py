@@ -88,6 +88,8 @@ def test_save_takes_a_fit_result_and_records_the_options(tmp_path: Path) -> None
             "num_layers": 1,
             "hidden_dims": [8],
             "max_dim": 7,
+            "max_memory_gib": 2.0,
+            "conditioner_lr": 1 / 8,  # the default, 1 / (last hidden width)
             "kl": "mc",
         },
     }
@@ -95,6 +97,17 @@ def test_save_takes_a_fit_result_and_records_the_options(tmp_path: Path) -> None
     assert config["likelihood"] == "Gaussian(scale ~ HalfNormal(scale=1))"
     loaded = pb.load(tmp_path / "fit.pt", build())
     assert not loaded.guide.guides[1].analytic_kl  # type: ignore[attr-defined]
+
+
+def test_a_flow_built_past_the_defaults_loads_as_built(tmp_path: Path) -> None:
+    """A raised memory limit and a chosen conditioner learning rate are part of the flow's spec."""
+    model = build()
+    guide = pb.guides.make_guide("flow", model, num_layers=1, hidden_dims=[8], conditioner_lr=0.05, max_memory_gib=1e-5)
+    with pytest.raises(ValueError, match="max_memory_gib=2e-06"):  # the limit it was built past refuses it
+        pb.guides.make_guide("flow", model, num_layers=1, hidden_dims=[8], max_memory_gib=2e-6)
+    pb.save(tmp_path / "flow.pt", pb.Posterior(model, guide))
+    loaded = pb.load(tmp_path / "flow.pt", build()).guide
+    assert loaded.conditioner_lr == 0.05 and loaded.spec() == guide.spec()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("options", [{}, {"sites": "last_layer", "kl": "mc"}], ids=["all", "last_layer"])

@@ -115,6 +115,7 @@ class FlowBlock(JointGuide):
             )
         self.flow, self.num_layers, self.hidden_dims = flow, num_layers, list(hidden_dims)
         self.conditioner_lr = 1.0 / self.hidden_dims[-1] if conditioner_lr is None else float(conditioner_lr)
+        self.max_memory_gib = float(max_memory_gib)
         values = initial_values(model, init)
         loc, _ = self.layout.pack({name: values[name] for name in self.layout.names})
         self.layers = nn.ModuleList([_layer(flow, dim, self.hidden_dims) for _ in range(num_layers)])

@@ -189,6 +189,8 @@ class FlowGuide(GuideList):
             "num_layers": block.num_layers,
             "hidden_dims": list(block.hidden_dims),
             "max_dim": block.layout.dim,
+            "max_memory_gib": block.max_memory_gib,  # a flow built past the default limit rebuilds too
+            "conditioner_lr": block.conditioner_lr,  # a resumed fit trains the conditioners as before
         }
         for part in self.guides[1:]:  # the mean-field part: its kl and local_reparam
             options.update({k: v for k, v in part.spec()["options"].items() if k != "sites"})
