@@ -219,3 +219,20 @@ def test_no_module_is_over_the_size_limit() -> None:
     assert not {m: n for m, n in sizes.items() if n > MAX_MODULE_LINES}, sorted(sizes.items(), key=lambda kv: -kv[1])[
         :5
     ]
+
+
+def test_the_module_paths_from_before_the_packages_still_import() -> None:
+    """``pyrobnn.fit``, ``pyrobnn.diagnostics``, ... name the moved modules; ``pb.fit`` stays the function."""
+    code = (
+        "import pyrobnn as pb\n"
+        "import pyrobnn.fit, pyrobnn.svi, pyrobnn.mcmc\n"
+        "from pyrobnn.diagnostics import psis_khat\n"
+        "from pyrobnn.elbo import Terms\n"
+        "import pyrobnn.infer.fit, pyrobnn.evaluate.diagnostics, pyrobnn.infer.elbo\n"
+        "assert pyrobnn.svi is pyrobnn.infer.svi\n"
+        "assert psis_khat is pyrobnn.evaluate.diagnostics.psis_khat and Terms is pyrobnn.infer.elbo.Terms\n"
+        "assert callable(pb.fit) and not isinstance(pb.fit, type(pb)) and pb.mcmc.__name__ == 'mcmc'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
