@@ -11,6 +11,7 @@ import sys as _sys
 
 from pyrobnn import datasets, guides, likelihoods, plots, priors
 from pyrobnn._version import __version__ as __version__
+from pyrobnn._warnings import DiagnosticWarning
 from pyrobnn.checkpoint import load, save
 from pyrobnn.evaluate import diagnostics, metrics
 from pyrobnn.evaluate.compare import compare
@@ -27,6 +28,7 @@ __all__ = [
     "ELBO",
     "BayesianModel",
     "BayesianNet",
+    "DiagnosticWarning",
     "FitError",
     "FitResult",
     "History",

@@ -84,8 +84,8 @@ def test_compare_against_a_nuts_reference(data: str, tmp_path: Path, capsys: pyt
 
     nuts = ["--reference", "nuts", "--nuts-samples", "20", "--nuts-warmup", "20", "--nuts-chains", "2"]
     argv = ["compare", "--data", data, "--guides", "meanfield,map", "--hidden", "4", *FAST, *nuts]
-    with pytest.warns(UserWarning, match="diverged"):  # 20 warm-up iterations: divergences are expected
-        assert main([*argv, "--out", str(tmp_path)]) == 0
+    # 20 warm-up iterations may leave divergent draws: a DiagnosticWarning, shown and tolerated.
+    assert main([*argv, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     columns = ("w1", "sd_ratio") if data == "builtin:gap1d" else ("agreement", "total_variation")
     assert " nuts |" in out and all(column in out for column in columns)

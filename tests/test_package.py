@@ -38,6 +38,7 @@ HELPERS = (
     "pyrobnn._effects",
     "pyrobnn._arviz",
     "pyrobnn._version",
+    "pyrobnn._warnings",
 )
 #: Outside the chain: it produces tensors, imports helpers only, and only the command line imports it.
 DATASETS = "pyrobnn.datasets"

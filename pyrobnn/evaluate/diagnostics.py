@@ -30,6 +30,7 @@ from pyrobnn import _globs
 from pyrobnn._arviz import psislw
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
+from pyrobnn._warnings import DiagnosticWarning
 from pyrobnn.guides import MAPGuide
 from pyrobnn.posterior import Posterior
 
@@ -41,7 +42,7 @@ KHAT_GOOD = 0.5
 KHAT_POOR = 0.7
 
 
-class PoorFitWarning(UserWarning):
+class PoorFitWarning(DiagnosticWarning):
     """The variational posterior is a poor approximation (PSIS k̂ above 0.7)."""
 
 

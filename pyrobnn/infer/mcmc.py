@@ -20,13 +20,19 @@ import torch
 
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, eval_mode, model_device, model_dtype
+from pyrobnn._warnings import DiagnosticWarning
 from pyrobnn.guides import Guide
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer._nuts import Potential, refuse_if_too_long, run_chain
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
 
-__all__ = ["MCMCDraws", "mcmc"]
+__all__ = ["DivergenceWarning", "MCMCDraws", "mcmc"]
+
+
+class DivergenceWarning(DiagnosticWarning):
+    """Some of the sampler's trajectories diverged: the draws may miss part of the posterior."""
+
 
 #: Latent dimensions up to which the mass matrix is dense by default.
 FULL_MASS_MAX_DIM = 200
@@ -218,6 +224,13 @@ def mcmc(
         time of one gradient of the potential; the message names the size of
         the model and data and what to do instead.
 
+    Warns
+    -----
+    DivergenceWarning
+        When some draws ended a divergent trajectory (counted in the result's
+        ``diverging`` and in ArviZ's ``sample_stats``). A diagnostic, not an error:
+        one trajectory's floating-point path can decide it.
+
     Notes
     -----
     The potential energy is U(u) = −log p(y | x, θ) − log p(θ) − log|∂θ/∂u| on the
@@ -276,7 +289,7 @@ def mcmc(
         warnings.warn(
             f"{total} of {draws.diverging.numel()} NUTS draws diverged: the sampler missed part of the "
             "posterior. Raise target_accept (e.g. 0.95), or check the priors' scales.",
-            UserWarning,
+            DivergenceWarning,
             stacklevel=2,
         )
     return Posterior(model, draws)
