@@ -41,7 +41,7 @@ def test_scale_prior_on_the_positive_half_line_fits(prior: str, likelihood: str)
     assert draws.shape == (200,) and torch.all(draws > 0)
 
 
-@pytest.mark.parametrize("guide", ["map", "fullrank"])
+@pytest.mark.parametrize("guide", ["map", "fullrank", "lowrank"])
 def test_scale_prior_on_zero_to_inf_with_other_guides(guide: str) -> None:
     model = small_model(pb.likelihoods.Gaussian(scale=dist.HalfCauchy(1.0)))
     result = pb.fit(model, guide, (X, Y), num_steps=50, progress=False)
