@@ -123,6 +123,28 @@ def _check_real(y: torch.Tensor, name: str) -> None:
         )
 
 
+#: The half-lines a scale prior may live on: (a, ∞) and [a, ∞), for a lower bound a ≥ 0.
+_HALF_LINES = (type(constraints.positive), type(constraints.nonnegative))
+
+
+def _check_scale_support(prior: Prior) -> None:
+    """Refuse a scale prior that puts mass outside the positive reals.
+
+    A support of [0, ∞) (HalfNormal, HalfCauchy, Gamma, Exponential) is as good as
+    (0, ∞) (LogNormal, InverseGamma): the guides work on the unconstrained scale and
+    map back with ``exp``, which never reaches 0.
+    """
+    support = prior.support
+    if isinstance(support, _HALF_LINES) and float(support.lower_bound) >= 0:
+        return
+    raise ValueError(
+        "the scale prior must be over the positive reals, (0, inf) or [0, inf), but "
+        f"{type(prior).__name__}({prior.extra_repr()}) has support {support}. Use a prior for a "
+        "positive quantity, such as pb.priors.HalfNormal(1.0), dist.HalfCauchy(1.0), "
+        "dist.LogNormal(0.0, 1.0) or dist.Gamma(2.0, 2.0)"
+    )
+
+
 class _Scaled(Likelihood):
     """A fixed observation scale, or a learned one with a prior (site ``likelihood.scale``)."""
 
@@ -137,8 +159,7 @@ class _Scaled(Likelihood):
             prior = HalfNormal(1.0)
         elif isinstance(scale, (Prior, Distribution)):
             prior = as_prior(scale, what="scale prior")
-            if not isinstance(prior.support, type(constraints.positive)):
-                raise ValueError(f"the scale prior must be over the positive reals, got support {prior.support}")
+            _check_scale_support(prior)
         elif not isinstance(scale, (int, float)):
             raise TypeError(f"scale must be a positive float, 'learn' or a prior, got {type(scale).__name__}")
         elif not scale > 0:
@@ -186,7 +207,9 @@ class Gaussian(_Scaled):
     scale
         A fixed noise scale σ (float); ``"learn"`` for a learned σ with a
         ``HalfNormal(1)`` prior (suited to standardised targets); or a prior over
-        σ (a pyrobnn prior or a Pyro distribution on the positive reals).
+        σ: a pyrobnn prior or a Pyro distribution on (0, ∞) or [0, ∞), such as
+        ``pb.priors.HalfNormal(1.0)``, ``dist.HalfCauchy(1.0)``, ``dist.LogNormal(0.0, 1.0)``
+        or ``dist.Gamma(2.0, 2.0)``.
     """
 
     def __init__(self, scale: float | str | Prior | Distribution = 1.0) -> None:

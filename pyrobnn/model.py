@@ -76,6 +76,7 @@ class BayesianModel(nn.Module):
             )
         self.net = net
         self.likelihood = likelihood
+        self._first_layer = _first_linear(net.net)
 
     # -------------------------------------------------------------- latents
     def latent_sites(self) -> dict[str, LatentSite]:
@@ -92,6 +93,7 @@ class BayesianModel(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor | None = None, *, dataset_size: int | None = None
     ) -> torch.Tensor:
         """Run the model. ``dataset_size`` (default ``len(x)``) scales a minibatch likelihood."""
+        self.check_features(x)
         draws = self.net.sample_params()
         latents = self.likelihood.sample_latents()
         out = self.net.run(draws, x)
@@ -113,10 +115,44 @@ class BayesianModel(nn.Module):
             return pyro.sample(OBS, fn, obs=y)
 
     # ---------------------------------------------------------- no Pyro
+    def check_features(self, x: torch.Tensor) -> None:
+        """Raise if ``x`` does not have the number of features per row that the network's first layer takes.
+
+        The check is made when the layer ``x`` meets first is sure: the network is an
+        ``nn.Linear`` or an ``nn.Sequential`` (nested or not) that starts with one.
+        For other networks, :meth:`output_shape` explains torch's shape error instead.
+        """
+        if self._first_layer is None or x.dim() == 0:
+            return
+        name, width = self._first_layer
+        layer = f"in_features of {name!r} nn.Linear" if name else "its in_features: the network is an nn.Linear"
+        features = f"{width} feature{'s' if width != 1 else ''}"
+        if x.dim() == 1:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}: one number per row, but the network's first layer "
+                f"takes {features} per row ({layer}); pass x with shape ({len(x)}, {width})"
+                + (", e.g. x.unsqueeze(-1)" if width == 1 else "")
+            )
+        if x.shape[-1] != width:
+            got = x.shape[-1]
+            raise ValueError(
+                f"x has {got} feature{'s' if got != 1 else ''} per row but the network's first layer "
+                f"takes {width} ({layer}); pass x with {width} column{'s' if width != 1 else ''}"
+            )
+
     def output_shape(self, x: torch.Tensor) -> torch.Size:
         """The network's output shape for one observation (one pass at the twin's current weights)."""
-        with torch.no_grad():
-            out = self.net.net(x[:2])  # two rows: batch statistics need more than one
+        self.check_features(x)
+        try:
+            with torch.no_grad():
+                out = self.net.net(x[:2])  # two rows: batch statistics need more than one
+        except RuntimeError as err:
+            if "shapes cannot be multiplied" not in str(err):
+                raise
+            raise ValueError(
+                f"the network cannot run on x of shape {tuple(x.shape)} ({err}); check that x has "
+                "the number of features per row that the network's first layer takes"
+            ) from err
         return out.shape[1:]
 
     def evaluate(
@@ -127,6 +163,7 @@ class BayesianModel(nn.Module):
         Returns the output, shape ``(P, N, *o)``, and the likelihood latents, each
         shaped ``(P, 1)`` to broadcast over the data dim. Pure torch: no Pyro sites.
         """
+        self.check_features(x)
         net_draws = {name: draws[name] for name in self.net.site_names}
         if net_draws:
             out = self.net.run_batched(net_draws, x)
@@ -137,3 +174,19 @@ class BayesianModel(nn.Module):
             out = single.expand((num, *single.shape))
         latents = {name: draws[name].reshape(num, 1) for name in self.likelihood.latent_priors()}
         return out, latents
+
+
+def _first_linear(net: nn.Module) -> tuple[str, int] | None:
+    """The path and ``in_features`` of the layer every input meets first, when that is sure.
+
+    Sure means the network is an ``nn.Linear``, or an ``nn.Sequential`` (nested or
+    not) whose first layer is one; in any other module, the order of the submodules
+    says nothing about the order in which ``forward`` runs them.
+    """
+    path = []
+    while isinstance(net, nn.Sequential) and len(net):
+        name, net = next(iter(net.named_children()))
+        path.append(name)
+    if type(net) is not nn.Linear:  # a subclass may reshape its input first
+        return None
+    return ".".join(path), net.in_features

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,16 +100,29 @@ def test_load_csv_errors_name_the_cell_or_the_columns(tmp_path: Path) -> None:
         datasets.load_csv(path, "target")
     with pytest.raises(ValueError, match=r"no column\(s\) 'c'; the columns are: a, b, y"):
         datasets.load_csv(path, "y", features=["a", "c"])
-    with pytest.raises(ValueError, match=r"d.csv: line 3, column 'b': 'oops' is not a number"):
+    with pytest.raises(
+        ValueError,
+        match=r"d.csv: line 3, column 'b': 'oops' is not a number; fix the cell, or leave the column out with "
+        r"features=\['a'\] \(--features a on the command line\)",
+    ):
         datasets.load_csv(path, "y")
     nan = write_csv(tmp_path / "nan.csv", "a,y\n1,2.5\n2,nan\n3,4.5\n")
-    with pytest.raises(ValueError, match=r"line 3, column 'y': 'nan' is not a finite number"):
+    with pytest.raises(ValueError, match=r"line 3, column 'y': the target is missing \('nan'\); drop the row or fill"):
         datasets.load_csv(nan, "y")
+    with pytest.raises(ValueError, match=r"line 3, column 'y': 'nan' is not a finite number \(a missing value\); drop"):
+        datasets.load_csv(nan, "a")
+    inf = write_csv(tmp_path / "inf.csv", "a,y\n1,2.5\n2,inf\n3,4.5\n")
+    with pytest.raises(ValueError, match=r"line 3, column 'y': 'inf' is not a finite number; drop the row or fill in"):
+        datasets.load_csv(inf, "y")
     empty = write_csv(tmp_path / "empty.csv", "a,y\n1,2.5\n,3.5\n3,4.5\n")
-    with pytest.raises(ValueError, match=r"line 3, column 'a': an empty cell is not a finite number"):
+    with pytest.raises(ValueError, match=r"line 3, column 'a': an empty cell is not a finite number; drop the row or"):
         datasets.load_csv(empty, "y")
-    mixed = write_csv(tmp_path / "mixed.csv", "a,y\n1,2.5\n2,NA\n3,4.5\n")
-    with pytest.raises(ValueError, match=r"'NA' is not a number, though other targets are; .* task='classification'"):
+    mixed = write_csv(tmp_path / "mixed.csv", "a,y\n1,2.5\n2,three\n3,4.5\n")
+    with pytest.raises(
+        ValueError,
+        match=r"'three' is not a number, though other targets are; fix the cell, or read every target as a "
+        r"class label with task='classification' \(--task classification on the command line\)",
+    ):
         datasets.load_csv(mixed, "y")
     ragged = write_csv(tmp_path / "ragged.csv", "a,y\n1,2\n3\n")
     with pytest.raises(ValueError, match=r"line 3 has 1 fields, the header has 2"):
@@ -117,6 +131,67 @@ def test_load_csv_errors_name_the_cell_or_the_columns(tmp_path: Path) -> None:
         datasets.load_csv(path, "y", task="ordinal")
     with pytest.raises(ValueError, match=r"CSV file '.*missing.csv' does not exist"):
         datasets.load_csv(tmp_path / "missing.csv", "y")
+
+
+@pytest.mark.parametrize("cell", ["", "NA", "?"])
+@pytest.mark.parametrize("task", [None, "regression", "classification"])
+def test_load_csv_missing_target_names_the_cell_and_the_fix(tmp_path: Path, cell: str, task: str | None) -> None:
+    path = write_csv(tmp_path / "m.csv", f"a,y\n1,2\n2,{cell}\n3,4\n4,2\n")
+    shown = "an empty cell" if not cell else repr(cell)
+    with pytest.raises(
+        ValueError,
+        match=rf"m.csv: line 3, column 'y': the target is missing \({re.escape(shown)}\); drop the row or fill",
+    ):
+        datasets.load_csv(path, "y", task=task)
+
+
+def test_load_csv_empty_text_label_is_missing_but_na_among_text_labels_is_a_class(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", "a,y\n1,east\n2,\n3,west\n")
+    with pytest.raises(ValueError, match=r"line 3, column 'y': the target is missing \(an empty cell\)"):
+        datasets.load_csv(path, "y")
+    labelled = write_csv(tmp_path / "na.csv", "a,y\n1,east\n2,NA\n3,west\n")
+    assert datasets.load_csv(labelled, "y").classes == ("NA", "east", "west")
+
+
+@pytest.mark.parametrize(
+    ("target", "shown", "task"),
+    [
+        ("3", "3.0", None),  # inferred: was read as classification with one class
+        ("3", "3.0", "regression"),  # was fitted with a zero-variance target
+        ("3", "3.0", "classification"),
+        ("east", "'east'", None),
+        ("east", "'east'", "classification"),
+    ],
+)
+def test_load_csv_constant_target_is_refused(tmp_path: Path, target: str, shown: str, task: str | None) -> None:
+    path = write_csv(tmp_path / "c.csv", "a,y\n" + "".join(f"{i},{target}\n" for i in range(5)))
+    with pytest.raises(
+        ValueError,
+        match=rf"c.csv: the target column 'y' is constant: every row has target {shown}, so there is nothing to "
+        r"learn; choose another target column \(target=\.\.\. in load_csv, --target on the command line\)",
+    ):
+        datasets.load_csv(path, "y", task=task)
+
+
+def test_load_csv_text_feature_column_names_the_columns_to_keep(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "r.csv", "a,region,b,y\n1,east,2,3.5\n2,west,3,4.5\n3,east,1,2.5\n")
+    with pytest.raises(
+        ValueError,
+        match=r"r.csv: feature column 'region' holds text \('east' on line 2\), but features must be numbers: "
+        r"encode it as numbers \(one 0/1 column per category\) or leave the column out with features=\['a', 'b'\] "
+        r"\(--features a,b on the command line\)",
+    ):
+        datasets.load_csv(path, "y")
+    assert datasets.load_csv(path, "y", features=["a", "b"]).x_train.shape == (2, 2)
+
+
+def test_standardize_refuses_a_constant_regression_target() -> None:
+    x = torch.randn(4, 2)
+    ds = datasets.Dataset("flat", "regression", x[:3], torch.full((3,), 3.0), x[3:], torch.tensor([5.0]), "")
+    with pytest.raises(
+        ValueError, match=r"flat: every training target is 3, so there is nothing to learn and no scale to standardise"
+    ):
+        datasets.standardize(ds)
 
 
 def test_standardize_uses_the_training_split_only() -> None:

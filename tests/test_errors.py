@@ -273,3 +273,53 @@ def test_fit_arguments_of_the_wrong_type() -> None:
         pb.fit(model(), "meanfield", (X, Y), num_particles=1.5, progress=False)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"fit needs a pb\.BayesianModel, got Sequential"):
         pb.fit(net(), "meanfield", (X, Y), progress=False)  # type: ignore[arg-type]
+
+
+def test_wrong_number_of_features() -> None:
+    m = model()  # Sequential(Linear(2, 8), ...): two features per row
+    expected = (
+        r"x has 3 features per row but the network's first layer takes 2 \(in_features of '0' nn\.Linear\); "
+        r"pass x with 2 columns"
+    )
+    x3 = torch.randn(20, 3)
+    with pytest.raises(ValueError, match=expected):
+        fit(m, (x3, Y))
+    with pytest.raises(ValueError, match=expected):
+        pb.mcmc(m, (x3, Y), num_samples=2, warmup=2, num_chains=1, progress=False)
+    with pytest.raises(ValueError, match=expected):
+        m(x3, Y)
+    post = fit(m, (X, Y)).posterior()
+    with pytest.raises(ValueError, match=expected):
+        post.predict(x3, num_samples=3)
+    with pytest.raises(ValueError, match=r"x has shape \(20,\): one number per row, .* pass x with shape \(20, 2\)$"):
+        post.predict(X[:, 0], num_samples=3)
+
+
+def test_wrong_number_of_features_in_nested_or_single_layer_nets() -> None:
+    nested = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.ReLU()), torch.nn.Linear(4, 1))
+    m = pb.BayesianModel(pb.lift(nested), pb.likelihoods.Gaussian(0.1))
+    expected = r"x has shape \(20,\): .* \(in_features of '0\.0' nn\.Linear\); pass x with shape \(20, 1\), e\.g\."
+    with pytest.raises(ValueError, match=expected):
+        fit(m, (Y, Y))
+    single = pb.BayesianModel(pb.lift(torch.nn.Linear(3, 1)), pb.likelihoods.Gaussian(0.1))
+    with pytest.raises(ValueError, match=r"x has 2 features per row but the network's first layer takes 3 \(its in_f"):
+        fit(single, (X, Y))
+
+
+class TwoLayers(torch.nn.Module):
+    """A net whose layer order is known only to its forward: no upfront check, torch's error explained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(4, 1)
+        self.body = torch.nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.body(x)))
+
+
+def test_wrong_number_of_features_in_a_custom_net() -> None:
+    m = pb.BayesianModel(pb.lift(TwoLayers()), pb.likelihoods.Gaussian(0.1))
+    fit(m, (torch.randn(20, 3), Y))  # no false alarm from the first-declared layer, Linear(4, 1)
+    with pytest.raises(ValueError, match=r"the network cannot run on x of shape \(20, 2\) \(mat1 and mat2 .*\); check"):
+        fit(m, (X, Y))

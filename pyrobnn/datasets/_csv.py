@@ -53,8 +53,9 @@ def load_csv(
         The name of the target column.
     features
         The input columns; default: every column but the target. Inputs must be
-        numbers (a missing, non-numeric, NaN or infinite cell is an error naming
-        its line and column).
+        numbers: a missing, non-numeric, NaN or infinite cell is an error naming
+        its line and column, and a column of text is an error naming the
+        numeric columns to pass here instead.
     test_fraction
         The share of rows held out, rounded (at least one row each side).
     seed
@@ -76,6 +77,12 @@ def load_csv(
     values; otherwise **regression**. A count or a rating scored 1-5 is
     therefore taken as classes: pass ``task="regression"`` to model it as a
     real number.
+
+    Rows are read as they are, with no imputation: a missing target (an empty
+    cell, or ``NA``, ``N/A``, ``nan``, ``null``, ``None``, ``?`` among numbers)
+    is an error naming its line, and so is a missing input. A target with a
+    single distinct value is an error whatever the task: there is nothing to
+    learn from it.
     """
     file = Path(path)
     if task is not None and task not in TASKS:
@@ -103,7 +110,10 @@ def load_csv(
     x = np.empty((len(body), len(inputs)))
     for j, name in enumerate(inputs):
         for r, (line, row) in enumerate(body):
-            x[r, j] = _number(row[cols[name]], file, line, name)
+            cell = row[cols[name]].strip()
+            if cell.lower() not in _MISSING and not _is_float(cell):
+                _refuse_text(file, line, name, cell, [[row[cols[c]] for _, row in body] for c in inputs], inputs)
+            x[r, j] = _number(cell, file, line, name)
     raw = [row[cols[target]].strip() for _, row in body]
     y, task, classes = _target(raw, [line for line, _ in body], file, target, task)
     n = len(body)
@@ -121,18 +131,49 @@ def load_csv(
     return Dataset(file.stem, task, xt[train], yt[train], xt[test], yt[test], text, classes)
 
 
+#: Cells read as a missing value (compared in lower case), as pandas' ``read_csv`` reads most of them.
+_MISSING = frozenset({"", "na", "n/a", "nan", "-nan", "null", "none", "#n/a", "<na>", "?"})
+#: How to deal with a missing value, for the API and the command line alike.
+_FIX_MISSING = "drop the row or fill in the cell"
+
+
 def _number(cell: str, file: Path, line: int, column: str) -> float:
     text = cell.strip()
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-        if text:
+        if text and text.lower() not in _MISSING:
             raise ValueError(f"{file}: line {line}, column {column!r}: {text!r} is not a number") from None
     if not math.isfinite(value):
         shown = repr(text) if text else "an empty cell"
-        raise ValueError(f"{file}: line {line}, column {column!r}: {shown} is not a finite number")
+        missing = " (a missing value)" if text and text.lower() in _MISSING else ""
+        raise ValueError(
+            f"{file}: line {line}, column {column!r}: {shown} is not a finite number{missing}; {_FIX_MISSING}"
+        )
     return value
+
+
+def _refuse_text(file: Path, line: int, column: str, cell: str, cells: list[list[str]], inputs: list[str]) -> None:
+    """Raise for the text ``cell`` in the feature ``column``: a typo in a column of numbers, or a text column."""
+    numeric = [
+        name
+        for name, col in zip(inputs, cells, strict=True)
+        if all(_is_float(v) or v.strip().lower() in _MISSING for v in col)
+    ]
+    leave_out = (
+        f"leave the column out with features={numeric!r} (--features {','.join(numeric)} on the command line)"
+        if numeric
+        else "drop it (no feature column holds numbers only)"
+    )
+    if any(_is_float(v) for v in cells[inputs.index(column)]):  # a column of numbers with a bad cell
+        raise ValueError(
+            f"{file}: line {line}, column {column!r}: {cell!r} is not a number; fix the cell, or {leave_out}"
+        )
+    raise ValueError(
+        f"{file}: feature column {column!r} holds text ({cell!r} on line {line}), but features must be numbers: "
+        f"encode it as numbers (one 0/1 column per category) or {leave_out}"
+    )
 
 
 def _target(
@@ -140,6 +181,12 @@ def _target(
 ) -> tuple[np.ndarray, str, tuple[str, ...] | None]:
     """Target values, the task (inferred when ``None``, see :func:`load_csv`) and the class names."""
     numeric = [_is_float(v) for v in raw]
+    missing = [v.lower() in _MISSING for v in raw]
+    labels_are_text = any(not (n or m) for n, m in zip(numeric, missing, strict=True))
+    for v, line, m in zip(raw, lines, missing, strict=True):
+        # "NA" among numbers is a missing value; among text labels it may be a class, and is left to be one
+        if not v or (m and not labels_are_text):
+            _refuse_missing(file, line, column, v)
     if task is None:
         if not any(numeric):
             task = "classification"  # text labels
@@ -147,7 +194,8 @@ def _target(
             i = numeric.index(False)
             raise ValueError(
                 f"{file}: line {lines[i]}, column {column!r}: {raw[i]!r} is not a number, though other targets are; "
-                "fix the cell, or pass task='classification' to read every target as a class label"
+                "fix the cell, or read every target as a class label with task='classification' "
+                "(--task classification on the command line)"
             )
         else:
             values = [_number(v, file, line, column) for v, line in zip(raw, lines, strict=True)]
@@ -155,18 +203,36 @@ def _target(
             task = "classification" if few and all(v == round(v) for v in values) else "regression"
     if task == "regression":
         values = [_number(v, file, line, column) for v, line in zip(raw, lines, strict=True)]
+        _refuse_constant(file, column, values)
         return np.array(values), task, None
-    for v, line in zip(raw, lines, strict=True):
-        if not v:
-            raise ValueError(f"{file}: line {line}, column {column!r}: an empty cell has no class")
     if all(numeric):  # numbers as labels, in numerical order
         values = [_number(v, file, line, column) for v, line in zip(raw, lines, strict=True)]
+        _refuse_constant(file, column, values)
         ordered = sorted(set(values))
         index = {v: k for k, v in enumerate(ordered)}
         return np.array([index[v] for v in values]), task, tuple(_label(v) for v in ordered)
+    _refuse_constant(file, column, raw)
     labels = sorted(set(raw))
     lookup = {v: k for k, v in enumerate(labels)}
     return np.array([lookup[v] for v in raw]), task, tuple(labels)
+
+
+def _refuse_missing(file: Path, line: int, column: str, cell: str) -> None:
+    shown = f"{cell!r}" if cell else "an empty cell"
+    raise ValueError(
+        f"{file}: line {line}, column {column!r}: the target is missing ({shown}); {_FIX_MISSING}. "
+        "A row without a target cannot be fitted or scored."
+    )
+
+
+def _refuse_constant(file: Path, column: str, values: Sequence[float | str]) -> None:
+    """Raise if every row has the same target: there is nothing to learn from it, whatever the task."""
+    if len(set(values)) == 1:
+        raise ValueError(
+            f"{file}: the target column {column!r} is constant: every row has target {values[0]!r}, so there "
+            "is nothing to learn; choose another target column (target=... in load_csv, --target on the "
+            "command line)"
+        )
 
 
 def _is_float(text: str) -> bool:

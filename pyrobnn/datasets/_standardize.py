@@ -40,7 +40,8 @@ def standardize(ds: Dataset) -> Standardized:
     split leaks into the fit. The standard deviation is the population one
     (``ddof=0``), and a constant column (standard deviation 0, e.g. naval's
     columns 8 and 11) keeps scale 1 — the protocol of the UCI benchmark
-    (Hernández-Lobato & Adams 2015). Arithmetic is in float64; the results have
+    (Hernández-Lobato & Adams 2015); a constant regression target is an error,
+    since it leaves nothing to learn. Arithmetic is in float64; the results have
     the dataset's dtype.
 
     Examples
@@ -60,6 +61,12 @@ def standardize(ds: Dataset) -> Standardized:
     if ds.task == "classification":
         return Standardized(ds, x_train, ds.y_train, x_test, ds.y_test, x_mean.to(dtype), x_scale.to(dtype), 0.0, 1.0)
     y_mean, y_scale = _moments(ds.y_train.double(), dim=0)
+    if _constant(ds.y_train.double(), dim=0).all():
+        raise ValueError(
+            f"{ds.name}: every training target is {float(y_mean):g}, so there is nothing to learn and no "
+            "scale to standardise the target by; choose another target column (target=... in load_csv, "
+            "--target on the command line)"
+        )
     ydtype = ds.y_train.dtype
 
     def scale_y(y: torch.Tensor) -> torch.Tensor:
@@ -81,6 +88,10 @@ def standardize(ds: Dataset) -> Standardized:
 def _moments(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     mean = t.mean(dim)
     std = t.std(dim, unbiased=False)
-    # a column whose spread is rounding error around its mean is constant: keep it unscaled
-    constant = std <= 1e-12 * mean.abs().clamp_min(1.0)
-    return mean, torch.where(constant, torch.ones_like(std), std)
+    # a constant column keeps scale 1 (unscaled)
+    return mean, torch.where(_constant(t, dim), torch.ones_like(std), std)
+
+
+def _constant(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Which columns are constant: their spread is rounding error around their mean."""
+    return t.std(dim, unbiased=False) <= 1e-12 * t.mean(dim).abs().clamp_min(1.0)
