@@ -41,6 +41,8 @@ state and a step that advances it, and makes the step a method of a mutable stat
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import math
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -52,7 +54,7 @@ import torch
 
 from pyrobnn._rng import RNGStream, seeded
 from pyrobnn._tensors import model_device
-from pyrobnn.guides import Guide, make_guide
+from pyrobnn.guides import Guide, guide_options, make_guide
 from pyrobnn.infer import distributed as _dist
 from pyrobnn.infer._batching import Batches
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec, kl_weight_at, lr_decay_schedule, make_optimizer
@@ -144,6 +146,7 @@ class SVIState:
         self._last_good = [p.detach().clone() for p in self._params]
         self._rows: list[tuple[float, float, float, float, float]] = []
         self._in_session = False
+        self._kind = _kind_of(guide)
 
     @property
     def history(self) -> History:
@@ -226,12 +229,13 @@ class SVIState:
                     param.copy_(good)
                 last = self.last.loss if self.last is not None else math.nan
                 raise FitError(
-                    f"the loss became {terms.loss} at step {step} (last finite loss: {last:.6g}). "
-                    "The guide was restored to its last finite state. Likely causes: a learning "
-                    f"rate too high (lr={self.config['lr']}), an initial scale too large, or inputs on a "
-                    "wildly different scale than the prior (standardise x and y).",
+                    f"fitting the {self._kind}: the loss became {terms.loss} at step {step} (last finite "
+                    f"loss: {last:.6g}). The guide was restored to its last finite state (err.guide). Likely "
+                    f"causes: a learning rate too high (lr={self.config['lr']}), an initial scale too large, or "
+                    "inputs on a wildly different scale than the prior (standardise x and y).",
                     step=step,
                     history=self.history,
+                    guide=self.guide,
                 )
             for good, param in zip(self._last_good, self._params, strict=True):
                 good.copy_(param)
@@ -372,6 +376,7 @@ def init(
 
 def _build_guide(model: BayesianModel, guide: Guide | str, options: Mapping[str, Any]) -> Guide:
     if isinstance(guide, str):
+        _check_options(guide, options)
         guide = make_guide(guide, model, **options)
     elif options:
         raise TypeError(f"guide options {sorted(options)} only apply when guide is a kind string")
@@ -384,3 +389,39 @@ def _build_guide(model: BayesianModel, guide: Guide | str, options: Mapping[str,
             "start from a guide kind: pb.fit(model, 'fullrank', data)."
         )
     return guide
+
+
+def _kind_of(guide: Guide) -> str:
+    """The guide for messages: ``'fullrank' guide (FullRankGuide)``, or its class for one of one's own."""
+    try:
+        kind = guide.spec()["kind"]
+    except NotImplementedError:
+        return f"guide {type(guide).__name__}"
+    return f"{kind!r} guide ({type(guide).__name__})"
+
+
+def _check_options(kind: str, options: Mapping[str, Any]) -> None:
+    """Refuse keywords that are neither fit's nor options of the guide ``kind``, suggesting the nearest."""
+    try:
+        accepted = guide_options(kind)
+    except ValueError:
+        return  # an unknown kind: make_guide says so
+    unknown = [name for name in options if name not in accepted]
+    if not unknown:
+        return
+    own = [*(name for name in inspect.signature(init).parameters if name not in _NOT_KEYWORDS), *_FIT_ONLY]
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, own + list(accepted), n=1)
+        hints.append(f"{name!r} (did you mean {close[0]}?)" if close else repr(name))
+    raise TypeError(
+        f"unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}: pb.fit takes "
+        f"{', '.join(own)}, and passes any other keyword to the {kind!r} guide, whose options are "
+        f"{', '.join(accepted)}."
+    )
+
+
+# init's parameters that are not keyword options of fit and init
+_NOT_KEYWORDS = ("model", "guide", "data", "guide_options")
+# the keywords of fit that init does not take
+_FIT_ONLY = ("progress", "check")
