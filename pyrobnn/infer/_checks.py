@@ -15,9 +15,9 @@ __all__ = ["DIVERGED_SE", "MIN_STEPS", "RISING_FRACTION", "RISING_SE", "converge
 
 #: Noise units (see convergence_message) by which the end must fall below the start to count as diverged.
 DIVERGED_SE = 5.0
-#: Standard errors by which the last quarter must exceed the third to count as still rising.
+#: Standard errors by which the last eighth must exceed the fifth to count as still rising.
 RISING_SE = 5.0
-#: ... and the fraction of the gain made up to the third quarter that the rise must exceed.
+#: ... and the fraction of the final |ELBO| that the rise must exceed.
 RISING_FRACTION = 0.05
 #: Nats below which no difference of means is worth a warning, whatever its standard error.
 MIN_NATS = 1.0
@@ -66,17 +66,15 @@ def convergence_message(elbo: np.ndarray, lr: np.ndarray, *, min_steps: int = MI
         )
     if n < max(min_steps, 8 * NUM_BATCHES):
         return None
-    half, three_quarters = n // 2, (3 * n) // 4
-    third, third_se, _ = segment_mean(elbo[half:three_quarters])
-    fourth, fourth_se, _ = segment_mean(elbo[three_quarters:])
-    rise, se = fourth - third, math.hypot(third_se, fourth_se)
-    gain = third - start
-    if rise > max(RISING_SE * se, MIN_NATS, RISING_FRACTION * gain):
-        share = f"; {100 * rise / gain:.0f}% of the gain up to the third quarter" if gain > 0 else ""
+    eighth = n // 8
+    early, early_se, _ = segment_mean(elbo[4 * eighth : 5 * eighth])  # the first eighth of the last half
+    late, late_se, _ = segment_mean(elbo[n - eighth :])  # the last eighth
+    rise, se = late - early, math.hypot(early_se, late_se)
+    if rise > max(RISING_SE * se, MIN_NATS, RISING_FRACTION * abs(late)):
         return (
-            f"the ELBO was still rising over the last half of the fit: its mean over the last quarter "
-            f"is {rise:.4g} nats above the third quarter's ({rise / se:.0f} standard errors{share}). "
-            f"The guide has not settled: fit longer (num_steps={2 * n} or more) or with a higher "
+            f"the ELBO was still rising over the last half of the fit: by {rise:.4g} nats from the first to "
+            f"the last eighth of it ({rise / se:.0f} standard errors, {100 * rise / abs(late):.1f}% of the "
+            f"ELBO). The guide has not settled: fit longer (num_steps={2 * n} or more) or with a higher "
             f"learning rate (lr={lr[0]:.3g})."
         )
     return None

@@ -123,7 +123,8 @@ def fit(
         A :class:`pyrobnn.BayesianModel`.
     guide
         A guide from :func:`pyrobnn.guides.make_guide`, or a guide kind
-        (``"meanfield"``, ``"map"``) built here with ``**guide_options``.
+        (``"meanfield"``, ``"map"``) built here with ``**guide_options``
+        (e.g. ``init="reset"``; :func:`pyrobnn.guides.guide_options` lists them).
     data
         ``(x, y)`` as tensors or arrays, or a ``DataLoader`` yielding ``(x, y)``.
     num_steps, epochs
@@ -153,8 +154,11 @@ def fit(
     device
         Where to fit (model and guide are moved there); default: the model's.
     seed
-        Seeds the particles, the minibatch order and the guide's initialisation;
-        the caller's global torch RNG state is left unchanged.
+        Seeds the particles, the minibatch order and the draws of the guide's
+        starting point under ``init="reset"`` or ``init="prior"``; the caller's
+        global torch RNG state is left unchanged. Under the default
+        ``init="pretrained"`` the start is the network's current weights, which
+        ``seed`` does not set (see Notes).
     progress
         Show a progress bar with the current loss (on rank 0 only when distributed).
     check
@@ -227,11 +231,11 @@ def fit(
     when the mean over the last tenth of the steps is below that over the first
     tenth by more than 5 standard errors and 1 nat (the fit diverged without
     overflowing: lower ``lr``), and, in fits of 200 steps or more, when the last
-    quarter's mean exceeds the third quarter's by more than 5 standard errors,
-    1 nat and 5% of the gain up to the third quarter (still rising: more steps
-    or a higher ``lr``). The learning rate's decay over the second half
-    (``lr_decay``) lifts the last quarter a little in a settled fit too, which the
-    last two thresholds leave room for.
+    eighth's mean exceeds the fifth eighth's by more than 5 standard errors,
+    1 nat and 5% of the final |ELBO| (still rising: more steps or a higher
+    ``lr``). The learning rate's decay over the second half (``lr_decay``) lifts
+    the end a little in a settled fit too, which the last two thresholds leave
+    room for; a fit that passes may still gain from more steps.
     """
     state = init(
         model,

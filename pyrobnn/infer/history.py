@@ -55,21 +55,23 @@ class History:
 
         Two checks on the per-step ELBO (:func:`pyrobnn.fit` runs them at the end and
         issues their message as a :class:`FitWarning`; call this after a loop of your own
-        over :meth:`pyrobnn.svi.SVIState.step`):
+        over :meth:`pyrobnn.infer.svi.SVIState.step`):
 
-        - **diverged**: the mean ELBO of the last tenth of the steps is below that of the
-          first tenth by more than 5 standard errors and 1 nat. The fit made its start
+        - **diverged**: the mean ELBO of the last tenth of the steps is below the ELBO of
+          the first step by more than 5 times the noise of one step's estimate (the
+          standard deviation of the last tenth's steps about their trend, combined with the
+          standard error of their mean) and by more than 1 nat. The fit made its start
           worse: lower the learning rate.
         - **not settled** (fits of at least ``min_steps`` steps): the mean ELBO of the
-          last quarter is above that of the third quarter by more than 5 standard errors,
-          and the rise is more than 1 nat and more than 5% of the gain from the first
-          tenth to the third quarter. The fit was still climbing: more steps, or a higher
-          learning rate.
+          last eighth is above that of the fifth (the first eighth of the last half) by
+          more than 5 standard errors, 1 nat and 5% of the final |ELBO|. The fit was still
+          climbing: more steps, or a higher learning rate.
 
-        The standard errors are those of batch means (each quarter or tenth cut into 10
-        batches, its linear trend removed first), which allows for the correlation of
-        successive steps. See the concepts page, "Fitting: where it starts, and when it
-        has not settled".
+        The standard errors are those of batch means (each stretch cut into 10 batches,
+        its linear trend removed first), which allows for the correlation of successive
+        steps. A fit that passes may still gain from more steps (the learning rate's
+        decay damps the end of every fit). See the concepts page, "Fitting: where it
+        starts, and when it has not settled".
         """
         return convergence_message(self.elbo, self.lr, min_steps=min_steps)
 

@@ -41,7 +41,6 @@ state and a step that advances it, and makes the step a method of a mutable stat
 from __future__ import annotations
 
 import contextlib
-import difflib
 import inspect
 import math
 from collections.abc import Iterator, Mapping
@@ -54,9 +53,10 @@ import torch
 
 from pyrobnn._rng import RNGStream, seeded
 from pyrobnn._tensors import model_device
-from pyrobnn.guides import Guide, guide_options, make_guide
+from pyrobnn.guides import Guide
 from pyrobnn.infer import distributed as _dist
 from pyrobnn.infer._batching import Batches
+from pyrobnn.infer._guide_args import build_guide, describe_guide
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec, kl_weight_at, lr_decay_schedule, make_optimizer
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, History
@@ -146,7 +146,7 @@ class SVIState:
         self._last_good = [p.detach().clone() for p in self._params]
         self._rows: list[tuple[float, float, float, float, float]] = []
         self._in_session = False
-        self._kind = _kind_of(guide)
+        self._kind = describe_guide(guide)
 
     @property
     def history(self) -> History:
@@ -309,7 +309,7 @@ def init(
     model.to(target)
 
     with seeded(seed, target), pyro.settings.context(module_local_params=True):
-        guide = _build_guide(model, guide, guide_options)
+        guide = build_guide(model, guide, guide_options, own=_fit_keywords())
         num_particles = guide.num_particles if num_particles is None else num_particles
         guide.to(target)
         shard = (rank, world_size) if distributed else None
@@ -374,54 +374,7 @@ def init(
     )
 
 
-def _build_guide(model: BayesianModel, guide: Guide | str, options: Mapping[str, Any]) -> Guide:
-    if isinstance(guide, str):
-        _check_options(guide, options)
-        guide = make_guide(guide, model, **options)
-    elif options:
-        raise TypeError(f"guide options {sorted(options)} only apply when guide is a kind string")
-    if not isinstance(guide, Guide):
-        raise TypeError(f"guide must be a pyrobnn guide or a kind string, got {type(guide).__name__}")
-    if not any(p.requires_grad for p in guide.parameters()):
-        raise TypeError(
-            f"the guide {type(guide).__name__} has no parameters to fit. Draws from pb.mcmc are a finished "
-            "posterior: pass pb.mcmc's result to predict, compare, to_arviz or save as it is. To fit, "
-            "start from a guide kind: pb.fit(model, 'fullrank', data)."
-        )
-    return guide
-
-
-def _kind_of(guide: Guide) -> str:
-    """The guide for messages: ``'fullrank' guide (FullRankGuide)``, or its class for one of one's own."""
-    try:
-        kind = guide.spec()["kind"]
-    except NotImplementedError:
-        return f"guide {type(guide).__name__}"
-    return f"{kind!r} guide ({type(guide).__name__})"
-
-
-def _check_options(kind: str, options: Mapping[str, Any]) -> None:
-    """Refuse keywords that are neither fit's nor options of the guide ``kind``, suggesting the nearest."""
-    try:
-        accepted = guide_options(kind)
-    except ValueError:
-        return  # an unknown kind: make_guide says so
-    unknown = [name for name in options if name not in accepted]
-    if not unknown:
-        return
-    own = [*(name for name in inspect.signature(init).parameters if name not in _NOT_KEYWORDS), *_FIT_ONLY]
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, own + list(accepted), n=1)
-        hints.append(f"{name!r} (did you mean {close[0]}?)" if close else repr(name))
-    raise TypeError(
-        f"unknown keyword argument{'s' if len(unknown) > 1 else ''} {', '.join(hints)}: pb.fit takes "
-        f"{', '.join(own)}, and passes any other keyword to the {kind!r} guide, whose options are "
-        f"{', '.join(accepted)}."
-    )
-
-
-# init's parameters that are not keyword options of fit and init
-_NOT_KEYWORDS = ("model", "guide", "data", "guide_options")
-# the keywords of fit that init does not take
-_FIT_ONLY = ("progress", "check")
+def _fit_keywords() -> list[str]:
+    """The keywords of :func:`pyrobnn.fit`: ``init``'s, and two of fit's own."""
+    skip = ("model", "guide", "data", "guide_options")
+    return [*(name for name in inspect.signature(init).parameters if name not in skip), "progress", "check"]
