@@ -18,7 +18,7 @@ DIVERGED_SE = 5.0
 #: Standard errors by which the last eighth must exceed the fifth to count as still rising.
 RISING_SE = 5.0
 #: ... and the fraction of the final |ELBO| that the rise must exceed.
-RISING_FRACTION = 0.05
+RISING_FRACTION = 0.10
 #: Nats below which no difference of means is worth a warning, whatever its standard error.
 MIN_NATS = 1.0
 #: Fits shorter than this are not checked for still rising (smoke fits in tests and doctests).

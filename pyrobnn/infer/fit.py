@@ -232,7 +232,7 @@ def fit(
     tenth by more than 5 standard errors and 1 nat (the fit diverged without
     overflowing: lower ``lr``), and, in fits of 200 steps or more, when the last
     eighth's mean exceeds the fifth eighth's by more than 5 standard errors,
-    1 nat and 5% of the final |ELBO| (still rising: more steps or a higher
+    1 nat and 10% of the final |ELBO| (still rising: more steps or a higher
     ``lr``). The learning rate's decay over the second half (``lr_decay``) lifts
     the end a little in a settled fit too, which the last two thresholds leave
     room for; a fit that passes may still gain from more steps.

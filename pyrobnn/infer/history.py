@@ -64,7 +64,7 @@ class History:
           worse: lower the learning rate.
         - **not settled** (fits of at least ``min_steps`` steps): the mean ELBO of the
           last eighth is above that of the fifth (the first eighth of the last half) by
-          more than 5 standard errors, 1 nat and 5% of the final |ELBO|. The fit was still
+          more than 5 standard errors, 1 nat and 10% of the final |ELBO|. The fit was still
           climbing: more steps, or a higher learning rate.
 
         The standard errors are those of batch means (each stretch cut into 10 batches,
