@@ -18,7 +18,7 @@ from pyrobnn.evaluate.compare import compare
 from pyrobnn.export import to_arviz
 from pyrobnn.infer import svi
 from pyrobnn.infer.elbo import ELBO
-from pyrobnn.infer.fit import FitError, FitResult, History, estimate_elbo, fit, linear_annealing
+from pyrobnn.infer.fit import FitError, FitResult, FitWarning, History, estimate_elbo, fit, linear_annealing
 from pyrobnn.infer.mcmc import MCMCDraws, mcmc
 from pyrobnn.lift import BayesianNet, lift, lift_
 from pyrobnn.model import BayesianModel
@@ -31,6 +31,7 @@ __all__ = [
     "DiagnosticWarning",
     "FitError",
     "FitResult",
+    "FitWarning",
     "History",
     "MCMCDraws",
     "Posterior",

@@ -113,7 +113,7 @@ def test_unknown_guide_kind() -> None:
 def test_guide_options() -> None:
     with pytest.raises(ValueError, match=r"kl must be 'analytic' or 'mc'"):
         pb.guides.make_guide("meanfield", model(), kl="exact")
-    with pytest.raises(ValueError, match=r"init must be one of \('pretrained', 'prior'\)"):
+    with pytest.raises(ValueError, match=r"init must be one of \('pretrained', 'reset', 'prior'\)"):
         pb.guides.make_guide("meanfield", model(), init="zeros")
     with pytest.raises(ValueError, match="init_scale must be > 0"):
         pb.guides.make_guide("meanfield", model(), init_scale=0.0)

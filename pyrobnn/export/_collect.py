@@ -48,7 +48,12 @@ def to_arviz(
         A :class:`pyrobnn.Posterior` or a :class:`pyrobnn.FitResult` (which also
         exports the ELBO history), or a list of them: independent fits of the
         same model become the chains, so ``az.rhat`` and ``az.ess`` across them
-        reveal a fit that depends on its seed.
+        reveal a fit that depends on where it started. Make the fits independent
+        starts: ``pb.fit(model, kind, data, init="reset", seed=c)`` for chain
+        ``c``, each on a model built the same way. With the default
+        ``init="pretrained"`` every refit starts at the same network weights and
+        ``seed`` moves only the particles and minibatches, which hides most of
+        the spread between starts.
     x, y
         Data to evaluate the posterior on (usually the training data). With
         ``x``: ``posterior_predictive`` and ``constant_data``; with ``y`` too:

@@ -17,6 +17,7 @@ kind               q(θ)                                                     cos
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "LowRankGuide",
     "MAPGuide",
     "MeanFieldGuide",
+    "guide_options",
     "make_guide",
 ]
 
@@ -51,6 +53,27 @@ _FACTORIES: dict[str, Callable[..., Guide]] = {
 
 #: Guide kinds accepted by :func:`make_guide` and :func:`pyrobnn.fit`.
 GUIDE_KINDS: tuple[str, ...] = tuple(_FACTORIES)
+
+# The class whose constructor takes each kind's options (a factory may pass them on).
+_CLASSES: dict[str, type[Guide]] = {
+    "meanfield": MeanFieldGuide,
+    "lowrank": LowRankGuide,
+    "fullrank": FullRankGuide,
+    "flow": FlowGuide,
+    "map": MAPGuide,
+}
+
+
+def guide_options(kind: str) -> tuple[str, ...]:
+    """The keyword options :func:`make_guide` takes for a guide ``kind``, in the constructor's order.
+
+    >>> pb.guides.guide_options("map")
+    ('init',)
+    """
+    if not isinstance(kind, str) or kind.lower() not in _CLASSES:
+        raise ValueError(f"unknown guide kind {kind!r}; valid kinds are {', '.join(GUIDE_KINDS)}")
+    params = inspect.signature(_CLASSES[kind.lower()]).parameters
+    return tuple(name for name, p in params.items() if name != "model" and p.kind is not p.VAR_KEYWORD)
 
 
 def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:

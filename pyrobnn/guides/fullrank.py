@@ -36,7 +36,7 @@ class FullRankGuide(AutoGaussianGuide):
     init_scale
         Initial marginal standard deviation of every coordinate.
     init
-        ``"pretrained"`` or ``"prior"`` (see :class:`MeanFieldGuide`).
+        ``"pretrained"``, ``"reset"`` or ``"prior"`` (see :class:`MeanFieldGuide`).
     max_dim
         Refuse latent dimensions above this (default 5000, about 200 MB of
         optimiser state); raise it deliberately if you have the memory.

@@ -30,7 +30,9 @@ class LowRankGuide(AutoGaussianGuide):
     init_scale
         Initial marginal standard deviation of every coordinate.
     init
-        ``"pretrained"`` (start at the network's weights) or ``"prior"``.
+        ``"pretrained"`` (start at the network's current weights), ``"reset"``
+        (torch's default initialisation, redrawn) or ``"prior"`` (a prior draw);
+        see :class:`MeanFieldGuide`.
 
     Notes
     -----

@@ -25,6 +25,9 @@ class MAPGuide(Guide):
     Delta is dropped, as Pyro's ``AutoDelta`` does), so the objective is the
     negative log joint density. Draws are copies of θ̂; predictions from it carry
     only the likelihood's noise.
+
+    ``init`` is where θ̂ starts: ``"pretrained"``, ``"reset"`` or ``"prior"``, as
+    for :class:`MeanFieldGuide`.
     """
 
     def __init__(self, model: BayesianModel, *, init: str = "pretrained") -> None:

@@ -40,8 +40,14 @@ class MeanFieldGuide(Guide):
         The initial σ of every site (on the unconstrained scale). Small values
         (1e-3 to 1e-2) let the fit start from a near-deterministic network.
     init
-        ``"pretrained"`` (locations at the network's current weights) or
-        ``"prior"`` (locations at a draw from the prior).
+        Where the locations start. ``"pretrained"`` (default): at the network's
+        current weights, whatever set them (a user's training, or for a freshly
+        built net torch's global RNG when it was built; no ``seed`` of pyrobnn's
+        sets them). ``"reset"``: at torch's default initialisation drawn afresh,
+        every layer's ``reset_parameters()`` (the network itself is left alone).
+        ``"prior"``: at a draw from the prior. ``"reset"`` and ``"prior"`` draw
+        from torch's global RNG, which :func:`pyrobnn.fit` seeds with its ``seed``,
+        so that a fit from them is a function of ``seed``.
     sites
         Restrict the guide to these latent sites (for composing it with another
         guide over the rest); default: all.

@@ -77,13 +77,15 @@ class Potential:
         return traced  # type: ignore[no-any-return]
 
     def initial(self, init: str) -> torch.Tensor:
-        """A starting point u: a prior draw per site, or the net's current weights."""
+        """A starting point u: a prior draw per site (``"prior"``), torch's default initialisation
+        redrawn (``"reset"``), or the net's current weights (``"pretrained"``)."""
+        reset = self.model.net.reset_values() if init == "reset" else {}
         parts = []
-        for site, t in zip(self.sites.values(), self.transforms, strict=True):
+        for name, site, t in zip(self.sites, self.sites.values(), self.transforms, strict=True):
             if init == "prior":
                 value = site.prior.distribution(site.shape).sample()
             else:
-                value = site.init
+                value = reset.get(name, site.init)
             parts.append(t.inv(value.to(self.dtype)).reshape(-1))
         return torch.cat(parts).detach()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,17 +24,37 @@ from pyrobnn.guides import Guide
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec
 from pyrobnn.infer.elbo import ELBO, Terms
-from pyrobnn.infer.history import FitError, History
+from pyrobnn.infer.history import FitError, FitWarning, History
 from pyrobnn.infer.svi import init
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
 
-__all__ = ["FitError", "FitResult", "History", "estimate_elbo", "fit", "linear_annealing"]
+__all__ = ["FitError", "FitResult", "FitWarning", "History", "estimate_elbo", "fit", "linear_annealing"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FitResult:
-    """What :func:`fit` returns: the fitted guide, the model, the history and the settings."""
+    """What :func:`fit` returns: the fitted guide, the model, the history and the settings.
+
+    Attributes
+    ----------
+    model, guide
+        The model and the fitted guide.
+    history
+        The per-step record (:class:`History`).
+    num_steps, seed
+        The length of the fit and its seed.
+    elapsed_s
+        Wall-clock seconds of all ``num_steps`` optimiser steps, the first included
+        (building the guide and the optimiser before them is not counted).
+    config
+        The settings, as plain data.
+    first_step_s
+        Seconds of the first step alone, which is part of ``elapsed_s``. It carries
+        one-time costs: Pyro's shape checks, which run on the first step only, and, in
+        the first fit of a process, torch's loading and warming of its kernels. For
+        the time a step takes once warm, use ``(elapsed_s - first_step_s) / (num_steps - 1)``.
+    """
 
     model: BayesianModel
     guide: Guide
@@ -42,6 +63,15 @@ class FitResult:
     seed: int
     elapsed_s: float
     config: Mapping[str, Any] = field(default_factory=dict)
+    first_step_s: float = math.nan
+
+    def __repr__(self) -> str:
+        kind = self.config.get("guide", type(self.guide).__name__)
+        elbo = self.final_elbo() if len(self.history) else math.nan
+        return (
+            f"FitResult(guide={kind}, num_steps={self.num_steps}, final_elbo={elbo:.6g}, "
+            f"elapsed_s={self.elapsed_s:.3g}, first_step_s={self.first_step_s:.3g}, seed={self.seed})"
+        )
 
     def posterior(self) -> Posterior:
         """The fitted guide as a :class:`pyrobnn.Posterior`: draws and predictions."""
@@ -81,6 +111,7 @@ def fit(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
+    check: bool = True,
     distributed: bool = False,
     **guide_options: Any,
 ) -> FitResult:
@@ -92,7 +123,8 @@ def fit(
         A :class:`pyrobnn.BayesianModel`.
     guide
         A guide from :func:`pyrobnn.guides.make_guide`, or a guide kind
-        (``"meanfield"``, ``"map"``) built here with ``**guide_options``.
+        (``"meanfield"``, ``"map"``) built here with ``**guide_options``
+        (e.g. ``init="reset"``; :func:`pyrobnn.guides.guide_options` lists them).
     data
         ``(x, y)`` as tensors or arrays, or a ``DataLoader`` yielding ``(x, y)``.
     num_steps, epochs
@@ -122,10 +154,17 @@ def fit(
     device
         Where to fit (model and guide are moved there); default: the model's.
     seed
-        Seeds the particles, the minibatch order and the guide's initialisation;
-        the caller's global torch RNG state is left unchanged.
+        Seeds the particles, the minibatch order and the draws of the guide's
+        starting point under ``init="reset"`` or ``init="prior"``; the caller's
+        global torch RNG state is left unchanged. Under the default
+        ``init="pretrained"`` the start is the network's current weights, which
+        ``seed`` does not set (see Notes).
     progress
         Show a progress bar with the current loss (on rank 0 only when distributed).
+    check
+        At the end, check the ELBO history (:meth:`History.check`) and issue a
+        :class:`FitWarning` naming the fix when the fit diverged to a finite loss or
+        had not settled (see Notes). ``False`` skips the check.
     distributed
         Data-parallel fitting on ``torch.distributed``: run the same script in
         every process (e.g. with ``torchrun``) after
@@ -148,9 +187,18 @@ def fit(
     ------
     FitError
         When the loss becomes NaN or infinite; the guide is restored to the last
-        state whose loss was finite.
+        state whose loss was finite, and is the error's ``guide``.
+    TypeError
+        For a keyword that is neither ``fit``'s nor an option of the guide kind
+        (the message suggests the nearest name).
     RuntimeError
         With ``distributed=True`` and no initialised process group.
+
+    Warns
+    -----
+    FitWarning
+        When ``check`` and the history shows a fit that went wrong without a
+        non-finite loss (see Notes).
 
     See Also
     --------
@@ -165,6 +213,29 @@ def fit(
     parameters) and are trained with a ``torch.optim`` optimiser on the ELBO
     module ``ELBO(...)(model, guide)``. Pyro's shape validation runs on the
     first step only.
+
+    **Where the fit starts.** A guide built here from a kind string starts at the
+    guide's ``init``: ``"pretrained"`` (the default) centres it on the network's
+    current weights, which ``seed`` does not set: for a freshly built net they are
+    torch's default initialisation, drawn from torch's global RNG when the net was
+    built, so two scripts that differ only there start, and end, in different
+    places. ``init="reset"`` redraws every random weight with its layer's own
+    ``reset_parameters()`` under ``seed``, and ``init="prior"`` draws it from the
+    prior under ``seed``: then the whole fit is a function of ``seed``, and
+    different seeds start from independent weights (what refits used as chains in
+    :func:`pyrobnn.to_arviz` need). Parameters kept out of the prior (trained as
+    point estimates) start from the network's values whatever ``init`` is.
+
+    **The end-of-fit check** (``check=True``) compares stretches of the per-step
+    ELBO, with standard errors from batch means (:meth:`History.check`). It warns
+    when the mean over the last tenth of the steps is below that over the first
+    tenth by more than 5 standard errors and 1 nat (the fit diverged without
+    overflowing: lower ``lr``), and, in fits of 200 steps or more, when the last
+    eighth's mean exceeds the fifth eighth's by more than 5 standard errors,
+    1 nat and 10% of the final |ELBO| (still rising: more steps or a higher
+    ``lr``). The learning rate's decay over the second half (``lr_decay``) lifts
+    the end a little in a settled fit too, which the last two thresholds leave
+    room for; a fit that passes may still gain from more steps.
     """
     state = init(
         model,
@@ -190,13 +261,21 @@ def fit(
     bar = tqdm(total=total, desc=f"fit {type(state.guide).__name__}", unit="step", disable=not show)
     with bar, state.session():
         start = time.perf_counter()
+        first = math.nan
         for step in range(total):
             terms = state.step()
+            if step == 0:
+                first = time.perf_counter() - start
             if step % refresh == 0 or step == total - 1:
                 bar.set_postfix(loss=f"{terms.loss:.4g}", refresh=False)
                 bar.update(step + 1 - bar.n)
         elapsed = time.perf_counter() - start
-    return FitResult(model, state.guide, state.history, total, seed, elapsed, state.config)
+    history = state.history
+    if check and state.rank == 0:
+        problem = history.check()
+        if problem is not None:
+            warnings.warn(f"fitting {state.config['guide']}: {problem}", FitWarning, stacklevel=2)
+    return FitResult(model, state.guide, history, total, seed, elapsed, state.config, first)
 
 
 def estimate_elbo(

@@ -199,8 +199,10 @@ def mcmc(
         Adapt a dense mass matrix (better for correlated weights, O(D²) per
         step); default: dense up to ``FULL_MASS_MAX_DIM`` (200) latent dimensions.
     init
-        ``"prior"`` (each chain starts at its own draw from the prior) or
-        ``"pretrained"`` (every chain starts at the network's current weights).
+        ``"prior"`` (each chain starts at its own draw from the prior),
+        ``"reset"`` (each chain starts at its own draw of torch's default
+        initialisation, every layer's ``reset_parameters()``) or ``"pretrained"``
+        (every chain starts at the network's current weights).
     jit
         JIT-trace the potential energy (``torch.jit.trace``): about twice as fast
         for nets on the MLP fast path (an ``nn.Sequential`` of ``Linear`` and
@@ -254,8 +256,8 @@ def mcmc(
         raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-    if init not in ("prior", "pretrained"):
-        raise ValueError(f"init must be 'prior' or 'pretrained', got {init!r}")
+    if init not in ("prior", "reset", "pretrained"):
+        raise ValueError(f"init must be 'prior', 'reset' or 'pretrained', got {init!r}")
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise TypeError("mcmc needs the whole data as a pair (x, y); NUTS uses every point at every step")
     dtype, device = model_dtype(model), model_device(model)

@@ -41,6 +41,7 @@ state and a step that advances it, and makes the step a method of a mutable stat
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -52,9 +53,10 @@ import torch
 
 from pyrobnn._rng import RNGStream, seeded
 from pyrobnn._tensors import model_device
-from pyrobnn.guides import Guide, make_guide
+from pyrobnn.guides import Guide
 from pyrobnn.infer import distributed as _dist
 from pyrobnn.infer._batching import Batches
+from pyrobnn.infer._guide_args import build_guide, describe_guide
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec, kl_weight_at, lr_decay_schedule, make_optimizer
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, History
@@ -144,6 +146,7 @@ class SVIState:
         self._last_good = [p.detach().clone() for p in self._params]
         self._rows: list[tuple[float, float, float, float, float]] = []
         self._in_session = False
+        self._kind = describe_guide(guide)
 
     @property
     def history(self) -> History:
@@ -226,12 +229,13 @@ class SVIState:
                     param.copy_(good)
                 last = self.last.loss if self.last is not None else math.nan
                 raise FitError(
-                    f"the loss became {terms.loss} at step {step} (last finite loss: {last:.6g}). "
-                    "The guide was restored to its last finite state. Likely causes: a learning "
-                    f"rate too high (lr={self.config['lr']}), an initial scale too large, or inputs on a "
-                    "wildly different scale than the prior (standardise x and y).",
+                    f"fitting the {self._kind}: the loss became {terms.loss} at step {step} (last finite "
+                    f"loss: {last:.6g}). The guide was restored to its last finite state (err.guide). Likely "
+                    f"causes: a learning rate too high (lr={self.config['lr']}), an initial scale too large, or "
+                    "inputs on a wildly different scale than the prior (standardise x and y).",
                     step=step,
                     history=self.history,
+                    guide=self.guide,
                 )
             for good, param in zip(self._last_good, self._params, strict=True):
                 good.copy_(param)
@@ -305,7 +309,7 @@ def init(
     model.to(target)
 
     with seeded(seed, target), pyro.settings.context(module_local_params=True):
-        guide = _build_guide(model, guide, guide_options)
+        guide = build_guide(model, guide, guide_options, own=_fit_keywords())
         num_particles = guide.num_particles if num_particles is None else num_particles
         guide.to(target)
         shard = (rank, world_size) if distributed else None
@@ -370,17 +374,7 @@ def init(
     )
 
 
-def _build_guide(model: BayesianModel, guide: Guide | str, options: Mapping[str, Any]) -> Guide:
-    if isinstance(guide, str):
-        guide = make_guide(guide, model, **options)
-    elif options:
-        raise TypeError(f"guide options {sorted(options)} only apply when guide is a kind string")
-    if not isinstance(guide, Guide):
-        raise TypeError(f"guide must be a pyrobnn guide or a kind string, got {type(guide).__name__}")
-    if not any(p.requires_grad for p in guide.parameters()):
-        raise TypeError(
-            f"the guide {type(guide).__name__} has no parameters to fit. Draws from pb.mcmc are a finished "
-            "posterior: pass pb.mcmc's result to predict, compare, to_arviz or save as it is. To fit, "
-            "start from a guide kind: pb.fit(model, 'fullrank', data)."
-        )
-    return guide
+def _fit_keywords() -> list[str]:
+    """The keywords of :func:`pyrobnn.fit`: ``init``'s, and two of fit's own."""
+    skip = ("model", "guide", "data", "guide_options")
+    return [*(name for name in inspect.signature(init).parameters if name not in skip), "progress", "check"]

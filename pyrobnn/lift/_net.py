@@ -8,6 +8,7 @@ which runs the deterministic twin of the user's network on all of them at once.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import pyro
@@ -72,6 +73,50 @@ class BayesianNet(nn.Module):
         """The twin's value of a random parameter (the user's weights at lift time)."""
         module, attr = owner(self.net, name)
         return getattr(module, attr)  # type: ignore[no-any-return]
+
+    def reset_values(self) -> dict[str, torch.Tensor]:
+        """Fresh starting values of the random parameters: torch's default initialisation, redrawn.
+
+        Calls ``reset_parameters()`` of every layer that has one (``nn.Linear``'s
+        Kaiming-uniform, and so on) on a copy of the twin, drawing from torch's global
+        RNG; the twin and the user's network are left as they are. This is
+        ``init="reset"`` of the guides (:func:`pyrobnn.fit` draws it under its ``seed``).
+
+        Raises
+        ------
+        ValueError
+            When a random parameter belongs to no layer with a ``reset_parameters()`` that
+            redraws it (a parameter set in a module's own ``__init__``).
+        """
+        twin = copy.deepcopy(self.net)
+        # The random parameters are buffers of the twin; a layer's reset_parameters() may
+        # find them through self.parameters() (nn.LSTM does), so make them parameters again.
+        tensors = {}
+        for name in self._names:
+            module, attr = owner(twin, name)
+            tensors[name] = getattr(module, attr)
+        as_param = {id(t): nn.Parameter(t, requires_grad=False) for t in tensors.values()}
+        for name, buffer in list(twin.named_buffers(remove_duplicate=False)):
+            if id(buffer) in as_param:  # every alias of a tied parameter: one parameter under all its names
+                module, attr = owner(twin, name)
+                delattr(module, attr)
+                setattr(module, attr, as_param[id(buffer)])
+        versions = {name: as_param[id(t)]._version for name, t in tensors.items()}
+        with torch.no_grad():
+            for module in twin.modules():
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+        params = {name: as_param[id(t)] for name, t in tensors.items()}
+        missed = [name for name, p in params.items() if p._version == versions[name]]
+        if missed:
+            raise ValueError(
+                f"init='reset' redraws each random parameter with its layer's reset_parameters(), but no "
+                f"layer's reset_parameters() redraws {missed}. Give the module that owns them a "
+                "reset_parameters() method, or start from the prior (init='prior') or from the network's "
+                "weights (init='pretrained')."
+            )
+        return {name: p.detach() for name, p in params.items()}
 
     # ----------------------------------------------------------------- compute
     @property
