@@ -27,6 +27,8 @@ class MAPGuide(Guide):
     only the likelihood's noise.
     """
 
+    point_mass = True
+
     def __init__(self, model: BayesianModel, *, init: str = "pretrained") -> None:
         super().__init__(model)
         values = initial_values(model, init)
