@@ -66,7 +66,16 @@ def test_a_point_mass_gets_no_loo_and_is_never_ranked() -> None:
     fits, (x, y, x_test, y_test) = _linear_fits()
     assert fits["map"].guide.point_mass and not fits["meanfield"].guide.point_mass
     table = compare({"mf": fits["meanfield"], "map": fits["map"]}, x_test, y_test, train=(x, y), num_samples=200)
-    loo = ["elpd_loo", "elpd_loo_se", "elpd_loo_per_point", "p_loo", "loo_bad_khat", "loo_rank", "loo_weight"]
+    loo = [
+        "elpd_loo",
+        "elpd_loo_se",
+        "elpd_loo_per_point",
+        "elpd_loo_per_point_se",
+        "p_loo",
+        "loo_bad_khat",
+        "loo_rank",
+        "loo_weight",
+    ]
     assert all(math.isnan(table.loc["map", column]) for column in loo)
     assert math.isnan(table.loc["map", "khat"]) and math.isnan(table.loc["map", "final_elbo"])
     assert all(math.isfinite(table.loc["mf", column]) for column in loo)
@@ -91,6 +100,7 @@ def test_loo_columns_are_arviz_in_original_units_with_se_and_bad_khat_share() ->
     assert row["elpd_loo"] == pytest.approx(float(loo.elpd_loo))  # y_scale 1: the standardised scale itself
     assert row["elpd_loo_se"] == pytest.approx(float(loo.se)) and row["p_loo"] == pytest.approx(float(loo.p_loo))
     assert row["elpd_loo_per_point"] == pytest.approx(row["elpd_loo"] / 40)
+    assert row["elpd_loo_per_point_se"] == pytest.approx(row["elpd_loo_se"] / 40)
     good_k = min(1 - 1 / math.log10(200), 0.7)  # ArviZ's threshold for 200 draws: 0.565
     assert row["loo_bad_khat"] == pytest.approx(float(np.mean(np.asarray(direct.pareto_k) > good_k)))
     # y = 2 z: the Jacobian moves every point's log density by −log 2, the se not at all

@@ -83,8 +83,9 @@ def compare(
           original units: the standardised value − n·log(``y_scale``) per scalar
           target, the Jacobian of y = ``y_scale``·z) and ``elpd_loo_se``, its
           standard error;
-        - ``elpd_loo_per_point``: ``elpd_loo`` / n, on the scale of
-          ``test_log_likelihood`` (which is a mean per test point);
+        - ``elpd_loo_per_point`` and ``elpd_loo_per_point_se``: both divided by
+          the n training points, on the scale of ``test_log_likelihood`` (a
+          mean per test point);
         - ``p_loo``, the effective number of parameters;
         - ``loo_bad_khat``: the share of training points whose Pareto k of the
           LOO importance weights exceeds ArviZ's threshold min(1 − 1/log₁₀ S, 0.7)
@@ -196,7 +197,16 @@ def _with_loo(table: Any, idatas: dict[str, Any], num_scalars: int, y_scale: flo
     import arviz as az
     import numpy as np
 
-    columns = ["elpd_loo", "elpd_loo_se", "elpd_loo_per_point", "p_loo", "loo_bad_khat", "loo_rank", "loo_weight"]
+    columns = [
+        "elpd_loo",
+        "elpd_loo_se",
+        "elpd_loo_per_point",
+        "elpd_loo_per_point_se",
+        "p_loo",
+        "loo_bad_khat",
+        "loo_rank",
+        "loo_weight",
+    ]
     loo_rows: dict[str, dict[str, float]] = {}
     loos = {}
     with warnings.catch_warnings():
@@ -212,6 +222,7 @@ def _with_loo(table: Any, idatas: dict[str, Any], num_scalars: int, y_scale: flo
                 "elpd_loo": elpd,
                 "elpd_loo_se": float(loo.se),
                 "elpd_loo_per_point": elpd / n,
+                "elpd_loo_per_point_se": float(loo.se) / n,
                 "p_loo": float(loo.p_loo),
                 "loo_bad_khat": float(np.mean(np.asarray(loo.pareto_k) > getattr(loo, "good_k", 0.7))),
             }
