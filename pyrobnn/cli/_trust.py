@@ -59,7 +59,8 @@ def trust_text(frame: Any, task: str, point_mass: Sequence[str] = (), reference:
     if diffs:
         lines.append(f"The others' differences from it, paired over the test points: {', '.join(diffs)}.")
     if close:
-        lines.append(f"{listing(close)} within two standard errors of it: this test set does not tell them apart.")
+        verb = "is" if len(close) == 1 else "are"
+        lines.append(f"{listing(close)} {verb} within two standard errors of it: this test set cannot tell them apart.")
     if task == "regression" and "coverage" in guides.columns:
         n = len(next(iter(pointwise.values()))) if pointwise else 0
         tol = 2 * math.sqrt(LEVEL * (1 - LEVEL) / n) if n else 0.0
