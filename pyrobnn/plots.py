@@ -34,6 +34,12 @@ __all__ = [
 def plot_elbo(history: FitResult | History, *, axes: Sequence[Any] | None = None, smooth: int = 0) -> Any:
     """The ELBO per step (left) and its components, expected log-likelihood and KL (right).
 
+    For a fit of a point-mass guide (``guide.point_mass``, e.g. MAP) there is no
+    KL(q‖p): the term in its place is −log p(θ̂), the negative log prior density
+    at the estimate, and the "ELBO" is the log joint density log p(y, θ̂), not a
+    bound; the labels say so. (Given only a ``History``, which does not know its
+    guide, the labels are the ELBO's.)
+
     Parameters
     ----------
     history
@@ -52,13 +58,16 @@ def plot_elbo(history: FitResult | History, *, axes: Sequence[Any] | None = None
         _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     assert axes is not None
     steps = np.arange(len(hist))
-    series = [("ELBO", hist.elbo, 0), ("expected log-likelihood", hist.log_likelihood, 1), ("KL(q‖p)", hist.kl, 1)]
+    point = isinstance(history, FitResult) and history.guide.point_mass
+    objective, penalty = ("log joint density", "−log p(θ̂) (negative log prior)") if point else ("ELBO", "KL(q‖p)")
+    likelihood = "log-likelihood at θ̂" if point else "expected log-likelihood"
+    series = [(objective, hist.elbo, 0), (likelihood, hist.log_likelihood, 1), (penalty, hist.kl, 1)]
     for label, values, i in series:
         line = axes[i].plot(steps, values, lw=0.6, alpha=0.5 if smooth else 1.0, label=label)
         if smooth > 1 and len(values) >= smooth:
             kernel = np.ones(smooth) / smooth
             axes[i].plot(steps[smooth - 1 :], np.convolve(values, kernel, mode="valid"), color=line[0].get_color())
-    axes[0].set(xlabel="step", ylabel="ELBO (nats)")
+    axes[0].set(xlabel="step", ylabel=f"{objective} (nats)")
     axes[1].set(xlabel="step", ylabel="nats")
     axes[1].legend()
     return axes

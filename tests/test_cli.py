@@ -75,7 +75,8 @@ def test_compare_on_builtin_data_writes_table_plots_and_netcdf(
     if data == "builtin:moons":  # 2-D class inputs: an entropy map, and reliability diagrams
         assert "Predictive entropy over the input plane" in report and "Reliability diagrams" in report
     else:
-        assert "Standardised units" in report and "inside the central p predictive interval" in report
+        # the predictions are drawn in original units, those of rmse (the figure used to be standardised)
+        assert "Original units (those of rmse)" in report and "inside the central p predictive interval" in report
 
 
 @pytest.mark.parametrize("data", ["builtin:gap1d", "builtin:moons"])
@@ -118,8 +119,9 @@ def test_fit_on_a_csv_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main([*argv, *FAST[2:], "--out", str(out)]) == 0
     assert "read as regression" in capsys.readouterr().err
     report = check_report(out, ["meanfield"])
-    assert "72 training and 8 test points" in report  # 10% held out
-    assert "2 epochs (10 steps)" in report
+    # 80 rows: the default share is the most allowed, 30% (it was a flat 10%, 8 test rows)
+    assert "56 training and 24 test points" in report and "at most 30% of the 80 rows" in report
+    assert "2 epochs (8 steps)" in report  # 56 training rows in batches of 16: 4 steps per epoch
 
 
 def test_fit_on_a_uci_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,11 +129,12 @@ def test_fit_on_a_uci_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     out = tmp_path / "report"
     assert main(["fit", "--data", f"uci:{folder}", "--split", "1", "--guide", "lowrank", *FAST, "--out", str(out)]) == 0
     report = check_report(out, ["lowrank"])
-    assert "# pyrobnn guide comparison: toy" in report and "50 training and 10 test points" in report
-    header, _, row = capsys.readouterr().out.strip().splitlines()
+    # `fit` writes a report on one guide, titled as such (it was "guide comparison")
+    assert "# pyrobnn fit: toy" in report and "50 training and 10 test points" in report
+    header, _, row = capsys.readouterr().out.strip().splitlines()[:3]
     columns = [c.strip() for c in header.split("|")]
-    rmse = float(row.split("|")[columns.index("rmse")])
-    assert math.isfinite(rmse) and rmse > 0
+    rmse, se = (float(v) for v in row.split("|")[columns.index("rmse")].split("±"))  # "value ± se"
+    assert math.isfinite(rmse) and rmse > 0 and 0 < se < rmse
 
 
 @pytest.mark.parametrize(
@@ -146,6 +149,9 @@ def test_fit_on_a_uci_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["fit", "--data", "uci:{uci}"], "uci data need --split K; "),
         (["fit", "--data", "uci:{uci}", "--split", "5"], "2 splits"),
         (["fit", "--data", "builtin:gap1d", "--split", "0"], "--split only applies to uci:DIR data"),
+        (["fit", "--data", "builtin:gap1d", "--features", "x"], "--features only apply to csv:PATH data"),
+        (["fit", "--data", "csv:{csv}", "--target", "price", "--features", "size,colour"], "colour"),
+        (["fit", "--data", "csv:{csv}", "--target", "price", "--features", ","], "--features names no column"),
     ],
 )
 def test_mistakes_name_what_is_valid_and_exit_2(
@@ -158,3 +164,176 @@ def test_mistakes_name_what_is_valid_and_exit_2(
     assert message in err
     if "prize" in argv:  # an unknown column lists the real ones
         assert "size" in err and "age" in err and "price" in err
+
+
+def write_csv_with_text(path: Path, n: int = 60) -> Path:
+    """A csv whose column ``region`` holds text, beside two numeric inputs and the target."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, generator=g)
+    y = x[:, 0] - 0.5 * x[:, 1] + 0.1 * torch.randn(n, generator=g)
+    rows = [
+        f"{a:.4f},{'east' if i % 2 else 'west'},{b:.4f},{c:.4f}"
+        for i, ((a, b), c) in enumerate(zip(x.tolist(), y.tolist(), strict=True))
+    ]
+    path.write_text("\n".join(["size,region,age,price", *rows]) + "\n")
+    return path
+
+
+def test_features_selects_the_csv_input_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_csv_with_text(tmp_path / "houses.csv")
+    argv = ["fit", "--data", f"csv:{path}", "--target", "price", *FAST]
+    assert main(argv) == 2  # every column but the target is an input by default, and "east" is no number
+    assert "column 'region'" in capsys.readouterr().err  # the datasets' own error names the column
+    out = tmp_path / "report"
+    assert main([*argv, "--features", "size, age", "--test-fraction", "0.1", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "2 inputs" in report and "Network: 2-50-1" in report
+    assert "54 training and 6 test points (10% held out, --test-fraction)" in report
+
+
+@pytest.mark.parametrize(("rows", "share"), [(20, 0.3), (80, 0.3), (500, 0.2), (1000, 0.1), (5000, 0.1)])
+def test_the_default_test_share_grows_for_small_files(rows: int, share: float, tmp_path: Path) -> None:
+    from pyrobnn.cli import default_test_fraction
+
+    path = write_csv(tmp_path / "data.csv", n=rows)
+    assert default_test_fraction(str(path)) == pytest.approx(share)  # 100 test rows, within [0.1, 0.3]
+
+
+def _diverging_for(monkeypatch: pytest.MonkeyPatch, kinds: set[str]) -> None:
+    """Make the named guides' fits diverge for real: an absurd learning rate for them alone."""
+    import pyrobnn.cli
+
+    real_fit = pyrobnn.cli.fit
+
+    def fit(model: object, kind: str, *args: object, **kwargs: object) -> object:
+        if kind in kinds:
+            kwargs["lr"] = 1e30
+        return real_fit(model, kind, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pyrobnn.cli, "fit", fit)
+
+
+def test_a_failed_guide_is_a_row_and_every_finished_one_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _diverging_for(monkeypatch, {"fullrank"})
+    argv = ["compare", "--data", "builtin:gap1d", "--guides", "meanfield,fullrank,map", *FAST, "--out", str(tmp_path)]
+    assert main(argv) == 1  # a guide failed: status 1, but only after everything else is written
+    captured = capsys.readouterr()
+    assert "pyrobnn: fullrank failed: the loss became" in captured.err and "Try a lower --lr" in captured.err
+    report = check_report(tmp_path, ["meanfield", "map"])
+    assert not (tmp_path / "fullrank.nc").exists()
+    header, _, *rows = captured.out.split("\n\n")[0].splitlines()
+    columns = [c.strip() for c in header.split("|")]
+    cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")] for r in rows}
+    assert (
+        cells["fullrank"][columns.index("status")] == "failed" and cells["meanfield"][columns.index("status")] == "ok"
+    )
+    assert cells["fullrank"][columns.index("test_log_likelihood")] == "n/a"
+    assert "failed: fullrank: the loss became" in captured.out
+    assert "**Failed guides.**" in report and "- **fullrank**: the loss became" in report
+
+
+def test_when_every_guide_fails_it_says_so_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _diverging_for(monkeypatch, {"meanfield", "map"})
+    argv = ["compare", "--data", "builtin:gap1d", "--guides", "meanfield,map", *FAST, "--out", str(tmp_path / "r")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "every guide failed (meanfield, map); no table or report to write" in err
+    assert "meanfield failed" in err and "map failed" in err and not (tmp_path / "r").exists()
+
+
+def test_the_report_reads_its_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MAP has no LOO; se, p_loo, bad-k share shown; terms defined; which guide to trust; labels; particles."""
+    argv = ["compare", "--data", "builtin:moons", "--guides", "meanfield,map", *FAST, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    header, _, *rows = out.split("\n\n")[0].splitlines()
+    columns = [c.strip() for c in header.split("|")]
+    assert {"elpd_loo_per_point", "p_loo", "loo_bad_khat"} <= set(columns)
+    cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")] for r in rows}
+    assert all(cells["map"][columns.index(c)] == "n/a" for c in ("elpd_loo_per_point", "p_loo", "loo_bad_khat"))
+    assert "±" in cells["meanfield"][columns.index("elpd_loo_per_point")]
+    assert "±" in cells["meanfield"][columns.index("accuracy")]
+    report = (tmp_path / "report.md").read_text()
+    assert "# pyrobnn guide comparison: moons" in report
+    assert "None particles" not in report and "(meanfield 8, map 8)" not in report
+    assert "8 particles per step (the guide's default)" in report
+    assert "*accuracy*: share of test points whose most probable class" in report and "*ece*: expected" in report
+    assert "Rows are sorted by test log-likelihood, best first." in report
+    assert "Class labels" in report
+    assert "**Which guide to trust.** Best held-out log-likelihood: **" in report
+    assert "map is a point estimate" in report
+
+
+def test_unreliable_loo_is_flagged_in_the_table_and_the_prose() -> None:
+    import pandas as pd
+
+    from pyrobnn.cli import table_text
+    from pyrobnn.cli._trust import loo_text
+
+    frame = pd.DataFrame(
+        {
+            "test_log_likelihood": [-0.46, -0.5],
+            "test_log_likelihood_se": [0.05, 0.05],
+            "elpd_loo": [-304.8, -150.0],
+            "elpd_loo_per_point": [-1.129, -0.556],
+            "elpd_loo_per_point_se": [0.1, 0.05],
+            "p_loo": [177.0, 12.0],
+            "loo_bad_khat": [177 / 270, 0.0],
+        },
+        index=["meanfield", "lowrank"],
+    )
+    table = table_text(frame)
+    assert "-1.129 ± 0.1 ⚠" in table and "-0.556 ± 0.05 |" in table
+    assert "⚠: some Pareto k of PSIS-LOO are too high (loo_bad_khat > 0): elpd_loo is unreliable." in table
+    text = loo_text(frame)
+    assert text.startswith("**LOO is unreliable for meanfield**") and "meanfield 66% (p_loo 177)" in text
+
+
+def test_the_map_elbo_panel_shows_no_kl() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from torch import nn
+
+    import pyrobnn as pb
+
+    x = torch.randn(20, 1)
+    model = pb.BayesianModel(pb.lift(nn.Linear(1, 1)), pb.likelihoods.Gaussian(0.1))
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    for kind, kl in (("map", "−log p(θ̂) (negative log prior)"), ("meanfield", "KL(q‖p)")):
+        axes = fig.subplots(1, 2)
+        pb.plots.plot_elbo(pb.fit(model, kind, (x, x[:, 0]), num_steps=5, progress=False), axes=axes)
+        labels = [t.get_text() for t in axes[1].get_legend().get_texts()]
+        assert kl in labels and (("KL(q‖p)" in labels) == (kind != "map"))
+        fig.clear()
+
+
+def test_regression_predictions_are_drawn_in_original_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyrobnn.cli import _figures
+
+    g = torch.Generator().manual_seed(0)
+    x = 1000 + 100 * torch.rand(60, generator=g)  # far from the standardised scale
+    y = 50 + 5 * torch.sin(x / 20)
+    path = tmp_path / "raw.csv"
+    path.write_text("\n".join(["x,y", *(f"{a:.4f},{b:.4f}" for a, b in zip(x.tolist(), y.tolist(), strict=True))]))
+    limits = {}
+    real_save = _figures._save
+
+    def save(out: Path, names: list[str], draw: object, **kwargs: object) -> None:
+        if out.name == "predictions.png":
+            from matplotlib.figure import Figure
+
+            ax = Figure().subplots()
+            draw(ax, names[0])  # type: ignore[operator]
+            limits["x"], limits["y"] = ax.dataLim.intervalx, ax.dataLim.intervaly
+        real_save(out, names, draw, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_figures, "_save", save)
+    argv = ["fit", "--data", f"csv:{path}", "--target", "y", *FAST, "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    assert 960 < limits["x"][0] < 1001 and 1099 < limits["x"][1] < 1130  # the data's x, and a quarter beyond
+    assert 30 < limits["y"][0] < 46 and 54 < limits["y"][1] < 70  # y around 50 ± 5, with the band

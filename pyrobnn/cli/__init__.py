@@ -9,8 +9,10 @@
     pyrobnn compare --data builtin:gap1d --guides meanfield,fullrank --reference nuts --out report/
 
 A mistake in the arguments (an unknown dataset, column or guide, a missing
-``--target`` or ``--split``) prints what is valid and exits with status 2; a
-diverged fit exits with status 1.
+``--target`` or ``--split``) prints what is valid and exits with status 2. A
+guide whose fit diverges is reported as failed (named, with the reason) while
+the others go on: the table, report and netCDF files of every finished guide
+are written, and the command then exits with status 1.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ DEFAULT_STEPS = 3000
 #: The row name of the NUTS reference (``--reference nuts``).
 REFERENCE = "nuts"
 
-#: Columns of pb.compare's table shown by the command, in this order.
+#: Columns of pb.compare's table shown by the command, in this order; a column with a
+#: ``<column>_se`` beside it is shown as "value ± se".
 COLUMNS = (
     "final_elbo",
     "test_log_likelihood",
@@ -56,10 +59,19 @@ COLUMNS = (
     "agreement",
     "total_variation",
     "khat",
-    "elpd_loo",
+    "elpd_loo_per_point",
+    "p_loo",
+    "loo_bad_khat",
     "fit_seconds",
     "num_variational_params",
 )
+
+#: Marks an elpd_loo whose Pareto k are too high for PSIS-LOO to be trusted (loo_bad_khat > 0).
+UNRELIABLE = "⚠"
+
+#: csv data: the held-out share when --test-fraction is not given is enough for MIN_TEST_ROWS test
+#: rows, within [0.1, 0.3], so a small file still gets a test set its metrics can be read from.
+MIN_TEST_ROWS = _report.MIN_TEST_ROWS
 
 
 class UsageError(ValueError):
@@ -71,7 +83,8 @@ def load_data(args: argparse.Namespace) -> datasets.Dataset:
     kind, sep, rest = args.data.partition(":")
     if not sep or not rest or kind not in ("builtin", "csv", "uci"):
         raise UsageError(f"unsupported --data {args.data!r}; use {DATA_FORMS}")
-    csv_only = [flag for flag, value in (("--target", args.target), ("--task", args.task)) if value is not None]
+    given = (("--target", args.target), ("--task", args.task), ("--features", args.features))
+    csv_only = [flag for flag, value in given if value is not None]
     if args.test_fraction is not None:
         csv_only.append("--test-fraction")
     if kind != "csv" and csv_only:
@@ -89,12 +102,27 @@ def load_data(args: argparse.Namespace) -> datasets.Dataset:
         raise UsageError(
             f"csv data need --target COLUMN; the columns of {rest} are: {', '.join(datasets.csv_columns(rest))}"
         )
-    fraction = 0.1 if args.test_fraction is None else args.test_fraction
-    ds = datasets.load_csv(rest, args.target, test_fraction=fraction, seed=args.seed, task=args.task)
+    fraction = default_test_fraction(rest) if args.test_fraction is None else args.test_fraction
+    features = None if args.features is None else [c.strip() for c in args.features.split(",") if c.strip()]
+    if features is not None and not features:
+        raise UsageError(
+            f"--features names no column; the columns of {rest} are: {', '.join(datasets.csv_columns(rest))}"
+        )
+    ds = datasets.load_csv(rest, args.target, features=features, test_fraction=fraction, seed=args.seed, task=args.task)
     if args.task is None:
         other = "regression" if ds.task == "classification" else "classification"
         print(f"{ds.name}: target {args.target!r} read as {ds.task} (--task {other} to change)", file=sys.stderr)
     return ds
+
+
+def default_test_fraction(path: str) -> float:
+    """The share of a csv file's rows held out by default: MIN_TEST_ROWS rows, within [0.1, 0.3]."""
+    try:
+        with open(path) as file:
+            rows = sum(1 for line in file if line.strip()) - 1  # less the header
+    except OSError:  # load_csv says what is wrong with the path
+        return 0.1
+    return min(0.3, max(0.1, MIN_TEST_ROWS / max(rows, 1)))
 
 
 def build_model(data: datasets.Standardized, hidden: int, seed: int) -> BayesianModel:
@@ -124,20 +152,28 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
     data = datasets.standardize(load_data(args))
     length = {"epochs": args.epochs} if args.epochs is not None else {"num_steps": args.steps or DEFAULT_STEPS}
     results: dict[str, FitResult] = {}
+    failed: dict[str, str] = {}
     for kind in kinds:
         model = build_model(data, args.hidden, args.seed)
         print(f"fitting {kind} on {data.dataset.name} ...", file=sys.stderr)
-        results[kind] = fit(
-            model,
-            kind,
-            (data.x_train, data.y_train),
-            **length,
-            batch_size=args.batch_size,
-            num_particles=args.particles,
-            lr=args.lr,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
+        try:
+            results[kind] = fit(
+                model,
+                kind,
+                (data.x_train, data.y_train),
+                **length,
+                batch_size=args.batch_size,
+                num_particles=args.particles,
+                lr=args.lr,
+                seed=args.seed,
+                progress=not args.quiet,
+            )
+        except FitError as err:  # the others go on; this guide becomes a failed row
+            failed[kind] = f"{err} Try a lower --lr than {args.lr}."
+            print(f"pyrobnn: {kind} failed: {failed[kind]}", file=sys.stderr)
+    if not results:
+        print(f"pyrobnn: every guide failed ({', '.join(failed)}); no table or report to write", file=sys.stderr)
+        return 1
     reference: Posterior | None = None
     if args.reference == "nuts":
         print(f"sampling the reference posterior with NUTS on {data.dataset.name} ...", file=sys.stderr)
@@ -163,14 +199,53 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
         y_scale=data.y_scale,
         reference=REFERENCE if reference is not None else None,
     )
-    columns = [c for c in COLUMNS if c in frame.columns]
-    rows = [{"guide": name, **{c: _value(frame.loc[name, c]) for c in columns}} for name in frame.index]
-    table = format_table(rows)
+    table = table_text(frame, failed)
     print(table)
     if args.out:
-        path = _report.write(Path(args.out), args, data, results, table, reference=reference, frame=frame)
+        path = _report.write(
+            Path(args.out), args, data, results, table, reference=reference, frame=frame, failed=failed
+        )
         print(f"report written to {path}", file=sys.stderr)
+    if failed:
+        print(f"pyrobnn: {len(failed)} of {len(kinds)} guides failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def table_text(frame: object, failed: Mapping[str, str] | None = None) -> str:
+    """pb.compare's table as the command shows it: COLUMNS, "value ± se", failed guides as rows of n/a.
+
+    An ``elpd_loo_per_point`` whose Pareto k are too high (``loo_bad_khat`` > 0) is marked
+    UNRELIABLE; each failed guide gets a row with ``status`` failed and a footnote with the reason.
+    """
+    import pandas as pd
+
+    assert isinstance(frame, pd.DataFrame)
+    failed = dict(failed or {})
+    columns = [c for c in COLUMNS if c in frame.columns]
+    rows: list[dict[str, object]] = []
+    for name in frame.index:
+        row: dict[str, object] = {"guide": name}
+        for c in columns:
+            value = _value(frame.loc[name, c])
+            se = _value(frame.loc[name, f"{c}_se"]) if f"{c}_se" in frame.columns else None
+            if isinstance(value, float) and isinstance(se, float):
+                value = f"{value:.4g} ± {se:.2g}"
+            if c == "elpd_loo_per_point" and value is not None and _value(frame.loc[name, "loo_bad_khat"]):
+                value = f"{_fmt(value)} {UNRELIABLE}"
+            row[c] = value
+        rows.append(row)
+    rows += [{"guide": name, **dict.fromkeys(columns)} for name in failed]
+    if failed:
+        for row in rows:
+            row["status"] = "failed" if row["guide"] in failed else "ok"
+    notes = []
+    if any(UNRELIABLE in str(row.get("elpd_loo_per_point")) for row in rows):
+        notes.append(
+            f"{UNRELIABLE}: some Pareto k of PSIS-LOO are too high (loo_bad_khat > 0): elpd_loo is unreliable."
+        )
+    notes += [f"failed: {name}: {reason}" for name, reason in failed.items()]
+    return "\n\n".join([format_table(rows), *notes])
 
 
 def _value(value: object) -> object:
@@ -219,7 +294,17 @@ def _parser() -> argparse.ArgumentParser:
         data.add_argument("--data", required=True, help=f"dataset: {DATA_FORMS}")
         data.add_argument("--target", help="csv: the target column")
         data.add_argument("--task", choices=datasets.TASKS, help="csv: override the inferred task")
-        data.add_argument("--test-fraction", type=_fraction, help="csv: share of rows held out (0.1), split by --seed")
+        data.add_argument(
+            "--features",
+            help="csv: the input columns, comma-separated (default: every column but the target); "
+            "leave out columns that are not numbers",
+        )
+        data.add_argument(
+            "--test-fraction",
+            type=_fraction,
+            help=f"csv: share of rows held out, split by --seed (default: enough for {MIN_TEST_ROWS} test rows, "
+            "at least 0.1 and at most 0.3)",
+        )
         data.add_argument("--split", type=int, help="uci: which train/test split, 0 … n_splits − 1")
         model = p.add_argument_group("model and fit")
         model.add_argument("--hidden", type=_positive, default=50, help="hidden units of the one-hidden-layer MLP (50)")
@@ -282,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"pyrobnn: error: {err}", file=sys.stderr)
         return 2
-    except FitError as err:
+    except FitError as err:  # the NUTS reference, or anything else outside the per-guide loop
         print(f"pyrobnn: the fit diverged: {err}", file=sys.stderr)
         return 1
 

@@ -1,8 +1,7 @@
 """What ``pyrobnn compare/fit --out DIR`` writes: ``report.md``, PNG figures, one ArviZ netCDF file per guide.
 
-The figures are drawn on matplotlib's Agg canvas without pyplot, so no global
-backend is switched and no figure is left open; without matplotlib the report
-says the plots were skipped and the rest is written as usual.
+The figures are drawn by :mod:`pyrobnn.cli._figures`; without matplotlib the
+report says the plots were skipped and the rest is written as usual.
 """
 
 from __future__ import annotations
@@ -11,34 +10,21 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
+from pyrobnn.cli._figures import LEVEL, REFERENCE, Figure, write_figures
+from pyrobnn.cli._trust import listing, loo_text, trust_text
 from pyrobnn.datasets import Standardized
 from pyrobnn.infer.fit import FitResult
 from pyrobnn.posterior import Posterior
 
 __all__ = ["write"]
 
-#: The central predictive interval shown as bands and error bars (the one whose coverage the table gives).
-LEVEL = 0.9
-#: The row and file name of the NUTS reference posterior.
-REFERENCE = "nuts"
+#: The test rows a csv file's default split aims for (the rule lives in the command's default_test_fraction).
+MIN_TEST_ROWS = 100
 PLOTS_MISSING = "Plots skipped: matplotlib is not installed (`pip install 'pyrobnn[plots]'`)."
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A PNG written into the report folder, with the paragraph that explains it."""
-
-    file: str
-    title: str
-    caption: str
 
 
 def write(
@@ -50,12 +36,14 @@ def write(
     *,
     reference: Posterior | None = None,
     frame: Any = None,
+    failed: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the report folder; return the path of ``report.md``.
 
-    With a ``reference`` (the NUTS posterior of ``--reference nuts``) it is exported,
-    drawn beside the guides, and ``frame`` (``pb.compare``'s table) gives the
-    distances the report's prose reads.
+    ``results`` are the guides that finished; ``failed`` names those whose fit
+    diverged, with the reason. With a ``reference`` (the NUTS posterior of
+    ``--reference nuts``) it is exported and drawn beside the guides. ``frame``
+    (``pb.compare``'s table) gives the numbers the report's prose reads.
     """
     out.mkdir(parents=True, exist_ok=True)
     items: dict[str, FitResult | Posterior] = {**results}
@@ -69,8 +57,12 @@ def write(
         figures, note = [], PLOTS_MISSING
         print(f"pyrobnn: {PLOTS_MISSING}", file=sys.stderr)
     against = reference_text(args, frame, data.dataset.task) if reference is not None and frame is not None else ""
+    point_mass = [kind for kind, result in results.items() if result.guide.point_mass]
+    prose = [] if frame is None else [trust_text(frame, data.dataset.task, point_mass, reference is not None)]
+    prose += [] if frame is None else [loo_text(frame)]
     path = out / "report.md"
-    path.write_text(report_text(args, data, results, table, figures, exports, note, against))
+    prose = [failed_text(failed or {}), *prose]
+    path.write_text(report_text(args, data, results, table, figures, exports, note, against, [p for p in prose if p]))
     return path
 
 
@@ -110,7 +102,7 @@ def reference_text(args: argparse.Namespace, frame: Any, task: str) -> str:
         narrow = [name for name in guides.index if guides.loc[name, "sd_ratio"] < 0.9]
         if narrow:
             lines.append(
-                f"{_listing(narrow)} predict{'s' if len(narrow) == 1 else ''} narrower than NUTS (sd_ratio < 0.9): "
+                f"{listing(narrow)} predict{'s' if len(narrow) == 1 else ''} narrower than NUTS (sd_ratio < 0.9): "
                 "maximising the ELBO minimises KL(q‖p), which costs q nothing for missing posterior mass, so q "
                 "settles inside the posterior's bulk. The fewer correlations a family can hold (mean-field none, "
                 "low-rank a few directions, full-rank all), the narrower it is where the data say little, and MAP, "
@@ -119,7 +111,7 @@ def reference_text(args: argparse.Namespace, frame: Any, task: str) -> str:
         wide = [name for name in guides.index if guides.loc[name, "sd_ratio"] > 1.1]
         if wide:
             lines.append(
-                f"{_listing(wide)} predict{'s' if len(wide) == 1 else ''} wider than NUTS (sd_ratio > 1.1), "
+                f"{listing(wide)} predict{'s' if len(wide) == 1 else ''} wider than NUTS (sd_ratio > 1.1), "
                 "the mark of a variational fit that explains part of the signal as noise: weights kept near "
                 "their prior cost less KL than the fit they would need, so with a learned noise scale the ELBO "
                 "favours a larger one than the posterior holds. Check that the ELBO curve has levelled off (more "
@@ -149,163 +141,6 @@ _WHY_CLOSEST = {
 }
 
 
-def _listing(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def write_figures(
-    out: Path,
-    data: Standardized,
-    results: Mapping[str, FitResult],
-    *,
-    num_samples: int,
-    seed: int,
-    reference: Posterior | None = None,
-) -> list[Figure]:
-    """The ELBO, prediction and calibration figures; ImportError without matplotlib."""
-    import matplotlib  # noqa: F401  (the ImportError that says the plots are skipped)
-
-    from pyrobnn import plots
-
-    posts = {kind: result.posterior() for kind, result in results.items()}
-    if reference is not None:
-        posts[REFERENCE] = reference
-    draw: dict[str, Any] = {"num_samples": num_samples, "seed": seed}
-    figures = []
-
-    def elbo(axes: Any, kind: str) -> None:
-        result = results[kind]
-        plots.plot_elbo(result, axes=axes, smooth=max(1, len(result.history) // 50))
-        _focus(axes[0], result.history.elbo)
-        objective = " (objective: log joint density, not a bound)" if kind == "map" else ""
-        axes[0].set_title(f"{kind}{objective}", fontsize="medium", loc="left")
-
-    _save(out / "elbo.png", list(results), elbo, ncols=2, panel=(5, 3.2), per_guide_cols=2)
-    figures.append(
-        Figure(
-            "elbo.png",
-            "ELBO during the fit",
-            "Left: the ELBO per step (faint) and its moving average, on the training data. Right: its two parts, "
-            "the expected log-likelihood and KL(q‖p). The y-range leaves out the first steps.",
-        )
-    )
-    ds, x_tr, y_tr, x_te, y_te = data.dataset, data.x_train, data.y_train, data.x_test, data.y_test
-    if ds.task == "regression" and x_tr.shape[1] == 1:
-        both = torch.cat([x_tr, x_te])
-        lo, hi = float(both.min()), float(both.max())
-        grid = torch.linspace(lo - 0.25 * (hi - lo), hi + 0.25 * (hi - lo), 300)
-
-        def band(ax: Any, kind: str) -> None:
-            plots.plot_predictive(posts[kind], x_tr, y_tr, x_grid=grid, level=LEVEL, ax=ax, **draw)
-            ax.scatter(x_te.reshape(-1), y_te, s=8, marker="x", color="C3", label="test data")
-            ax.set(title=kind, xlabel="x (standardised)", ylabel="y (standardised)")
-            ax.legend(fontsize="x-small")
-
-        _save(out / "predictions.png", list(posts), band, ncols=3, panel=(5, 3.5))
-        figures.append(
-            Figure(
-                "predictions.png",
-                "Predictions",
-                f"Predictive mean, the central {LEVEL:.0%} interval of y (noise included) and of E[y | θ] alone, "
-                "over the inputs and a quarter of their range beyond them; training data as dots, test data as "
-                "crosses. Standardised units.",
-            )
-        )
-    elif ds.task == "regression":
-
-        def scatter(ax: Any, kind: str) -> None:
-            plots.plot_predicted_vs_observed(posts[kind], x_te, y_te, level=LEVEL, ax=ax, **draw)
-            ax.set(title=f"{kind}: {ax.get_title()}", xlabel="observed y (standardised)", ylabel="predicted y")
-
-        _save(out / "predictions.png", list(posts), scatter, ncols=3, panel=(4.2, 4))
-        figures.append(
-            Figure(
-                "predictions.png",
-                "Predictions against the truth",
-                f"Predictive mean against the observed target on the test split, with the central {LEVEL:.0%} "
-                "predictive interval as error bars; the dashed line is a perfect prediction. Standardised units.",
-            )
-        )
-    elif x_tr.shape[1] == 2:
-
-        def surface(ax: Any, kind: str) -> None:
-            plots.plot_decision_surface(posts[kind], x_tr, y_tr, num_samples=min(num_samples, 200), seed=seed, ax=ax)
-            ax.set(title=kind, xlabel="x₀ (standardised)", ylabel="x₁ (standardised)")
-
-        _save(out / "predictions.png", list(posts), surface, ncols=3, panel=(5, 4))
-        figures.append(
-            Figure(
-                "predictions.png",
-                "Predictions",
-                "Predictive entropy over the input plane (dark: uncertain) and a quarter of the data's range beyond "
-                "it, with the training data coloured by class. Standardised units.",
-            )
-        )
-    if ds.task == "regression":
-
-        def calibration(ax: Any, kind: str) -> None:
-            for name, post in posts.items():
-                plots.plot_calibration(post, x_te, y_te, label=name, ax=ax, **draw)
-            ax.set_title("coverage of central predictive intervals (test split)", fontsize="medium")
-
-        _save(out / "calibration.png", ["all"], calibration, ncols=1, panel=(5, 5))
-        caption = (
-            "Share of test targets inside the central p predictive interval against p, one line per guide. "
-            "Below the diagonal the intervals are too narrow (over-confident), above it too wide."
-        )
-    else:
-
-        def reliability(ax: Any, kind: str) -> None:
-            plots.plot_reliability(posts[kind], x_te, y_te, ax=ax, **draw)
-            ax.set_title(f"{kind}: {ax.get_title()}", fontsize="medium")
-
-        _save(out / "calibration.png", list(posts), reliability, ncols=3, panel=(4, 4))
-        caption = (
-            "Reliability diagrams on the test split: accuracy against confidence of the predicted class, in "
-            "ten bins. Bars below the diagonal are over-confident; ECE is the expected calibration error."
-        )
-    figures.append(Figure("calibration.png", "Calibration", caption))
-    return figures
-
-
-def _save(
-    path: Path,
-    names: list[str],
-    draw: Callable[[Any, str], None],
-    *,
-    ncols: int,
-    panel: tuple[float, float],
-    per_guide_cols: int = 1,
-) -> None:
-    """One panel (or ``per_guide_cols`` panels) per name on a grid, saved as a PNG through the Agg canvas."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
-    per_row = max(1, ncols // per_guide_cols)
-    nrows = -(-len(names) // per_row)
-    width = min(len(names), per_row) * per_guide_cols
-    fig = MplFigure(figsize=(panel[0] * width, panel[1] * nrows))
-    FigureCanvasAgg(fig)
-    grid = fig.subplots(nrows, width, squeeze=False)
-    panels = [grid[i // per_row, (i % per_row) * per_guide_cols :][:per_guide_cols] for i in range(len(names))]
-    for axes, name in zip(panels, names, strict=True):
-        draw(axes if per_guide_cols > 1 else axes[0], name)
-    for ax in grid.flat[len(names) * per_guide_cols :]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def _focus(ax: Any, values: np.ndarray) -> None:
-    """Fit the y-range to the values after the first 10% of steps (the start would flatten the rest)."""
-    tail = values[len(values) // 10 :]
-    tail = tail[np.isfinite(tail)]
-    if tail.size:
-        lo, hi = np.quantile(tail, [0.005, 1.0])
-        pad = 0.05 * (hi - lo) if hi > lo else 1.0
-        ax.set_ylim(lo - pad, hi + pad)
-
-
 def report_text(
     args: argparse.Namespace,
     data: Standardized,
@@ -315,38 +150,71 @@ def report_text(
     exports: list[str],
     note: str,
     against: str = "",
+    prose: list[str] | None = None,
 ) -> str:
     ds = data.dataset
     first = next(iter(results.values()))
     length = f"{args.epochs} epochs ({first.num_steps} steps)" if args.epochs else f"{first.num_steps} steps"
     batch = f"minibatches of {args.batch_size}" if args.batch_size else "the whole training set per step"
+    title = "pyrobnn fit" if getattr(args, "command", "compare") == "fit" else "pyrobnn guide comparison"
+    regression = ds.task == "regression"
     lines = [
-        f"# pyrobnn guide comparison: {ds.name}",
+        f"# {title}: {ds.name}",
         "",
-        f"{ds.description}. {len(ds.x_train)} training and {len(ds.x_test)} test points, inputs"
-        + (" and target" if ds.task == "regression" else "")
-        + " standardised with the training split's mean and standard deviation.",
+        f"{ds.description}. {len(ds.x_train)} training and {len(ds.x_test)} test points"
+        + test_share_text(args, ds.x_test.shape[0] + ds.x_train.shape[0])
+        + ", inputs"
+        + (" and target" if regression else "")
+        + " standardised with the training split's mean and standard deviation for the fit."
+        + ("" if regression else " " + labels_text(ds.classes, ds.num_classes)),
         "",
         f"Network: {ds.x_train.shape[1]}-{args.hidden}-{ds.num_classes or 1} tanh MLP, Normal(0, 1) priors on "
         "every weight"
         + (
             ", Gaussian likelihood with a learned noise scale (HalfNormal(1) prior)."
-            if ds.task == "regression"
+            if regression
             else ", Categorical likelihood."
         ),
-        f"Fit: {length}, {batch}, {args.particles} particles, Adam lr {args.lr} decayed over the second half, "
+        f"Fit: {length}, {batch}, {particles_text(args, results)}, Adam lr {args.lr} decayed over the second half, "
         f"seed {args.seed}.",
         "",
         table,
         "",
+        "Rows are sorted by test log-likelihood, best first. A value ± x gives its standard error over the "
+        f"{len(ds.x_test)} test points (over the {len(ds.x_train)} training points for elpd_loo): differences "
+        "within about two of them are not resolved by this test set."
+        + (" Targets are in original units throughout." if regression else ""),
+        "",
         "*final_elbo*: mean per-step ELBO over the last 5% of the fit, on the (standardised) training data;",
         "n/a for MAP, whose objective (the log joint density at the estimate) is not a bound on the evidence.",
-        "*test_log_likelihood*: mean over test points of log (1/S) Σ_s p(y | x, θ_s), in original units.",
-        f"*coverage*: share of test targets inside the central {LEVEL:.0%} predictive interval.",
+        "*test_log_likelihood*: mean over test points of log (1/S) Σ_s p(y | x, θ_s)"
+        + (", in original units." if regression else "."),
+    ]
+    if regression:
+        lines += [
+            "*rmse*: root mean squared error of the predictive mean, in original units.",
+            f"*coverage*: share of test targets inside the central {LEVEL:.0%} predictive interval "
+            f"(calibrated: {LEVEL:.2f}).",
+        ]
+    else:
+        lines += [
+            "*accuracy*: share of test points whose most probable class under the predictive (the average of "
+            "the class probabilities over posterior draws) is the true one.",
+            "*ece*: expected calibration error, Σ_b (n_b / N) |accuracy_b − confidence_b| over ten equal-width "
+            "bins of the predicted class's probability (0: calibrated; no standard error given).",
+        ]
+    lines += [
         "*khat*: PSIS Pareto k̂ of log p(θ, y) − log q(θ) (< 0.5 good, 0.5-0.7 usable, > 0.7 poor);",
-        "*elpd_loo*: PSIS-LOO expected log predictive density on the training data (ArviZ).",
+        "*elpd_loo_per_point*: PSIS-LOO expected log predictive density on the training data (ArviZ), divided by "
+        "the number of training points so that it reads beside test_log_likelihood"
+        + (", in original units" if regression else "")
+        + "; *p_loo*: its effective number of parameters; *loo_bad_khat*: the share of training points whose "
+        "Pareto k is above ArviZ's threshold (about 0.7), where LOO is unreliable (marked ⚠). n/a for MAP: "
+        "over copies of one estimate LOO is the in-sample fit.",
         "",
     ]
+    for paragraph in prose or []:
+        lines += [paragraph, ""]
     if against:
         lines += [against, ""]
     for fig in figures:
@@ -362,6 +230,8 @@ def report_text(
         + (" (NUTS: its chains, without elbo_history; R̂ and ESS apply)" if exports[-1] == f"{REFERENCE}.nc" else "")
         + ": "
         + ", ".join(f"[{f}]({f})" for f in exports)
+        + ". `az.loo` on them is on the standardised scale"
+        + (f" (add −n·log {data.y_scale:.4g} for original units)" if regression else "")
         + ".",
         "",
         "```python",
@@ -373,4 +243,42 @@ def report_text(
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `pyrobnn {shlex.join(args.argv)}`.",
         "",
     ]
+    return "\n".join(lines)
+
+
+def particles_text(args: argparse.Namespace, results: Mapping[str, FitResult]) -> str:
+    """``"8 particles"``, or each guide's default count when --particles was not given."""
+    if args.particles is not None:
+        return f"{args.particles} particles per step"
+    counts = {kind: result.config.get("num_particles") for kind, result in results.items()}
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} particles per step (the guide's default)"
+    return "particles per step as each guide's default (" + ", ".join(f"{k} {n}" for k, n in counts.items()) + ")"
+
+
+def test_share_text(args: argparse.Namespace, total: int) -> str:
+    """For csv data, how the test share was chosen."""
+    if not args.data.startswith("csv:"):
+        return ""
+    if args.test_fraction is not None:
+        return f" ({args.test_fraction:.0%} held out, --test-fraction)"
+    return (
+        f" (the default share held out: enough for {MIN_TEST_ROWS} test rows, at least 10% and at most 30% of "
+        f"the {total} rows; --test-fraction to change)"
+    )
+
+
+def labels_text(classes: tuple[str, ...] | None, num_classes: int | None) -> str:
+    """How the class labels map to the integers the model predicts."""
+    if classes is not None:
+        return "Class labels: " + ", ".join(f"{i} = {name}" for i, name in enumerate(classes)) + " (sorted order)."
+    return f"Class labels are the integers 0 … {(num_classes or 2) - 1} as the dataset gives them."
+
+
+def failed_text(failed: Mapping[str, str]) -> str:
+    """A section naming each guide whose fit diverged, and why."""
+    if not failed:
+        return ""
+    lines = ["**Failed guides.** Their fits diverged, so they have no numbers, figures or netCDF file:", ""]
+    lines += [f"- **{name}**: {reason}" for name, reason in failed.items()]
     return "\n".join(lines)

@@ -59,23 +59,52 @@ def evaluate(
 
 
 def summarize(
-    post: Posterior, pred: Prediction, y: Any, *, y_scale: float = 1.0, level: float = 0.9
+    post: Posterior, pred: Prediction, y: Any, *, y_scale: float = 1.0, level: float = 0.9, se: bool = False
 ) -> dict[str, float]:
-    """The summaries of :func:`evaluate` for a prediction already made at the held-out inputs."""
+    r"""The summaries of :func:`evaluate` for a prediction already made at the held-out inputs.
+
+    With ``se=True`` each summary also gets its standard error over the test
+    points, as ``<name>_se``: for the mean log density and a share (coverage,
+    accuracy) the standard error of a mean of independent per-point values,
+    :math:`\mathrm{sd}/\sqrt{n}` (for a share :math:`\sqrt{p(1-p)/n}`), and
+    for RMSE the delta method on the mean squared error,
+    :math:`\mathrm{se}(\mathrm{MSE}) / (2\,\mathrm{RMSE})`. They measure how
+    much the test split's draw moves the number, not the Monte Carlo error of
+    the posterior draws.
+    """
     y = torch.as_tensor(y, device=pred.output.device)
     y = post.model.likelihood.prepare_y(pred.output_shape, y)
-    log_lik = pred.log_prob(y)
+    log_lik = pred.log_prob(y).double()
     per_obs = y[0].numel() if y.dim() > 1 else 1
     out = {"test_log_likelihood": float(log_lik.mean()) - per_obs * math.log(y_scale)}
-    if isinstance(post.model.likelihood, Categorical):
-        out["accuracy"] = float((pred.probs.argmax(-1) == y).float().mean())
-    elif isinstance(post.model.likelihood, Bernoulli):
-        out["accuracy"] = float(((pred.mean > 0.5).to(y.dtype) == y).float().mean())
+    errors = {"test_log_likelihood_se": _mean_se(log_lik)}
+    if isinstance(post.model.likelihood, (Categorical, Bernoulli)):
+        if isinstance(post.model.likelihood, Categorical):
+            correct = (pred.probs.argmax(-1) == y).double()
+        else:
+            correct = ((pred.mean > 0.5).to(y.dtype) == y).double()
+        out["accuracy"] = float(correct.mean())
+        errors["accuracy_se"] = _share_se(out["accuracy"], correct.numel())
     else:
         y = y.to(pred.mean.dtype)
-        out["rmse"] = float((pred.mean - y).pow(2).mean().sqrt()) * y_scale
+        squared = (pred.mean - y).double().pow(2).reshape(-1)
+        rmse = float(squared.mean().sqrt())
+        out["rmse"] = rmse * y_scale
+        errors["rmse_se"] = _mean_se(squared) / (2 * rmse) * y_scale if rmse > 0 else 0.0
         out["coverage"] = pred.coverage(y, level)
-    return out
+        errors["coverage_se"] = _share_se(out["coverage"], y.numel())
+    return {**out, **errors} if se else out
+
+
+def _mean_se(values: torch.Tensor) -> float:
+    """Standard error of the mean of independent values (0 for a single value)."""
+    n = values.numel()
+    return float(values.reshape(-1).std() / math.sqrt(n)) if n > 1 else 0.0
+
+
+def _share_se(share: float, n: int) -> float:
+    """Binomial standard error of a share of n."""
+    return math.sqrt(share * (1 - share) / n)
 
 
 def _confidence(pred: Prediction, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,9 @@ class Guide(nn.Module):
     analytic_kl: bool = False
     #: the particles per step :func:`pyrobnn.fit` draws unless told otherwise (see the subclasses)
     num_particles: int = 8
+    #: whether q(θ) is a point mass (every draw the same θ̂): it then has no spread, so measures
+    #: built on the spread of the draws (PSIS-LOO, k̂, an ELBO as a bound) do not apply to it
+    point_mass: bool = False
 
     def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:
         super().__init__()

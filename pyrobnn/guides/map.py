@@ -30,6 +30,8 @@ class MAPGuide(Guide):
     for :class:`MeanFieldGuide`.
     """
 
+    point_mass = True
+
     def __init__(self, model: BayesianModel, *, init: str = "pretrained") -> None:
         super().__init__(model)
         values = initial_values(model, init)
