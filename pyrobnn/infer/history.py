@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pyrobnn._warnings import DiagnosticWarning
 from pyrobnn.infer._checks import convergence_message
 
 if TYPE_CHECKING:
@@ -102,6 +103,6 @@ class FitError(RuntimeError):
         self.guide = guide
 
 
-class FitWarning(UserWarning):
+class FitWarning(DiagnosticWarning):
     """A fit ended without error but its ELBO says it went wrong: it diverged to a finite loss,
     or it was still rising at the end. The message names the fix. See :meth:`History.check`."""
