@@ -220,7 +220,10 @@ def test_a_failed_guide_is_a_row_and_every_finished_one_is_written(
     argv = ["compare", "--data", "builtin:gap1d", "--guides", "meanfield,fullrank,map", *FAST, "--out", str(tmp_path)]
     assert main(argv) == 1  # a guide failed: status 1, but only after everything else is written
     captured = capsys.readouterr()
-    assert "pyrobnn: fullrank failed: the loss became" in captured.err and "Try a lower --lr" in captured.err
+    assert (
+        "pyrobnn: fullrank failed: fitting the 'fullrank' guide (FullRankGuide): the loss became" in captured.err
+        and "Try a lower --lr" in captured.err
+    )
     report = check_report(tmp_path, ["meanfield", "map"])
     assert not (tmp_path / "fullrank.nc").exists()
     header, _, *rows = captured.out.split("\n\n")[0].splitlines()
@@ -230,8 +233,11 @@ def test_a_failed_guide_is_a_row_and_every_finished_one_is_written(
         cells["fullrank"][columns.index("status")] == "failed" and cells["meanfield"][columns.index("status")] == "ok"
     )
     assert cells["fullrank"][columns.index("test_log_likelihood")] == "n/a"
-    assert "failed: fullrank: the loss became" in captured.out
-    assert "**Failed guides.**" in report and "- **fullrank**: the loss became" in report
+    assert "failed: fullrank: fitting the 'fullrank' guide (FullRankGuide): the loss became" in captured.out
+    assert (
+        "**Failed guides.**" in report
+        and "- **fullrank**: fitting the 'fullrank' guide (FullRankGuide): the loss became" in report
+    )
 
 
 def test_when_every_guide_fails_it_says_so_and_exits_1(
