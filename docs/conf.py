@@ -270,3 +270,10 @@ def setup(app: Any) -> None:
     app.connect("missing-reference", _resolve_short_reference)
     app.connect("autodoc-process-bases", _public_bases)
     app.connect("autodoc-process-signature", _factory_defaults)
+
+
+# Docstrings write the absolute value of the ELBO as |ELBO|, which reStructuredText reads as a
+# substitution reference: define it to stand for itself.
+rst_prolog = r"""
+.. |ELBO| replace:: \|ELBO\|
+"""
