@@ -207,3 +207,33 @@ def test_standardize_uses_the_training_split_only() -> None:
     np.testing.assert_allclose(data.y_test.numpy(), [8.0 / data.y_scale], rtol=1e-6)
     moons = datasets.standardize(datasets.load("moons"))
     assert torch.equal(moons.y_train, moons.dataset.y_train) and (moons.y_mean, moons.y_scale) == (0.0, 1.0)
+
+
+def _gap1d_train_as_before(seed: int, n_train: int = 160) -> tuple[torch.Tensor, torch.Tensor]:
+    """gap1d's training split as the generator drew it before the test split crossed the gap."""
+    g = torch.Generator().manual_seed(seed)
+    side = torch.randint(0, 2, (n_train, 1), generator=g)
+    x = torch.where(
+        side == 0, -2 + 1.5 * torch.rand(n_train, 1, generator=g), 0.5 + 1.5 * torch.rand(n_train, 1, generator=g)
+    )
+    return x, torch.sin(3 * x).squeeze(-1) + 0.1 * torch.randn(n_train, generator=g)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_gap1d_tests_inside_the_gap_its_training_split_leaves(seed: int) -> None:
+    ds = datasets.load("gap1d", seed=seed)
+    # the training split is the one a seed always gave, bit for bit: only the test split changed
+    x_train, y_train = _gap1d_train_as_before(seed)
+    assert torch.equal(ds.x_train, x_train) and torch.equal(ds.y_train, y_train)
+    assert not ((ds.x_train.abs() < 0.5).any())
+    # test inputs uniform on [-2, 2]: the count in the gap (-0.5, 0.5) is Binomial(200, 1/4),
+    # mean 50 and sd 6.1, so [30, 70] is 3.3 sd either side (the old test split had 0 there)
+    in_gap = int((ds.x_test.abs() < 0.5).sum())
+    assert ds.x_test.shape == (200, 1) and 30 <= in_gap <= 70
+    # …and they reach both ends: no point in [-2, -1.8) has probability 0.95^200 < 1e-4
+    assert -2 <= ds.x_test.min() < -1.8 and 1.8 < ds.x_test.max() <= 2
+    # the same function and noise as the training split: the residual sd of 200 N(0, 0.1²)
+    # draws has sd 0.1 / √400 = 0.005, so 0.02 is 4 of them
+    residual = ds.y_test - torch.sin(3 * ds.x_test).squeeze(-1)
+    assert abs(residual.std().item() - 0.1) < 0.02
+    assert "test x uniform on [-2, 2]" in datasets.describe("gap1d")
