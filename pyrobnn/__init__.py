@@ -4,7 +4,7 @@ The pipeline, one stage per module or package (``docs/architecture.md``)::
 
     lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ infer.fit ─▶ Posterior ─▶ predict
                         └──────────▶ infer.mcmc (NUTS, the reference) ──▶ Posterior
-                                        ─▶ export.to_arviz, evaluate (metrics, k̂, compare), plots
+                                        ─▶ export.to_arviz, evaluate (metrics, k̂, nested R̂, compare), plots
 """
 
 import sys as _sys
@@ -13,7 +13,7 @@ from pyrobnn import datasets, guides, likelihoods, plots, priors
 from pyrobnn._version import __version__ as __version__
 from pyrobnn._warnings import DiagnosticWarning
 from pyrobnn.checkpoint import load, save
-from pyrobnn.evaluate import diagnostics, metrics
+from pyrobnn.evaluate import diagnostics, metrics, nested_rhat
 from pyrobnn.evaluate.compare import compare
 from pyrobnn.export import to_arviz
 from pyrobnn.infer import svi
@@ -49,6 +49,7 @@ __all__ = [
     "load",
     "mcmc",
     "metrics",
+    "nested_rhat",
     "plots",
     "priors",
     "save",
