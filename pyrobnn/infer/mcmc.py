@@ -3,7 +3,7 @@
 The sampler is Pyro's ``pyro.infer.NUTS``, driven with a potential
 energy written for the model: the network runs once per evaluation as a plain
 torch function (JIT-traced), with no Pyro trace around it. Chains run one after
-another; their draws come back in a :class:`~pyrobnn.posterior.MCMCDraws`, the
+another; their draws come back in a :class:`~pyrobnn.MCMCDraws`, the
 source of draws of the :class:`~pyrobnn.Posterior` it returns (``post.source``):
 no guide, but draws in chains that declare what they can do (no density, the
 sampler's statistics), so ``predict``, :func:`pyrobnn.to_arviz` (with the real
@@ -94,7 +94,7 @@ def mcmc(
     Returns
     -------
     Posterior
-        Its source (``post.source``) is an :class:`~pyrobnn.posterior.MCMCDraws`
+        Its source (``post.source``) is an :class:`~pyrobnn.MCMCDraws`
         holding ``num_chains × num_samples`` draws with their divergences, steps
         and step sizes (``kernel="nuts"``).
 

@@ -117,7 +117,7 @@ class Posterior:
         For stored draws (a source that is no guide) this returns the source
         with a :class:`DeprecationWarning`: the name is kept for code written
         before 0.3.0 (``post.guide.diverging``) and goes in 0.4.0; read
-        :attr:`source` instead.
+        ``post.source`` instead.
         """
         if not isinstance(self.source, Guide):
             warnings.warn(

@@ -44,7 +44,12 @@ class MCMCDraws(nn.Module):
     ----------
     values
         ``(num_chains, num_draws, D)``: the constrained draws, laid out by
-        :attr:`layout` (``layout.join`` / ``layout.split`` convert).
+        ``layout``.
+    layout
+        The model's :class:`~pyrobnn.model.LatentLayout`: ``layout.join`` turns
+        draws per site into rows of ``values``, ``layout.split`` turns them back.
+    kernel
+        The sampler's name, as given.
     diverging
         ``(num_chains, num_draws)``: draws whose trajectory diverged.
     num_steps
