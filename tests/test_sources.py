@@ -84,7 +84,11 @@ def test_sample_stats_follow_the_kernel() -> None:
 
 
 class Wrapped:
-    """Stored draws behind another class: a source the stages know only by what it declares."""
+    """Stored draws behind another class: a source the stages know only by what it declares.
+
+    Every member is spelled out: from Python 3.12 a runtime Protocol check looks members up
+    statically, so ``__getattr__`` delegation would not count.
+    """
 
     has_density = False
     point_mass = False
@@ -92,18 +96,52 @@ class Wrapped:
 
     def __init__(self, inner: MCMCDraws) -> None:
         self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        self.seconds = inner.seconds
+        self.site_names = inner.site_names
+        self.num_latent = inner.num_latent
+        self.num_chains = inner.num_chains
+        self.num_draws = inner.num_draws
 
     def chain(self, c: int, num_samples: int | None = None) -> Wrapped:
         return Wrapped(self.inner.chain(c, num_samples))
+
+    def sample(self, num_samples: int, seed: int | None = None) -> dict[str, torch.Tensor]:
+        return self.inner.sample(num_samples, seed)
+
+    def median(self) -> dict[str, torch.Tensor]:
+        return self.inner.median()
+
+    def quantiles(self, qs: Any) -> dict[str, torch.Tensor]:
+        return self.inner.quantiles(qs)
+
+    def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.inner.log_prob(draws)
+
+    def spec(self) -> dict[str, Any]:
+        return self.inner.spec()
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.load_state_dict(*args, **kwargs)
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.to(*args, **kwargs)
+
+    def in_order(self) -> dict[str, torch.Tensor]:
+        return self.inner.in_order()
+
+    def sample_stats(self) -> dict[str, torch.Tensor]:
+        return self.inner.sample_stats()
 
 
 def test_the_export_and_compare_ask_the_source_not_its_type() -> None:
     model = linear_model()
     x, y = data()
-    post = pb.Posterior(model, Wrapped(filled_draws(model, "chees", draws=300)))  # type: ignore[arg-type]
+    source = Wrapped(filled_draws(model, "chees", draws=300))
+    assert isinstance(source, ChainSource) and not isinstance(source, MCMCDraws)
+    post = pb.Posterior(model, source)
     idata = pb.to_arviz(post, x, y, num_samples=10)
     assert idata.posterior.sizes["chain"] == 2 and idata.posterior.sizes["draw"] == 10
     stats = idata.sample_stats
@@ -126,7 +164,7 @@ def test_misuse_of_stored_draws_names_what_applies_instead() -> None:
     with pytest.raises(ValueError, match=r"\(MCMCDraws\) have no density.*PSIS k̂.*R̂ and ESS"):
         pb.diagnostics.psis_khat(post, x, y)
     with pytest.raises(TypeError, match="nothing to fit, and they are no guide"):
-        post.source(x, y)
+        post.source(x, y)  # type: ignore[operator]
     with pytest.raises(TypeError, match=r"stored draws and has no parameters to fit.*pb\.mcmc's result"):
         pb.fit(model, post.source, (x, y), num_steps=1, progress=False)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Posterior needs a source of draws.*got dict"):
