@@ -88,7 +88,7 @@ def nuts_summary(post: pb.Posterior, x_test: torch.Tensor) -> dict[str, Any]:
     """Sampler health: time, steps, divergences, R̂ and ESS of the predictions at the test points."""
     import arviz as az
 
-    draws = post.guide
+    draws = post.source
     assert isinstance(draws, pb.MCMCDraws)
     idata = pb.to_arviz(post, x_test, num_samples=draws.num_draws, seed=0)
     mean_fn = idata.posterior_predictive["obs"]

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             max_tree_depth=args.depth,
             progress=False,
         )
-        draws = post.guide
+        draws = post.source
         assert isinstance(draws, pb.MCMCDraws)
         per_iteration = float(draws.seconds[0]) / (args.warmup + args.samples)
         steps = float(draws.num_steps.double().mean())

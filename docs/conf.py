@@ -103,9 +103,6 @@ nitpick_ignore = [
     # (users build the state with init, never by hand).
     ("py:class", "pyrobnn.infer._batching.Batches"),
     ("py:class", "pyrobnn._rng.RNGStream"),
-    # The type of FlowGuide.layout, private to the guides: the property's docstring says
-    # what it is (how the flow's sites lie in its latent vector).
-    ("py:class", "pyrobnn.guides._joint.LatentLayout"),
 ]
 
 # -- Every public name has an API page -------------------------------------------

@@ -19,10 +19,10 @@ from pyrobnn.export import to_arviz
 from pyrobnn.infer import svi
 from pyrobnn.infer.elbo import ELBO
 from pyrobnn.infer.fit import FitError, FitResult, FitWarning, History, estimate_elbo, fit, linear_annealing
-from pyrobnn.infer.mcmc import MCMCDraws, mcmc
+from pyrobnn.infer.mcmc import mcmc
 from pyrobnn.lift import BayesianNet, lift, lift_
 from pyrobnn.model import BayesianModel
-from pyrobnn.posterior import Posterior, Prediction
+from pyrobnn.posterior import MCMCDraws, Posterior, Prediction
 
 __all__ = [
     "ELBO",

@@ -21,10 +21,9 @@ import torch
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import model_device
 from pyrobnn._version import __version__
-from pyrobnn.guides import Guide, make_guide
-from pyrobnn.infer.mcmc import MCMCDraws
+from pyrobnn.guides import make_guide
 from pyrobnn.model import BayesianModel
-from pyrobnn.posterior import Posterior
+from pyrobnn.posterior import DrawSource, MCMCDraws, Posterior
 
 if TYPE_CHECKING:
     from pyrobnn.infer.fit import FitResult
@@ -35,7 +34,8 @@ __all__ = ["FORMAT", "VERSION", "load", "save"]
 FORMAT = "pyrobnn-checkpoint"
 #: The checkpoint layout's version; :func:`load` reads this version and older. Version 2 records
 #: the sites a flow covers as ``sites`` (the option's name since pyrobnn 0.2.0); version 1 as ``scope``.
-VERSION = 2
+#: Version 3 (pyrobnn 0.3.0) records the kernel of MCMC draws; older ones were NUTS's.
+VERSION = 3
 
 PathLike = str | os.PathLike[str]
 
@@ -71,23 +71,25 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
     """
     if not isinstance(posterior, Posterior):
         to_posterior = getattr(posterior, "posterior", None)
-        if not callable(to_posterior):
+        made = to_posterior() if callable(to_posterior) else None
+        if not isinstance(made, Posterior):
             raise TypeError(f"save needs a pb.Posterior or the pb.FitResult of pb.fit, got {type(posterior).__name__}")
-        posterior = to_posterior()
-    model, guide = posterior.model, posterior.guide
+        posterior = made
+    model, source = posterior.model, posterior.source
+    state = source.state_dict()
     config = {
         "format": FORMAT,
         "version": VERSION,
         "pyrobnn_version": __version__,
-        "guide": _guide_spec(guide),
+        "guide": _source_spec(source),
         "sites": _site_table(model),
         "likelihood": _describe(model.likelihood),
-        "dtype": str(next(iter(guide.state_dict().values())).dtype),
+        "dtype": str(next(iter(state.values())).dtype),
     }
     checkpoint = {
         "config": config,
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "guide": {k: v.detach().cpu().clone() for k, v in guide.state_dict().items()},
+        "guide": {k: v.detach().cpu().clone() for k, v in state.items()},
     }
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
@@ -151,21 +153,22 @@ def load(path: PathLike, model: BayesianModel) -> Posterior:
         model.load_state_dict(checkpoint["model"])
     # Building a guide may draw random numbers (a flow's initial weights): keep them off the caller's RNG.
     with seeded(0, device):
-        guide = _rebuild(spec, model)
-    guide.to(device)
+        source = _rebuild(spec, model)
+    source.to(device)
     try:
-        guide.load_state_dict(checkpoint["guide"])
+        source.load_state_dict(checkpoint["guide"])
     except RuntimeError as err:
         raise ValueError(
             f"the guide state in {os.fspath(path)!r} does not fit a {spec['kind']!r} guide with options "
             f"{spec['options']} on this model: {err}"
         ) from err
-    return Posterior(model, guide)
+    return Posterior(model, source)
 
 
-def _rebuild(spec: Mapping[str, Any], model: BayesianModel) -> Guide:
-    """An untrained guide of the saved kind and structure, for the saved state to fill."""
+def _rebuild(spec: Mapping[str, Any], model: BayesianModel) -> DrawSource:
+    """An empty source of draws of the saved kind and structure (an untrained guide), for the saved state to fill."""
     if spec["kind"] == "mcmc":  # draws of pb.mcmc: buffers of a known size, no make_guide kind
+        # before 0.3.0 the spec had no kernel: those draws came from NUTS, MCMCDraws' default
         return MCMCDraws(model, **spec["options"])
     return make_guide(spec["kind"], model, **spec["options"])
 
@@ -191,14 +194,14 @@ def _site_table(model: BayesianModel) -> dict[str, dict[str, Any]]:
     }
 
 
-def _guide_spec(guide: Guide) -> dict[str, Any]:
-    """The kind and options that rebuild ``guide``'s structure (see :meth:`pyrobnn.guides.Guide.spec`)."""
+def _source_spec(source: DrawSource) -> dict[str, Any]:
+    """The kind and options that rebuild ``source``'s structure (see :meth:`pyrobnn.guides.Guide.spec`)."""
     try:
-        return guide.spec()
+        return source.spec()
     except NotImplementedError as err:
         raise TypeError(
             f"pb.save can rebuild the guides made by pb.guides.make_guide (meanfield, lowrank, fullrank, "
-            f"flow, map) and the draws of pb.mcmc, not a {type(guide).__name__}: {err}. Save "
+            f"flow, map) and the draws of pb.mcmc, not a {type(source).__name__}: {err}. Save "
             "guide.state_dict() with torch.save yourself and load it into a guide built the same way."
         ) from err
 

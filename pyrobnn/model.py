@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyro
 import torch
+from pyro.distributions.util import sum_rightmost
 from torch import nn
+from torch.distributions import biject_to
+from torch.distributions.transforms import Transform
 
 from pyrobnn.lift import BayesianNet
 from pyrobnn.likelihoods import Likelihood
 from pyrobnn.priors import Prior
 
-__all__ = ["BayesianModel", "LatentSite"]
+__all__ = ["BayesianModel", "LatentLayout", "LatentSite"]
 
 #: Name of the observation site.
 OBS = "obs"
@@ -31,6 +34,79 @@ class LatentSite:
     @property
     def support(self) -> object:
         return self.prior.support
+
+
+class LatentLayout:
+    """How (some of) the latent sites lie in one flat vector: the one flattening of the latents.
+
+    Site after site in the model's order, each flattened row-major. A joint guide
+    lays out its unconstrained vector u this way, stored MCMC draws their
+    constrained values θ, and a sampler its state: :meth:`split` and :meth:`join`
+    reshape only; :meth:`constrain` and :meth:`pack` also map between u and θ
+    with each site's bijection to its prior's support (``biject_to``).
+    Build one with :meth:`BayesianModel.layout`.
+
+    Attributes
+    ----------
+    names
+        The sites, in order.
+    shapes, sizes, transforms
+        Per site: its shape, its number of scalars, and the bijection T from
+        the real line to its support (θ = T(u)).
+    dim
+        D, the length of the vector.
+    """
+
+    def __init__(self, sites: Mapping[str, LatentSite]) -> None:
+        self.names = list(sites)
+        self.shapes: dict[str, torch.Size] = {name: site.shape for name, site in sites.items()}
+        self.transforms: dict[str, Transform] = {name: biject_to(site.support) for name, site in sites.items()}
+        self.sizes = {name: site.shape.numel() for name, site in sites.items()}
+        self.dim = sum(self.sizes.values())
+
+    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Values per site, each ``batch + shape``, from a vector ``batch + (D,)``; no transform."""
+        batch = flat.shape[:-1]
+        out, pos = {}, 0
+        for name in self.names:
+            size = self.sizes[name]
+            out[name] = flat[..., pos : pos + size].reshape(batch + self.shapes[name])
+            pos += size
+        return out
+
+    def join(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The inverse of :meth:`split`: values per site (``batch + shape``) as one ``batch + (D,)`` vector."""
+        parts = []
+        for name in self.names:
+            value = values[name]
+            batch = value.shape[: value.dim() - len(self.shapes[name])]
+            parts.append(value.reshape((*batch, self.sizes[name])))
+        return torch.cat(parts, dim=-1)
+
+    def constrain(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
+        """θ = T(u) per site from an unconstrained vector u, ``batch + (D,)``."""
+        return {name: self.transforms[name](u) for name, u in self.split(latent).items()}
+
+    def constrain_with_log_det(self, latent: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """θ = T(u) per site and Σ log|det ∂θ/∂u| per vector (``batch``): what a potential on u adds."""
+        theta, log_det = {}, torch.zeros(latent.shape[:-1], dtype=latent.dtype, device=latent.device)
+        for name, u in self.split(latent).items():
+            transform = self.transforms[name]
+            theta[name] = value = transform(u)
+            log_det = log_det + sum_rightmost(transform.log_abs_det_jacobian(u, value), len(self.shapes[name]))
+        return theta, log_det
+
+    def pack(self, draws: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unconstrained vectors u = T⁻¹(θ) of constrained draws, and Σ log|det ∂u/∂θ| per draw."""
+        parts, log_det = {}, None
+        for name in self.names:
+            value = draws[name]
+            u = self.transforms[name].inv(value)
+            ld = sum_rightmost(self.transforms[name].inv.log_abs_det_jacobian(value, u), len(self.shapes[name]))
+            log_det = ld if log_det is None else log_det + ld
+            parts[name] = u
+        assert log_det is not None
+        return self.join(parts), log_det
 
 
 class BayesianModel(nn.Module):
@@ -87,6 +163,16 @@ class BayesianModel(nn.Module):
         for name, prior in self.likelihood.latent_priors().items():
             sites[name] = LatentSite(name, torch.Size(), prior, self.likelihood.latent_init(name))
         return sites
+
+    def layout(self, sites: Sequence[str] | None = None) -> LatentLayout:
+        """The :class:`LatentLayout` of every latent site in the model's order, or of ``sites`` in their given order."""
+        latent = self.latent_sites()
+        if sites is not None:
+            unknown = [name for name in sites if name not in latent]
+            if unknown:
+                raise ValueError(f"unknown latent sites {unknown}; the model has {list(latent)}")
+            latent = {name: latent[name] for name in sites}
+        return LatentLayout(latent)
 
     # --------------------------------------------------------------- model
     def forward(

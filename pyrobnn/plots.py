@@ -298,7 +298,7 @@ def plot_prior_posterior(
 
     from pyrobnn._arviz import arviz_line
 
-    names = _globs.select(sites, post.guide.site_names, argument="sites")
+    names = _globs.select(sites, post.source.site_names, argument="sites")
     if axes is None:
         _, axes_arr = plt.subplots(1, len(names), figsize=(3.5 * len(names), 3), squeeze=False)
         axes = list(axes_arr[0])

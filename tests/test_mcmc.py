@@ -48,8 +48,8 @@ def test_nuts_recovers_the_exact_conjugate_posterior(conjugate) -> None:
 
     c = conjugate
     x, y, post = c.x, c.y, c.post
-    assert isinstance(post.guide, MCMCDraws)
-    draws = post.guide.chains["weight"].reshape(2, 1000, 2).double()
+    assert isinstance(post.source, MCMCDraws)
+    draws = post.source.chains["weight"].reshape(2, 1000, 2).double()
     idata = pb.to_arviz(post, x, y)
     ess = az.ess(idata, var_names=["weight"])["weight"].values.reshape(-1)
     assert float(az.rhat(idata, var_names=["weight"])["weight"].max()) < 1.01
@@ -69,7 +69,7 @@ def test_nuts_recovers_the_exact_conjugate_posterior(conjugate) -> None:
     assert abs(corr - exact) < 0.03
     # A Gaussian target gives NUTS no reason to diverge, but whether one of 2000 trajectories
     # crosses the energy threshold is a floating-point accident; a broken sampler diverges often.
-    assert float(post.guide.diverging.double().mean()) < 0.01
+    assert float(post.source.diverging.double().mean()) < 0.01
 
 
 def test_the_potential_is_the_negative_log_joint() -> None:
@@ -91,7 +91,7 @@ def test_a_constrained_latent_is_sampled_on_its_support() -> None:
     net = torch.nn.Linear(1, 1)
     model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale=pb.priors.LogNormal(0.0, 1.0)))
     post = pb.mcmc(model, (x, y), num_samples=300, warmup=200, num_chains=1, progress=False)
-    scale = post.guide.chains["likelihood.scale"]
+    scale = post.source.chains["likelihood.scale"]
     assert (scale > 0).all()
     # 40 points with noise 0.3: the scale's posterior is within about ±0.1 of 0.3
     assert 0.2 < float(scale.median()) < 0.45
@@ -111,16 +111,16 @@ def test_the_posterior_predicts_exports_compares_and_saves(conjugate, tmp_path) 
     assert {"diverging", "n_steps", "tree_depth", "log_p"} <= set(stats.data_vars)
     assert "log_q" not in stats.data_vars
     # thinning keeps each chain's order: the first and last exported draws are the chain's own
-    chains = post.guide.chains["weight"]
+    chains = post.source.chains["weight"]
     assert np.allclose(idata.posterior["weight"].values[:, 0], chains[:, 0].numpy())
     assert np.allclose(idata.posterior["weight"].values[:, -1], chains[:, -1].numpy())
 
     path = tmp_path / "nuts.pt"
     pb.save(path, post)
     loaded = pb.load(path, linear_model(0.5))
-    assert isinstance(loaded.guide, MCMCDraws)
-    assert torch.equal(loaded.guide.values, post.guide.values)
-    assert torch.equal(loaded.guide.num_steps, post.guide.num_steps)
+    assert isinstance(loaded.source, MCMCDraws)
+    assert torch.equal(loaded.source.values, post.source.values)
+    assert torch.equal(loaded.source.num_steps, post.source.num_steps)
     same = loaded.predict(x, num_samples=100, seed=3).samples
     assert torch.equal(same, post.predict(x, num_samples=100, seed=3).samples)
 
@@ -140,7 +140,7 @@ def test_compare_measures_every_guide_against_the_reference(conjugate) -> None:
     )
     assert table.loc["nuts", "w1"] == 0 and table.loc["nuts", "sd_ratio"] == 1
     assert math.isnan(table.loc["nuts", "khat"])
-    assert table.loc["nuts", "fit_seconds"] == pytest.approx(float(post.guide.seconds.sum()))
+    assert table.loc["nuts", "fit_seconds"] == pytest.approx(float(post.source.seconds.sum()))
     # Full-rank holds the exact posterior, mean-field cannot (correlation -0.95): its predictive is
     # too narrow there, so it is farther from NUTS.
     assert table.loc["fullrank", "w1"] < table.loc["meanfield", "w1"]
@@ -201,7 +201,7 @@ def test_divergences_are_a_diagnostic_counted_and_never_fatal(monkeypatch: pytes
     with pytest.warns(DivergenceWarning, match=r"4 of 60 NUTS draws diverged.*Raise target_accept"):
         post = pb.mcmc(linear_model(sigma), (x, y), num_samples=30, warmup=30, num_chains=2, progress=False)
     assert issubclass(DivergenceWarning, pb.DiagnosticWarning)
-    assert int(post.guide.diverging.sum()) == 4
+    assert int(post.source.diverging.sum()) == 4
     assert int(pb.to_arviz(post, x, y).sample_stats["diverging"].sum()) == 4
     # Under the suite's strict filter ("error" for every other warning) a diagnostic is shown, not raised.
     with warnings.catch_warnings(record=True) as record:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from pyrobnn.evaluate.diagnostics import psis_khat
 from pyrobnn.evaluate.metrics import expected_calibration_error, reference_distance, summarize
 from pyrobnn.infer.fit import FitResult
-from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.likelihoods import Bernoulli, Categorical
-from pyrobnn.posterior import Posterior
+from pyrobnn.posterior import ChainSource, Posterior
 
 __all__ = ["compare"]
 
@@ -93,11 +92,13 @@ def compare(
           PSIS-LOO is unreliable (Vehtari et al. 2024);
         - ``loo_rank`` and ``loo_weight`` from ``az.compare`` (stacking).
 
-        A point-mass guide (``guide.point_mass``, e.g. MAP) has none of these
+        A point-mass source (``source.point_mass``, e.g. a MAP guide) has none of these
         (NaN), is left out of ``az.compare``, and gets no ``khat``: PSIS-LOO
         over copies of one θ̂ is the in-sample fit (p_loo 0) and would rank it
-        first. MCMC draws (:func:`pyrobnn.mcmc`) have no density, so their
-        ``khat`` is NaN, and their ``fit_seconds`` is the sampler's time.
+        first. A source without a density (``source.has_density`` false: the
+        draws of :func:`pyrobnn.mcmc`) gets no ``khat`` (NaN) and no
+        ``final_elbo``; one with chains (``source.has_chains``) has the
+        sampler's time as ``fit_seconds``.
 
         ``table.attrs`` holds ``"loo"`` (each posterior's ``ELPDData``, on the
         standardised scale the model was fitted on), ``"az_compare"`` (the full
@@ -138,10 +139,11 @@ def compare(
     idatas = {}
     pointwise = {}
     for name, (post, result) in pairs.items():
-        spread = not post.guide.point_mass
-        has_density = spread and not isinstance(post.guide, MCMCDraws)
+        source = post.source
+        spread = not source.point_mass
+        has_density = spread and source.has_density
         pred = post.predict(x_test, num_samples=num_samples, seed=seed)
-        row: dict[str, Any] = {"name": name, "guide": type(post.guide).__name__}
+        row: dict[str, Any] = {"name": name, "guide": type(source).__name__}
         row["final_elbo"] = result.final_elbo() if result is not None and has_density else math.nan
         row.update(summarize(post, pred, y_test, y_scale=y_scale, level=level, se=True))
         pointwise[name] = _pointwise_log_likelihood(post, pred, y_test, y_scale)
@@ -155,11 +157,12 @@ def compare(
         row["khat"] = math.nan
         if train is not None and has_density:
             row["khat"] = psis_khat(post, *train, num_samples=num_samples, seed=seed, warn=False)
-        if isinstance(post.guide, MCMCDraws):
-            row["fit_seconds"] = float(post.guide.seconds.sum())
+        if source.has_chains:
+            row["fit_seconds"] = float(cast(ChainSource, source).seconds.sum())
         else:
             row["fit_seconds"] = result.elapsed_s if result is not None else math.nan
-        row["num_variational_params"] = sum(p.numel() for p in post.guide.parameters() if p.requires_grad)
+        parameters = getattr(source, "parameters", None)
+        row["num_variational_params"] = sum(p.numel() for p in parameters() if p.requires_grad) if parameters else 0
         rows.append(row)
         if train is not None and spread:
             from pyrobnn.export import to_arviz

@@ -31,7 +31,6 @@ from pyrobnn._arviz import psislw
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn._warnings import DiagnosticWarning
-from pyrobnn.guides import MAPGuide
 from pyrobnn.posterior import Posterior
 
 __all__ = ["KHAT_GOOD", "KHAT_POOR", "PoorFitWarning", "psis_khat", "psis_log_weights"]
@@ -65,19 +64,27 @@ def psis_log_weights(
     Raises
     ------
     ValueError
-        For a MAP guide (a point mass has no density), or ``sites`` with a guide
-        that cannot give a block's marginal density.
+        For a point mass (``source.point_mass``: a MAP guide) or a source with
+        no density (``source.has_density`` false: the draws of
+        :func:`pyrobnn.mcmc`), or ``sites`` with a guide that cannot give a
+        block's marginal density.
     """
     if not isinstance(post, Posterior):
         raise TypeError(f"psis_khat needs a pb.Posterior (result.posterior()), got {type(post).__name__}")
-    if isinstance(post.guide, MAPGuide):
+    if post.source.point_mass:
         raise ValueError(
             "a MAP guide is a point mass with no density, so its importance weights and k̂ are undefined; "
             "fit a guide with a density (meanfield, lowrank, fullrank, flow)"
         )
+    if not post.source.has_density:
+        raise ValueError(
+            f"the posterior's draws ({type(post.source).__name__}) have no density q(θ), so importance "
+            "weights and PSIS k̂ do not apply to them; for MCMC draws, R̂ and ESS across chains are the "
+            "diagnostics (az.rhat, az.ess on pb.to_arviz(post))"
+        )
     if not (isinstance(num_samples, int) and num_samples >= 10):
         raise ValueError(f"num_samples must be an integer >= 10 (k̂ fits the tail of the weights), got {num_samples!r}")
-    model, guide = post.model, post.guide
+    model, guide = post.model, post.source
     dtype, device = model_dtype(model), model_device(model)
     x = as_tensor(x, "x", dtype=dtype, device=device)
     y = as_tensor(y, "y", dtype=dtype, device=device)
@@ -166,7 +173,7 @@ def psis_khat(
     if warn and khat > KHAT_POOR:
         where = "all latent sites" if sites is None else f"sites {sites!r}"
         warnings.warn(
-            f"PSIS k̂ = {khat:.2f} > {KHAT_POOR} for {where}: the guide {type(post.guide).__name__} is a poor "
+            f"PSIS k̂ = {khat:.2f} > {KHAT_POOR} for {where}: the guide {type(post.source).__name__} is a poor "
             "approximation of the posterior there (it misses mass, e.g. correlations or tails), so its "
             "uncertainty is not to be trusted. For the weights of a whole network this is the norm; "
             "check small blocks with sites=..., or use a richer guide.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -14,9 +14,8 @@ from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.export._core import HISTORY_GROUP, Groups, convert, stack_chains
 from pyrobnn.infer.fit import FitResult, History
-from pyrobnn.infer.mcmc import MCMCDraws
 from pyrobnn.model import OBS, BayesianModel
-from pyrobnn.posterior import Posterior
+from pyrobnn.posterior import ChainSource, Posterior
 
 __all__ = ["MAX_DEFAULT_WEIGHTS", "default_site_dims", "default_sites", "to_arviz"]
 
@@ -87,10 +86,13 @@ def to_arviz(
 
     Notes
     -----
-    The posterior of :func:`pyrobnn.mcmc` exports its own chains, each evenly
-    thinned to ``num_samples`` draws where it holds more (the order kept, so R̂
-    and ESS are those of the sampler); its ``sample_stats`` hold ``diverging``,
-    ``n_steps`` and ``tree_depth`` in place of ``log_q``, and ``log_p``.
+    A posterior whose source has chains (``source.has_chains``: the draws of
+    :func:`pyrobnn.mcmc`) exports its own chains, each evenly thinned to
+    ``num_samples`` draws where it holds more (the order kept, so R̂ and ESS
+    are those of the sampler); its ``sample_stats`` hold the sampler's
+    statistics (``diverging``, ``n_steps``, ``step_size``, and ``tree_depth``
+    for NUTS: ``source.sample_stats()``), and ``log_p``. ``log_q`` is there
+    only for a source with a density (``source.has_density``).
 
     ``log_q`` is the guide's log density log q(θ_s) and ``log_p`` the joint
     log p(θ_s, y | x) = log p(θ_s) + Σᵢ log p(yᵢ | xᵢ, θ_s), both over *all*
@@ -147,8 +149,8 @@ def to_arviz(
     all_dims.update({k: list(v) for k, v in (dims or {}).items()})
     attrs = {
         "inference_library": "pyrobnn",
-        "guide": ",".join(sorted({type(p.guide).__name__ for p in posts})),
-        "num_latent": int(posts[0].guide.num_latent),
+        "guide": ",".join(sorted({type(p.source).__name__ for p in posts})),
+        "num_latent": int(posts[0].source.num_latent),
     }
     return convert(stacked, coords=coords, dims=all_dims, attrs=attrs)
 
@@ -163,8 +165,8 @@ def collect(
     sites: Sequence[str] | None = None,
 ) -> Groups:
     """One chain's groups as numpy, sample arrays laid out ``(draw, ...)``."""
-    model, guide = post.model, post.guide
-    names = list(guide.site_names) if sites is None else list(sites)
+    model, source = post.model, post.source
+    names = list(source.site_names) if sites is None else list(sites)
     dtype, device = model_dtype(model), model_device(model)
     if y is not None and x is None:
         raise ValueError("y was given without x; pass x=inputs, y=targets")
@@ -178,7 +180,8 @@ def collect(
             y_t = model.likelihood.prepare_y(model.output_shape(x_t), y_t)
     posterior: dict[str, list[np.ndarray]] = {name: [] for name in names}
     log_q, log_p, log_lik, pp = [], [], [], []
-    ordered = guide.in_order() if isinstance(guide, MCMCDraws) else None
+    chains = cast(ChainSource, source) if source.has_chains else None
+    ordered = chains.in_order() if chains is not None else None
     with seeded(seed, device), torch.no_grad():
         for chunk in post.chunks(num_samples, x_t, y_t, draws=ordered):
             for name in names:
@@ -191,15 +194,10 @@ def collect(
                 log_lik.append(_np(chunk.log_likelihood))
                 log_p.append(_np(chunk.log_p))
     groups: Groups = {"posterior": {name: np.concatenate(v) for name, v in posterior.items()}}
-    if isinstance(guide, MCMCDraws):
-        steps = _np(guide.num_steps.reshape(-1))
-        groups["sample_stats"] = {
-            "diverging": _np(guide.diverging.reshape(-1)),
-            "n_steps": steps,
-            "tree_depth": np.ceil(np.log2(steps + 1)).astype(np.int64),
-        }
-    else:
-        groups["sample_stats"] = {"log_q": np.concatenate(log_q)}
+    stats = {} if chains is None else {name: _np(v.reshape(-1)) for name, v in chains.sample_stats().items()}
+    if log_q:
+        stats["log_q"] = np.concatenate(log_q)
+    groups["sample_stats"] = stats
     if log_p:
         groups["sample_stats"]["log_p"] = np.concatenate(log_p)
     if x_t is not None:
@@ -214,14 +212,15 @@ def collect(
 def _split_chains(
     posts: list[Posterior], histories: list[History | None], num_samples: int
 ) -> tuple[list[Posterior], list[History | None]]:
-    """An MCMC posterior becomes one posterior per chain, each thinned to at most ``num_samples`` draws."""
+    """A posterior with chains (an MCMC run) becomes one per chain, each thinned to at most ``num_samples`` draws."""
     out_posts: list[Posterior] = []
     out_histories: list[History | None] = []
     for post, history in zip(posts, histories, strict=True):
-        if isinstance(post.guide, MCMCDraws):
-            draws = post.guide
-            out_posts += [Posterior(post.model, draws.chain(c, num_samples)) for c in range(draws.num_chains)]
-            out_histories += [history] * draws.num_chains
+        source = post.source
+        if source.has_chains:
+            chains = cast(ChainSource, source)
+            out_posts += [Posterior(post.model, chains.chain(c, num_samples)) for c in range(chains.num_chains)]
+            out_histories += [history] * chains.num_chains
         else:
             out_posts.append(post)
             out_histories.append(history)

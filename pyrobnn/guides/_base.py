@@ -19,6 +19,9 @@ __all__ = ["Guide"]
 class Guide(nn.Module):
     """A variational family q(θ) over every latent site of a :class:`BayesianModel`.
 
+    A fitted guide is a source of draws for :class:`pyrobnn.Posterior` (see
+    ``pyrobnn.posterior.DrawSource``): fresh independent draws, with a density.
+
     Subclasses sample each site with ``pyro.sample`` at the model's own site
     names in :meth:`forward`, and implement the draw-level methods below without
     Pyro, on the constrained scale of each site.
@@ -31,6 +34,12 @@ class Guide(nn.Module):
     #: whether q(θ) is a point mass (every draw the same θ̂): it then has no spread, so measures
     #: built on the spread of the draws (PSIS-LOO, k̂, an ELBO as a bound) do not apply to it
     point_mass: bool = False
+    #: whether :meth:`log_prob` gives log q(θ) (importance weights, k̂, the export's ``log_q``);
+    #: every guide has one. With ``point_mass``, this is what a ``pyrobnn.posterior.DrawSource``
+    #: declares; stored MCMC draws declare the opposite.
+    has_density: bool = True
+    #: whether the draws come in a sampler's chains: never for a guide, whose draws are independent
+    has_chains: bool = False
 
     def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:
         super().__init__()

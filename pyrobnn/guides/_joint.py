@@ -16,13 +16,12 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.util import sum_rightmost
 from pyro.infer.autoguide import init_to_value
-from torch.distributions import biject_to
 
 from pyrobnn._rng import seeded
 from pyrobnn.guides._base import Guide
-from pyrobnn.model import BayesianModel, LatentSite
+from pyrobnn.model import BayesianModel, LatentLayout, LatentSite
 
-__all__ = ["AutoGaussianGuide", "JointGuide", "LatentLayout", "PriorModel"]
+__all__ = ["AutoGaussianGuide", "JointGuide", "PriorModel"]
 
 #: Draws used for the median and quantiles of guides without closed-form marginals.
 QUANTILE_DRAWS = 4000
@@ -41,43 +40,6 @@ class PriorModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         return {name: pyro.sample(name, site.prior.distribution(site.shape)) for name, site in self.sites.items()}
-
-
-class LatentLayout:
-    """How the sites' unconstrained values are laid out in one latent vector."""
-
-    def __init__(self, sites: Mapping[str, LatentSite]) -> None:
-        self.names = list(sites)
-        self.shapes = {name: site.shape for name, site in sites.items()}
-        self.transforms = {name: biject_to(site.support) for name, site in sites.items()}
-        self.sizes = {name: site.shape.numel() for name, site in sites.items()}
-        self.dim = sum(self.sizes.values())
-
-    def split(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Unconstrained values per site, each ``batch + shape``, from ``batch + (D,)``."""
-        batch = latent.shape[:-1]
-        out, pos = {}, 0
-        for name in self.names:
-            size = self.sizes[name]
-            out[name] = latent[..., pos : pos + size].reshape(batch + self.shapes[name])
-            pos += size
-        return out
-
-    def constrain(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: self.transforms[name](u) for name, u in self.split(latent).items()}
-
-    def pack(self, draws: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The latent vectors of constrained draws, and Σ log|det ∂u/∂θ| per draw."""
-        parts, log_det = [], None
-        for name in self.names:
-            value = draws[name]
-            batch = value.shape[: value.dim() - len(self.shapes[name])]
-            u = self.transforms[name].inv(value)
-            ld = sum_rightmost(self.transforms[name].inv.log_abs_det_jacobian(value, u), len(self.shapes[name]))
-            log_det = ld if log_det is None else log_det + ld
-            parts.append(u.reshape((*batch, -1)))
-        assert log_det is not None
-        return torch.cat(parts, dim=-1), log_det
 
 
 class JointGuide(Guide):

@@ -16,10 +16,9 @@ import torch
 
 from pyrobnn import _globs
 from pyrobnn.guides._flowblock import FLOWS, MAX_IAF_DIM, FlowBlock, flow_size
-from pyrobnn.guides._joint import LatentLayout
 from pyrobnn.guides._list import GuideList
 from pyrobnn.guides.meanfield import MeanFieldGuide
-from pyrobnn.model import BayesianModel
+from pyrobnn.model import BayesianModel, LatentLayout
 
 __all__ = ["FLOWS", "FlowBlock", "FlowGuide", "flow_size", "make_flow_guide"]
 

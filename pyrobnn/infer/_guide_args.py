@@ -10,6 +10,7 @@ from typing import Any
 
 from pyrobnn.guides import Guide, guide_options, make_guide
 from pyrobnn.model import BayesianModel
+from pyrobnn.posterior import DrawSource
 
 __all__ = ["build_guide", "check_options", "describe_guide"]
 
@@ -21,6 +22,12 @@ def build_guide(model: BayesianModel, guide: Guide | str, options: Mapping[str, 
         guide = make_guide(guide, model, **options)
     elif options:
         raise TypeError(f"guide options {sorted(options)} only apply when guide is a kind string")
+    if isinstance(guide, DrawSource) and guide.has_chains:
+        raise TypeError(
+            f"{type(guide).__name__} holds a sampler's stored draws and has no parameters to fit. Draws "
+            "from pb.mcmc are a finished posterior: pass pb.mcmc's result to predict, compare, to_arviz "
+            "or save as it is. To fit, start from a guide kind: pb.fit(model, 'fullrank', data)."
+        )
     if not isinstance(guide, Guide):
         raise TypeError(f"guide must be a pyrobnn guide or a kind string, got {type(guide).__name__}")
     if not any(p.requires_grad for p in guide.parameters()):

@@ -3,29 +3,26 @@
 The sampler is Pyro's ``pyro.infer.NUTS``, driven with a potential
 energy written for the model: the network runs once per evaluation as a plain
 torch function (JIT-traced), with no Pyro trace around it. Chains run one after
-another; their draws come back as a :class:`MCMCDraws`, which stands where a
-fitted guide stands, so ``predict``, :func:`pyrobnn.to_arviz` (with the real
+another; their draws come back in a :class:`~pyrobnn.MCMCDraws`, the
+source of draws of the :class:`~pyrobnn.Posterior` it returns (``post.source``):
+no guide, but draws in chains that declare what they can do (no density, the
+sampler's statistics), so ``predict``, :func:`pyrobnn.to_arviz` (with the real
 chains), :func:`pyrobnn.compare` and :func:`pyrobnn.save` take the result like
-any other posterior.
+any other posterior. ``MCMCDraws`` is importable from here as before.
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
-from collections.abc import Sequence
 from typing import Any
-
-import torch
 
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, eval_mode, model_device, model_dtype
 from pyrobnn._warnings import DiagnosticWarning
-from pyrobnn.guides import Guide
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer._nuts import Potential, refuse_if_too_long, run_chain
 from pyrobnn.model import BayesianModel
-from pyrobnn.posterior import Posterior
+from pyrobnn.posterior import MCMCDraws, Posterior
 
 __all__ = ["DivergenceWarning", "MCMCDraws", "mcmc"]
 
@@ -36,124 +33,6 @@ class DivergenceWarning(DiagnosticWarning):
 
 #: Latent dimensions up to which the mass matrix is dense by default.
 FULL_MASS_MAX_DIM = 200
-
-
-class MCMCDraws(Guide):
-    r"""The draws of an MCMC run over every latent site, in the place of a fitted guide.
-
-    Built by :func:`mcmc`. ``sample(n)`` returns ``n`` of the stored draws picked at
-    random across chains (without replacement while ``n`` is at most the number
-    stored, with replacement beyond), so predictions treat them as what they
-    are: draws from the posterior. :attr:`chains` gives them in chain order.
-
-    Attributes
-    ----------
-    diverging
-        ``(num_chains, num_draws)``: draws whose trajectory diverged.
-    num_steps
-        ``(num_chains, num_draws)``: leapfrog steps (gradient evaluations) per draw.
-    step_size
-        ``(num_chains,)``: the adapted step size of each chain.
-    seconds
-        ``(num_chains,)``: wall time of each chain, warm-up included.
-    """
-
-    def __init__(self, model: BayesianModel, *, num_chains: int, num_draws: int) -> None:
-        super().__init__(model)
-        dtype, device = model_dtype(model), model_device(model)
-        shape = (num_chains, num_draws)
-        self.register_buffer("values", torch.zeros((*shape, self.num_latent), dtype=dtype, device=device))
-        self.register_buffer("diverging", torch.zeros(shape, dtype=torch.bool, device=device))
-        self.register_buffer("num_steps", torch.zeros(shape, dtype=torch.long, device=device))
-        self.register_buffer("step_size", torch.zeros(num_chains, dtype=dtype, device=device))
-        self.register_buffer("seconds", torch.zeros(num_chains, dtype=torch.float64, device=device))
-        self.values: torch.Tensor
-        self.diverging: torch.Tensor
-        self.num_steps: torch.Tensor
-        self.step_size: torch.Tensor
-        self.seconds: torch.Tensor
-
-    @property
-    def num_chains(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def num_draws(self) -> int:
-        """Draws per chain."""
-        return int(self.values.shape[1])
-
-    @property
-    def chains(self) -> dict[str, torch.Tensor]:
-        """The draws per site in chain order, each ``(num_chains, num_draws, *shape)``."""
-        return self._unflatten(self.values)
-
-    def chain(self, c: int, num_samples: int | None = None) -> MCMCDraws:
-        """Chain ``c`` alone, thinned evenly to ``num_samples`` draws (default: all), order kept."""
-        keep = torch.arange(self.num_draws, device=self.values.device)
-        if num_samples is not None and num_samples < self.num_draws:
-            keep = torch.linspace(0, self.num_draws - 1, num_samples, device=keep.device).round().long()
-        one = copy.copy(self)
-        one._buffers = {
-            **{name: getattr(self, name)[c : c + 1, keep] for name in ("values", "diverging", "num_steps")},
-            "step_size": self.step_size[c : c + 1],
-            "seconds": self.seconds[c : c + 1],
-        }
-        return one
-
-    def in_order(self) -> dict[str, torch.Tensor]:
-        """Every draw, chains one after another, each ``(num_chains * num_draws, *shape)``."""
-        return self._unflatten(self.values.reshape(-1, self.num_latent))
-
-    # ---------------------------------------------------------- interface
-    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        raise TypeError(
-            "MCMC draws are fixed: there is nothing to fit. Use the posterior that pb.mcmc returned "
-            "for predict, to_arviz, compare and save; fit a guide with pb.fit(model, 'meanfield', ...)."
-        )
-
-    def _sample(self, num_samples: int) -> dict[str, torch.Tensor]:
-        flat = self.values.reshape(-1, self.num_latent)
-        total = len(flat)
-        if num_samples <= total:
-            index = torch.randperm(total, device=flat.device)[:num_samples]
-        else:
-            index = torch.randint(total, (num_samples,), device=flat.device)
-        return self._unflatten(flat[index])
-
-    def median(self) -> dict[str, torch.Tensor]:
-        return {name: v.median(0).values for name, v in self.in_order().items()}
-
-    def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
-        q = torch.as_tensor(qs, dtype=self.values.dtype, device=self.values.device).reshape(-1)
-        return {name: torch.quantile(v, q, dim=0) for name, v in self.in_order().items()}
-
-    def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError(
-            "MCMC draws have no density q(θ): importance weights and PSIS k̂ do not apply to them "
-            "(R̂ and ESS, from pb.to_arviz, are their diagnostics)."
-        )
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return []
-
-    def spec(self) -> dict[str, Any]:
-        """``{"kind": "mcmc", ...}``: the buffers' sizes. No guide kind: ``MCMCDraws(model, **options)`` rebuilds it."""
-        return self._spec(MCMCDraws, "mcmc", {"num_chains": self.num_chains, "num_draws": self.num_draws})
-
-    # ------------------------------------------------------------- helpers
-    def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        lead = flat.shape[:-1]
-        sizes = [site.shape.numel() for site in self._sites.values()]
-        return {
-            name: part.reshape((*lead, *site.shape))
-            for (name, site), part in zip(self._sites.items(), torch.split(flat, sizes, dim=-1), strict=True)
-        }
-
-    def _device(self) -> torch.device:
-        return self.values.device
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, chains={self.num_chains}, draws={self.num_draws}"
 
 
 def mcmc(
@@ -215,8 +94,9 @@ def mcmc(
     Returns
     -------
     Posterior
-        Its guide is an :class:`MCMCDraws` holding ``num_chains × num_samples``
-        draws with their divergences, steps and step sizes.
+        Its source (``post.source``) is an :class:`~pyrobnn.MCMCDraws`
+        holding ``num_chains × num_samples`` draws with their divergences, steps
+        and step sizes (``kernel="nuts"``).
 
     Raises
     ------
@@ -230,7 +110,7 @@ def mcmc(
     -----
     DivergenceWarning
         When some draws ended a divergent trajectory (counted in the result's
-        ``diverging`` and in ArviZ's ``sample_stats``). A diagnostic, not an error:
+        ``source.diverging`` and in ArviZ's ``sample_stats``). A diagnostic, not an error:
         one trajectory's floating-point path can decide it.
 
     Notes
@@ -265,7 +145,7 @@ def mcmc(
     y = as_tensor(data[1], "y", dtype=dtype, device=device)
     check_pair(x, y)
     potential = Potential(model, x, prepare_targets(model, model.output_shape(x), y))
-    draws = MCMCDraws(model, num_chains=num_chains, num_draws=num_samples)
+    draws = MCMCDraws(model, num_chains=num_chains, num_draws=num_samples, kernel="nuts")
     if full_mass is None:
         full_mass = potential.dim <= FULL_MASS_MAX_DIM
 
@@ -279,7 +159,7 @@ def mcmc(
                     energy, start, num_samples, warmup, max_tree_depth, target_accept, full_mass, progress
                 )
             theta = potential.constrained(u)
-            draws.values[c] = torch.cat([value.reshape(num_samples, -1) for value in theta.values()], dim=-1)
+            draws.values[c] = draws.layout.join(theta)
             draws.num_steps[c] = steps
             draws.diverging[c, divergent] = True
             draws.step_size[c] = step_size
