@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,11 @@ def convert(groups: Groups, *, coords: dict[str, Any], dims: dict[str, list[str]
     import arviz as az
 
     standard = {g: groups[g] for g in (*SAMPLE_GROUPS, *DATA_GROUPS) if g in groups}
-    idata = az.from_dict(**standard, coords=coords, dims=dims)  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        # ArviZ guesses that more chains than draws means swapped axes; here the axes are named,
+        # and many short chains (pb.mcmc's ChEES default: 64 × 32) are meant
+        warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
+        idata = az.from_dict(**standard, coords=coords, dims=dims)  # type: ignore[arg-type]
     for group in idata.groups():
         idata[group].attrs.update(attrs)
     if HISTORY_GROUP in groups:

@@ -1,7 +1,7 @@
 """NUTS on a pyrobnn model: the potential energy over the flat unconstrained vector and one chain.
 
-:func:`pyrobnn.mcmc` drives these: :class:`Potential` evaluates the model
-as a plain torch function (JIT-traced where the network allows), :func:`run_chain`
+:func:`pyrobnn.mcmc` drives these with ``kernel="nuts"``: :class:`Potential` is
+the batched potential for one chain (JIT-traced where the network allows), :func:`run_chain`
 runs Pyro's ``NUTS`` on it, and :func:`refuse_if_too_long` times a few gradients first.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from pyro.infer.mcmc import MCMC, NUTS
 
-from pyrobnn.model import BayesianModel
+from pyrobnn.infer._potential import BatchedPotential
 
 __all__ = ["SAMPLER_SECONDS_PER_STEP", "Potential", "refuse_if_too_long", "run_chain", "worst_case_seconds"]
 
@@ -24,41 +24,11 @@ __all__ = ["SAMPLER_SECONDS_PER_STEP", "Potential", "refuse_if_too_long", "run_c
 SAMPLER_SECONDS_PER_STEP = 3e-4
 
 
-class Potential:
-    r"""U(u) = −log p(y, θ = T(u) | x) − log|det ∂T/∂u| on the flat unconstrained vector u."""
+class Potential(BatchedPotential):
+    r"""U(u) on one flat unconstrained vector ``u`` ``(D,)``: the batched potential with one chain."""
 
-    def __init__(self, model: BayesianModel, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.model = model
-        self.x = x
-        self.y = y
-        self.sites = model.latent_sites()
-        self.transforms = [torch.distributions.biject_to(site.support) for site in self.sites.values()]
-        self.sizes = [site.shape.numel() for site in self.sites.values()]
-        self.dim = sum(self.sizes)
-        self.dtype = x.dtype
-
-    def constrained(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
-        """θ = T(u) per site, each ``(*lead, *shape)`` for ``u`` of shape ``(*lead, D)``."""
-        lead = u.shape[:-1]
-        parts = torch.split(u, self.sizes, dim=-1)
-        return {
-            name: t(part).reshape((*lead, *site.shape))
-            for (name, site), t, part in zip(self.sites.items(), self.transforms, parts, strict=True)
-        }
-
-    def __call__(self, u: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(u, self.sizes)
-        draws = {}
-        log_joint = u.new_zeros(())
-        for (name, site), t, part in zip(self.sites.items(), self.transforms, parts, strict=True):
-            value = t(part)
-            log_joint = log_joint + t.log_abs_det_jacobian(part, value).sum()
-            value = value.reshape(site.shape)
-            log_joint = log_joint + site.prior.distribution(site.shape).log_prob(value).sum()
-            draws[name] = value.unsqueeze(0)
-        out, latents = self.model.evaluate(draws, self.x)
-        fn = self.model.likelihood.distribution(out, latents, out.shape[2:])
-        return -(log_joint + fn.log_prob(self.y).sum())
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().__call__(u.unsqueeze(0))[0]
 
     def compiled(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The potential traced by ``torch.jit.trace`` (the net's Python runs once, not per step)."""
@@ -76,18 +46,9 @@ class Potential:
             return self
         return traced  # type: ignore[no-any-return]
 
-    def initial(self, init: str) -> torch.Tensor:
-        """A starting point u: a prior draw per site (``"prior"``), torch's default initialisation
-        redrawn (``"reset"``), or the net's current weights (``"pretrained"``)."""
-        reset = self.model.net.reset_values() if init == "reset" else {}
-        parts = []
-        for name, site, t in zip(self.sites, self.sites.values(), self.transforms, strict=True):
-            if init == "prior":
-                value = site.prior.distribution(site.shape).sample()
-            else:
-                value = reset.get(name, site.init)
-            parts.append(t.inv(value.to(self.dtype)).reshape(-1))
-        return torch.cat(parts).detach()
+    def initial(self, init: str, chains: int = 1) -> torch.Tensor:  # type: ignore[override]
+        """A starting point ``(D,)`` (see :meth:`BatchedPotential.initial`)."""
+        return super().initial(init, 1)[0]
 
 
 def run_chain(

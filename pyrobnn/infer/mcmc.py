@@ -1,14 +1,20 @@
-"""A gold standard to compare guides against: :func:`mcmc`, Pyro's NUTS on the same model.
+"""A gold standard to compare guides against: :func:`mcmc`, HMC on the same model.
 
-The sampler is Pyro's ``pyro.infer.NUTS``, driven with a potential
-energy written for the model: the network runs once per evaluation as a plain
-torch function (JIT-traced), with no Pyro trace around it. Chains run one after
-another; their draws come back in a :class:`~pyrobnn.MCMCDraws`, the
-source of draws of the :class:`~pyrobnn.Posterior` it returns (``post.source``):
-no guide, but draws in chains that declare what they can do (no density, the
-sampler's statistics), so ``predict``, :func:`pyrobnn.to_arviz` (with the real
-chains), :func:`pyrobnn.compare` and :func:`pyrobnn.save` take the result like
-any other posterior. ``MCMCDraws`` is importable from here as before.
+Two kernels sample the same potential energy (:class:`~pyrobnn.infer._potential.BatchedPotential`):
+
+- ``"chees"`` (the default): ChEES-HMC (Hoffman, Radul and Sountsov 2021), tens of
+  chains moved as one batch through the network's particle path, the pass the
+  ELBO's particles take, so one forward and backward pass moves every chain; its
+  warm-up adapts step size, trajectory length and a diagonal mass matrix from the
+  whole ensemble (:mod:`pyrobnn.infer._chees`);
+- ``"nuts"``: Pyro's ``pyro.infer.NUTS``, chain after chain, the exactness check.
+
+The draws come back in a :class:`~pyrobnn.MCMCDraws`, the source of draws of the
+:class:`~pyrobnn.Posterior` it returns (``post.source``): no guide, but draws in
+chains that declare what they can do (no density, the sampler's statistics), so
+``predict``, :func:`pyrobnn.to_arviz` (with the real chains), :func:`pyrobnn.compare`
+and :func:`pyrobnn.save` take the result like any other posterior. ``MCMCDraws``
+is importable from here as before.
 """
 
 from __future__ import annotations
@@ -16,22 +22,33 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import torch
+
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, eval_mode, model_device, model_dtype
 from pyrobnn._warnings import DiagnosticWarning
 from pyrobnn.infer._batching import prepare_targets
+from pyrobnn.infer._chees import run_chees
+from pyrobnn.infer._mcmc_checks import (
+    KERNELS,
+    check_arguments,
+    refuse_if_too_big,
+    refuse_if_too_long_batched,
+    resolve_defaults,
+)
 from pyrobnn.infer._nuts import Potential, refuse_if_too_long, run_chain
+from pyrobnn.infer._potential import BatchedPotential
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import MCMCDraws, Posterior
 
-__all__ = ["DivergenceWarning", "MCMCDraws", "mcmc"]
+__all__ = ["KERNELS", "DivergenceWarning", "MCMCDraws", "mcmc"]
 
 
 class DivergenceWarning(DiagnosticWarning):
     """Some of the sampler's trajectories diverged: the draws may miss part of the posterior."""
 
 
-#: Latent dimensions up to which the mass matrix is dense by default.
+#: Latent dimensions up to which NUTS's mass matrix is dense by default.
 FULL_MASS_MAX_DIM = 200
 
 
@@ -39,148 +56,229 @@ def mcmc(
     model: BayesianModel,
     data: tuple[Any, Any],
     *,
-    num_samples: int = 1000,
-    warmup: int = 1000,
-    num_chains: int = 4,
+    kernel: str = "chees",
+    num_samples: int | None = None,
+    warmup: int | None = None,
+    num_chains: int | None = None,
+    superchain_size: int | None = None,
     seed: int = 0,
+    target_accept: float | None = None,
+    max_leapfrog: int = 512,
     max_tree_depth: int = 8,
-    target_accept: float = 0.8,
     full_mass: bool | None = None,
     init: str = "prior",
     jit: bool = True,
     max_hours: float = 1.0,
+    max_gib: float = 4.0,
     progress: bool = True,
 ) -> Posterior:
-    r"""Sample the posterior of ``model`` with NUTS: the reference the guides approximate.
+    r"""Sample the posterior of ``model`` with HMC: the reference the guides approximate.
 
     Parameters
     ----------
     model
         The :class:`pyrobnn.BayesianModel` the guides fit, priors and likelihood included.
     data
-        ``(x, y)``, the whole training set (NUTS uses every point at every step).
+        ``(x, y)``, the whole training set (HMC uses every point at every step).
+    kernel
+        ``"chees"`` (default): ChEES-HMC, every chain in one batch, adapted from the
+        ensemble (docs/concepts.md, "A reference posterior"). ``"nuts"``: Pyro's NUTS,
+        chain after chain (slow; the exactness check).
     num_samples, warmup
-        Draws kept per chain, and warm-up iterations per chain before them (step
-        size and mass matrix adaptation; discarded).
+        Draws kept per chain, and warm-up iterations before them (adaptation;
+        discarded). Defaults: 32 and 400 for ChEES (2048 draws from 64 chains),
+        1000 and 1000 for NUTS.
     num_chains
-        Independent chains, run one after another; with two or more,
-        :func:`pyrobnn.to_arviz` reports R̂ across them.
+        Chains: 64 by default for ChEES (at least 2: it adapts from their spread),
+        4 for NUTS. :func:`pyrobnn.to_arviz` reports R̂ across them.
+    superchain_size
+        ChEES only: consecutive chains that share a starting point (4 by default
+        when that leaves at least 2 superchains, else 1), so that
+        :func:`pyrobnn.nested_rhat` can tell whether the chains forgot their start.
     seed
-        Chain ``c`` is seeded with ``seed + c``; the caller's RNG is left unchanged.
-    max_tree_depth
-        NUTS doubles its trajectory at most this many times: at most
-        2^depth − 1 gradient evaluations per draw. Pyro's default of 10 costs 4×
-        as much on a network posterior, whose trajectories rarely stop turning
-        back early.
+        Seeds the run: ChEES draws every chain's start and momenta from one stream
+        seeded with ``seed``; NUTS chain ``c`` is seeded with ``seed + c``. The
+        caller's RNG is left unchanged.
     target_accept
-        The acceptance probability the step size is adapted to.
+        The acceptance the step size is adapted to: for ChEES the harmonic mean
+        over chains (default 0.651, optimal for HMC; Beskos et al. 2013), for NUTS
+        the mean (default 0.8).
+    max_leapfrog
+        ChEES only: the most leapfrog steps in one iteration (the trajectory
+        length adapted by ChEES is capped at ``max_leapfrog`` × step size).
+    max_tree_depth
+        NUTS only: at most 2^depth − 1 gradient evaluations per draw. Pyro's
+        default of 10 costs 4× as much on a network posterior.
     full_mass
-        Adapt a dense mass matrix (better for correlated weights, O(D²) per
-        step); default: dense up to ``FULL_MASS_MAX_DIM`` (200) latent dimensions.
+        NUTS only: adapt a dense mass matrix (default: up to ``FULL_MASS_MAX_DIM``
+        = 200 latent dimensions). ChEES adapts a diagonal one.
     init
-        ``"prior"`` (each chain starts at its own draw from the prior),
-        ``"reset"`` (each chain starts at its own draw of torch's default
-        initialisation, every layer's ``reset_parameters()``) or ``"pretrained"``
-        (every chain starts at the network's current weights).
+        ``"prior"`` (each chain, or superchain, starts at its own draw from the
+        prior), ``"reset"`` (its own draw of torch's default initialisation,
+        every layer's ``reset_parameters()``) or ``"pretrained"`` (every chain
+        starts at the network's current weights).
     jit
-        JIT-trace the potential energy (``torch.jit.trace``): about twice as fast
-        for nets on the MLP fast path (an ``nn.Sequential`` of ``Linear`` and
-        elementwise layers); other nets run eagerly.
+        NUTS only: JIT-trace the potential energy (``torch.jit.trace``).
     max_hours
-        Refuse runs estimated to take longer than this (see Raises).
+        Refuse runs estimated to take longer than this in the worst case (see Raises).
+    max_gib
+        ChEES only: refuse runs whose draws and batched gradients would hold more
+        memory than this many GiB (see Raises).
     progress
-        Show Pyro's progress bar per chain.
+        Show a progress bar (ChEES: one for the whole batch; NUTS: one per chain).
 
     Returns
     -------
     Posterior
-        Its source (``post.source``) is an :class:`~pyrobnn.MCMCDraws`
-        holding ``num_chains × num_samples`` draws with their divergences, steps
-        and step sizes (``kernel="nuts"``).
+        Its source (``post.source``) is an :class:`~pyrobnn.MCMCDraws` holding
+        ``num_chains × num_samples`` draws with their divergences, leapfrog steps
+        and step sizes, and the kernel's name.
 
     Raises
     ------
     ValueError
-        When the run would take more than ``max_hours`` at the worst case of
-        every trajectory at ``max_tree_depth``, estimated from the measured
-        time of one gradient of the potential; the message names the size of
-        the model and data and what to do instead.
+        Before any sampling: an unknown kernel; fewer than 2 chains for ChEES; a
+        ``superchain_size`` that does not divide the chains into at least 2
+        superchains; a discrete latent site; NaN in the data; a run whose worst
+        case (every trajectory at its longest, timed from a few gradients of
+        the potential) exceeds ``max_hours``, or whose memory exceeds ``max_gib``.
 
     Warns
     -----
     DivergenceWarning
-        When some draws ended a divergent trajectory (counted in the result's
-        ``source.diverging`` and in ArviZ's ``sample_stats``). A diagnostic, not an error:
-        one trajectory's floating-point path can decide it.
+        When some kept draws ended a divergent trajectory (counted in
+        ``source.diverging`` and in ArviZ's ``sample_stats``). A diagnostic, not an
+        error: one trajectory's floating-point path can decide it.
 
     Notes
     -----
-    The potential energy is U(u) = −log p(y | x, θ) − log p(θ) − log|∂θ/∂u| on the
-    unconstrained vector u of all latent sites (θ = T(u), T the bijection to each
-    prior's support), the density NUTS samples. The network runs in evaluation
-    mode (no dropout). Pyro draws the chains one after another on one process;
-    on a machine with more cores, running separate processes with different
-    seeds and combining them is the way to parallelise.
+    Both kernels sample the potential energy U(u) = −log p(y | x, θ) − log p(θ) −
+    log|∂θ/∂u| on the unconstrained vector u of all latent sites (θ = T(u), T the
+    bijection to each prior's support). The network runs in evaluation mode (no
+    dropout). Check convergence with :func:`pyrobnn.nested_rhat` over the
+    superchains (many short chains) and ArviZ's R̂ and ESS (``pb.to_arviz``).
 
     Examples
     --------
-    >>> ref = pb.mcmc(model, (x, y), num_samples=1000, warmup=1000, num_chains=4)   # doctest: +SKIP
-    >>> pb.compare({"meanfield": fit_mf, "nuts": ref}, x_test, y_test, reference="nuts")  # doctest: +SKIP
+    >>> ref = pb.mcmc(model, (x, y))        # doctest: +SKIP
+    >>> pb.compare({"meanfield": fit_mf, "reference": ref}, x_test, y_test, reference="reference")  # doctest: +SKIP
     """
     if not isinstance(model, BayesianModel):
         raise TypeError(f"mcmc needs a pb.BayesianModel, got {type(model).__name__}")
-    for name, value in (("num_samples", num_samples), ("num_chains", num_chains), ("max_tree_depth", max_tree_depth)):
-        if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not (isinstance(warmup, int) and warmup >= 0):
-        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
-    if not 0 < target_accept < 1:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-    if init not in ("prior", "reset", "pretrained"):
-        raise ValueError(f"init must be 'prior', 'reset' or 'pretrained', got {init!r}")
+    options = resolve_defaults(
+        kernel, num_samples=num_samples, warmup=warmup, num_chains=num_chains, target_accept=target_accept
+    )
+    chains = options["num_chains"]
+    if superchain_size is None:
+        superchain_size = 4 if kernel == "chees" and chains % 4 == 0 and chains >= 8 else 1
+    options.update(superchain_size=superchain_size, max_tree_depth=max_tree_depth, max_leapfrog=max_leapfrog, init=init)
+    check_arguments(model, kernel, options)
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise TypeError("mcmc needs the whole data as a pair (x, y); NUTS uses every point at every step")
+        raise TypeError("mcmc needs the whole data as a pair (x, y); HMC uses every point at every step")
     dtype, device = model_dtype(model), model_device(model)
     x = as_tensor(data[0], "x", dtype=dtype, device=device)
     y = as_tensor(data[1], "y", dtype=dtype, device=device)
     check_pair(x, y)
-    potential = Potential(model, x, prepare_targets(model, model.output_shape(x), y))
-    draws = MCMCDraws(model, num_chains=num_chains, num_draws=num_samples, kernel="nuts")
-    if full_mass is None:
-        full_mass = potential.dim <= FULL_MASS_MAX_DIM
-
-    with eval_mode(model), seeded(seed, device):
-        energy = potential.compiled() if jit else potential
-        refuse_if_too_long(energy, potential, x, warmup + num_samples, num_chains, max_tree_depth, max_hours)
-        for c in range(num_chains):
-            with seeded(seed + c, device):
-                start = potential.initial(init)
-                chain_seconds, u, steps, divergent, step_size = run_chain(
-                    energy, start, num_samples, warmup, max_tree_depth, target_accept, full_mass, progress
-                )
-            theta = potential.constrained(u)
-            draws.values[c] = draws.layout.join(theta)
-            draws.num_steps[c] = steps
-            draws.diverging[c, divergent] = True
-            draws.step_size[c] = step_size
-            draws.seconds[c] = chain_seconds
-            if progress:
-                _say(c, num_chains, draws)
+    y = prepare_targets(model, model.output_shape(x), y)
+    if kernel == "chees":
+        draws = _chees(model, x, y, options, seed, max_hours, max_gib, progress)
+    else:
+        draws = _nuts(model, x, y, options, seed, full_mass, jit, max_hours, progress)
     total = int(draws.diverging.sum())
     if total:
+        fix = "raise target_accept (e.g. 0.8)" if kernel == "chees" else "raise target_accept (e.g. 0.95)"
         warnings.warn(
-            f"{total} of {draws.diverging.numel()} NUTS draws diverged: the sampler missed part of the "
-            "posterior. Raise target_accept (e.g. 0.95), or check the priors' scales.",
+            f"{total} of {draws.diverging.numel()} {kernel.upper() if kernel == 'nuts' else 'ChEES'} draws "
+            f"diverged: the sampler missed part of the posterior. To fix it, {fix}, or check the priors' scales.",
             DivergenceWarning,
             stacklevel=2,
         )
     return Posterior(model, draws)
 
 
+def _chees(
+    model: BayesianModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    options: dict[str, Any],
+    seed: int,
+    max_hours: float,
+    max_gib: float,
+    progress: bool,
+) -> MCMCDraws:
+    chains, size, num_samples = options["num_chains"], options["superchain_size"], options["num_samples"]
+    potential = BatchedPotential(model, x, y)
+    draws = MCMCDraws(model, num_chains=chains, num_draws=num_samples, kernel="chees", superchain_size=size)
+    with eval_mode(model), seeded(seed, x.device):
+        start = potential.initial(options["init"], chains // size).repeat_interleave(size, dim=0)
+        refuse_if_too_big(potential, start, num_samples, max_gib)
+        iterations = options["warmup"] + num_samples
+        refuse_if_too_long_batched(potential, start, iterations, options["max_leapfrog"], max_hours)
+        run = run_chees(
+            potential,
+            start,
+            num_samples=num_samples,
+            warmup=options["warmup"],
+            target_accept=options["target_accept"],
+            max_leapfrog=options["max_leapfrog"],
+            progress=progress,
+        )
+    with torch.no_grad():
+        draws.values.copy_(draws.layout.join(potential.constrained(run.u)))
+        draws.diverging.copy_(run.diverging)
+        draws.num_steps.copy_(run.num_steps.to(draws.num_steps.device).expand(chains, -1))
+        draws.step_size.fill_(run.step_size)
+        draws.seconds.fill_(run.seconds / chains)  # the batch's time, shared: compare sums the chains
+    if progress:
+        print(
+            f"pyrobnn.mcmc: ChEES-HMC, {chains} chains × {num_samples} draws after {options['warmup']} warm-up "
+            f"iterations in {run.seconds:.1f} s: {float(run.num_steps.double().mean()):.0f} leapfrog steps per "
+            f"draw (warm-up: {run.warmup_steps} in all), step size {run.step_size:.2e}, trajectory length "
+            f"{run.trajectory_length:.3g}, {int(run.diverging.sum())} divergent draws"
+        )
+    return draws
+
+
+def _nuts(
+    model: BayesianModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    options: dict[str, Any],
+    seed: int,
+    full_mass: bool | None,
+    jit: bool,
+    max_hours: float,
+    progress: bool,
+) -> MCMCDraws:
+    chains, num_samples, warmup = options["num_chains"], options["num_samples"], options["warmup"]
+    potential = Potential(model, x, y)
+    draws = MCMCDraws(model, num_chains=chains, num_draws=num_samples, kernel="nuts")
+    if full_mass is None:
+        full_mass = potential.dim <= FULL_MASS_MAX_DIM
+    depth = options["max_tree_depth"]
+    with eval_mode(model), seeded(seed, x.device):
+        energy = potential.compiled() if jit else potential
+        refuse_if_too_long(energy, potential, x, warmup + num_samples, chains, depth, max_hours)
+        for c in range(chains):
+            with seeded(seed + c, x.device):
+                start = potential.initial(options["init"])
+                chain_seconds, u, steps, divergent, step_size = run_chain(
+                    energy, start, num_samples, warmup, depth, options["target_accept"], full_mass, progress
+                )
+            draws.values[c] = draws.layout.join(potential.constrained(u))
+            draws.num_steps[c] = steps
+            draws.diverging[c, divergent] = True
+            draws.step_size[c] = step_size
+            draws.seconds[c] = chain_seconds
+            if progress:
+                _say(c, chains, draws)
+    return draws
+
+
 def _say(c: int, num_chains: int, draws: MCMCDraws) -> None:
     steps = draws.num_steps[c].double()
     print(
-        f"pyrobnn.mcmc: chain {c + 1}/{num_chains} took {float(draws.seconds[c]):.1f} s: "
+        f"pyrobnn.mcmc: NUTS chain {c + 1}/{num_chains} took {float(draws.seconds[c]):.1f} s: "
         f"{float(steps.mean()):.0f} leapfrog steps per draw, step size {float(draws.step_size[c]):.2e}, "
         f"{int(draws.diverging[c].sum())} divergent draws"
     )

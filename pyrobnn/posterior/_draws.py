@@ -39,6 +39,9 @@ class MCMCDraws(nn.Module):
         The sampler that produced the draws (``"nuts"``, Pyro's NUTS; ``"chees"``,
         batched ChEES-HMC); recorded in :meth:`spec` and deciding which
         :meth:`sample_stats` exist (``tree_depth`` only for NUTS).
+    superchain_size
+        Consecutive chains that started from one point (a superchain, for
+        :func:`pyrobnn.nested_rhat`); 1 when every chain started on its own.
 
     Attributes
     ----------
@@ -64,13 +67,18 @@ class MCMCDraws(nn.Module):
     point_mass = False
     has_chains = True
 
-    def __init__(self, model: BayesianModel, *, num_chains: int, num_draws: int, kernel: str = "nuts") -> None:
+    def __init__(
+        self, model: BayesianModel, *, num_chains: int, num_draws: int, kernel: str = "nuts", superchain_size: int = 1
+    ) -> None:
         super().__init__()
         if not isinstance(model, BayesianModel):
             raise TypeError(f"MCMCDraws holds draws of a pb.BayesianModel, got {type(model).__name__}")
         if not (isinstance(kernel, str) and kernel and kernel == kernel.lower()):
             raise ValueError(f"kernel must be the sampler's lower-case name, such as 'nuts' or 'chees'; got {kernel!r}")
+        if not (isinstance(superchain_size, int) and superchain_size >= 1 and num_chains % superchain_size == 0):
+            raise ValueError(f"superchain_size must be a positive divisor of num_chains, got {superchain_size!r}")
         self.kernel = kernel
+        self.superchain_size = superchain_size
         self.layout = model.layout()
         dtype, device = model_dtype(model), model_device(model)
         shape = (num_chains, num_draws)
@@ -114,6 +122,7 @@ class MCMCDraws(nn.Module):
         if num_samples is not None and num_samples < self.num_draws:
             keep = torch.linspace(0, self.num_draws - 1, num_samples, device=keep.device).round().long()
         one = copy.copy(self)
+        one.superchain_size = 1
         one._buffers = {
             **{name: getattr(self, name)[c : c + 1, keep] for name in ("values", "diverging", "num_steps")},
             "step_size": self.step_size[c : c + 1],
@@ -176,6 +185,8 @@ class MCMCDraws(nn.Module):
     def spec(self) -> dict[str, Any]:
         """``{"kind": "mcmc", "options": {...}}``: ``MCMCDraws(model, **options)`` rebuilds the buffers."""
         options = {"num_chains": self.num_chains, "num_draws": self.num_draws, "kernel": self.kernel}
+        if self.superchain_size != 1:
+            options["superchain_size"] = self.superchain_size
         return {"kind": "mcmc", "options": options}
 
     def extra_repr(self) -> str:

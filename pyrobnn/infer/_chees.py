@@ -1,0 +1,287 @@
+r"""ChEES-HMC: jittered HMC over many chains at once, adapted from the ensemble.
+
+One iteration moves every chain with the same number of leapfrog steps, so a
+step is one batched gradient of :class:`~pyrobnn.infer._potential.BatchedPotential`.
+Warm-up adapts, pooling across chains:
+
+- the step size ε, by dual averaging (Hoffman and Gelman 2014) of the harmonic
+  mean of the chains' acceptance probabilities towards ``target_accept``
+  (divergent proposals left out of the mean, as in BlackJAX);
+- the trajectory length T, by Adam ascent on log T of the ChEES criterion
+  ¼ E[(‖θ′ − E θ′‖² − ‖θ − E θ‖²)²] (Hoffman, Radul and Sountsov 2021), each
+  iteration's length jittered as T·hᵢ with hᵢ a van der Corput sequence in (0, 1);
+- a diagonal mass matrix: the variance of each coordinate over every chain and
+  iteration of a window of warm-up iterations, in Stan's doubling windows.
+
+Sampling then runs with ε, T and the mass matrix fixed (their averages over the
+last warm-up iterations).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from pyrobnn.infer._potential import BatchedPotential
+
+__all__ = ["ChainsRun", "run_chees"]
+
+#: An energy error beyond this many nats marks a trajectory as divergent (Stan's threshold).
+DIVERGENCE_NATS = 1000.0
+#: Largest change of log T in one warm-up iteration, and the clip of one update (as TFP and BlackJAX).
+TRAJECTORY_LR = 0.1
+LOG_UPDATE_CLIP = 0.35
+
+
+@dataclass
+class ChainsRun:
+    """What :func:`run_chees` returns: draws in chain order with their statistics."""
+
+    u: torch.Tensor  # (C, S, D) unconstrained draws
+    diverging: torch.Tensor  # (C, S) bool
+    accept: torch.Tensor  # (C, S) acceptance probabilities
+    num_steps: torch.Tensor  # (S,) leapfrog steps of each sampling iteration (all chains alike)
+    step_size: float
+    trajectory_length: float
+    scale: torch.Tensor  # (D,) the adapted sd of each coordinate (the inverse mass matrix's root)
+    warmup_steps: int  # leapfrog steps spent in warm-up
+    seconds: float
+
+
+def van_der_corput(i: int) -> float:
+    """The i-th point (i ≥ 1) of the base-2 van der Corput sequence, in (0, 1)."""
+    out, denom = 0.0, 1.0
+    while i:
+        denom *= 2
+        i, bit = divmod(i, 2)
+        out += bit / denom
+    return out
+
+
+def mass_windows(warmup: int) -> list[int]:
+    """Warm-up iterations at whose end the mass matrix is re-estimated (Stan's schedule:
+    a 15% start buffer, windows doubling from 25 iterations, a 10% end buffer)."""
+    if warmup < 20:
+        return []
+    start, end = int(0.15 * warmup), warmup - int(0.1 * warmup)
+    ends, width, pos = [], 25, start
+    while pos + width < end:
+        nxt = pos + width
+        if nxt + 2 * width > end:  # the last window runs to the end buffer
+            nxt = end
+        ends.append(nxt)
+        pos, width = nxt, 2 * width
+    return ends or [end]
+
+
+class _DualAveraging:
+    """Nesterov dual averaging of log ε (Hoffman and Gelman 2014, Stan's constants)."""
+
+    def __init__(self, step_size: float, target: float) -> None:
+        self.target = target
+        self.restart(step_size)
+
+    def restart(self, step_size: float) -> None:
+        self.mu = math.log(10 * step_size)
+        self.t, self.h_bar, self.log_eps, self.log_eps_bar = 0, 0.0, math.log(step_size), 0.0
+
+    def update(self, accept_stat: float) -> float:
+        self.t += 1
+        eta = 1 / (self.t + 10)
+        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept_stat)
+        self.log_eps = self.mu - math.sqrt(self.t) / 0.05 * self.h_bar
+        weight = self.t**-0.75
+        self.log_eps_bar = weight * self.log_eps + (1 - weight) * self.log_eps_bar
+        return math.exp(self.log_eps)
+
+    @property
+    def final(self) -> float:
+        return math.exp(self.log_eps_bar)
+
+
+class _TrajectoryLength:
+    """Stochastic approximation of the root of the ChEES criterion's gradient in log T.
+
+    The gradient estimated over the chains is heavy-tailed while chains still travel
+    from their starting points (one far chain outweighs the rest, and Adam's running
+    second moment then stalls every later step). Each update is instead the gradient
+    divided by the chains' mean absolute term, a number in [−1, 1]: how consistently
+    the chains ask for a longer (or shorter) trajectory. It vanishes where the
+    gradient does, so its fixed point is ChEES's.
+    """
+
+    def __init__(self, length: float) -> None:
+        self.log_t, self.t = math.log(length), 0
+        self.log_t_bar = self.log_t
+
+    def update(self, direction: float) -> float:
+        self.t += 1
+        self.log_t += max(-LOG_UPDATE_CLIP, min(LOG_UPDATE_CLIP, TRAJECTORY_LR * direction))
+        weight = self.t**-0.5  # recent iterations weigh more (BlackJAX's decay_rate 0.5)
+        self.log_t_bar = weight * self.log_t + (1 - weight) * self.log_t_bar
+        return math.exp(self.log_t)
+
+    def restart(self) -> None:
+        self.t = 0
+
+    @property
+    def final(self) -> float:
+        return math.exp(self.log_t_bar)
+
+
+def _leapfrog(
+    potential: BatchedPotential,
+    u: torch.Tensor,
+    p: torch.Tensor,
+    grad: torch.Tensor,
+    scale: torch.Tensor,
+    step_size: float,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``steps`` leapfrog steps in whitened coordinates (u = scale · z): returns u, p, U, ∇U."""
+    energy = None
+    p = p - 0.5 * step_size * scale * grad
+    for i in range(steps):
+        u = u + step_size * scale * p
+        energy, grad = potential.value_and_grad(u)
+        p = p - (0.5 if i == steps - 1 else 1.0) * step_size * scale * grad
+    assert energy is not None
+    return u, p, energy, grad
+
+
+def _initial_step_size(potential: BatchedPotential, u: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor) -> float:
+    """Stan's heuristic on the ensemble: double or halve ε until one step's median acceptance crosses ½."""
+    step_size, scale = 0.1, torch.ones_like(u[0])
+    direction = 0
+    for _ in range(40):
+        p = torch.randn_like(u)
+        _, p1, e1, _ = _leapfrog(potential, u, p, grad, scale, step_size, 1)
+        log_accept = (energy + 0.5 * (p * p).sum(-1)) - (e1 + 0.5 * (p1 * p1).sum(-1))
+        log_accept = torch.nan_to_num(log_accept, nan=-math.inf)
+        bigger = float(log_accept.median()) > math.log(0.5)
+        if direction == 0:
+            direction = 1 if bigger else -1
+        elif (direction == 1) != bigger:
+            break
+        step_size = step_size * 2.0 if direction == 1 else step_size / 2.0
+    return step_size
+
+
+def run_chees(
+    potential: BatchedPotential,
+    start: torch.Tensor,
+    *,
+    num_samples: int,
+    warmup: int,
+    target_accept: float,
+    max_leapfrog: int,
+    progress: bool,
+) -> ChainsRun:
+    """Run ChEES-HMC from ``start`` ``(C, D)``; draws under the caller's seed."""
+    began = time.perf_counter()
+    chains, dim = start.shape
+    u = start.clone()
+    energy, grad = potential.value_and_grad(u)
+    scale = torch.ones(dim, dtype=u.dtype, device=u.device)
+    step_size = _initial_step_size(potential, u, energy, grad)
+    averaging = _DualAveraging(step_size, target_accept)
+    adam = _TrajectoryLength(step_size)
+    length = step_size
+    windows = set(mass_windows(warmup))
+    window_sum = torch.zeros_like(u)
+    window_sq = torch.zeros_like(u)
+    window_n = 0
+    mass_from = int(0.15 * warmup) if windows else warmup
+    draws = torch.empty((chains, num_samples, dim), dtype=u.dtype, device=u.device)
+    diverging = torch.zeros((chains, num_samples), dtype=torch.bool, device=u.device)
+    accept = torch.zeros((chains, num_samples), dtype=u.dtype, device=u.device)
+    num_steps = torch.zeros(num_samples, dtype=torch.long)
+    warmup_steps = 0
+    bar = tqdm(total=warmup + num_samples, desc="pyrobnn.mcmc (ChEES)", disable=not progress, leave=False)
+    for it in range(warmup + num_samples):
+        jitter = van_der_corput(it + 1)
+        # jittered below the (capped) length, so that no two iterations need share a trajectory
+        steps = max(1, math.ceil(jitter * min(length / step_size, max_leapfrog)))
+        p = torch.randn_like(u)
+        u1, p1, e1, g1 = _leapfrog(potential, u, p, grad, scale, step_size, steps)
+        delta = (e1 + 0.5 * (p1 * p1).sum(-1)) - (energy + 0.5 * (p * p).sum(-1))
+        delta = torch.nan_to_num(delta, nan=math.inf)
+        divergent = delta > DIVERGENCE_NATS
+        prob = torch.exp(-delta.clamp(min=0.0))
+        take = torch.rand_like(prob) < prob
+        if it < warmup:
+            warmup_steps += steps
+            kept = ~divergent
+            harmonic = float(kept.sum() / (1.0 / prob[kept].clamp(min=1e-10)).sum()) if bool(kept.any()) else 0.0
+            step_size = averaging.update(harmonic)
+            length = _adapt_length(
+                adam, u / scale, u1 / scale, p1, prob, divergent, jitter, length, step_size, max_leapfrog
+            )
+        u = torch.where(take[:, None], u1, u)
+        energy = torch.where(take, e1, energy)
+        grad = torch.where(take[:, None], g1, grad)
+        if it < warmup:
+            if it >= mass_from:
+                window_sum += u
+                window_sq += u * u
+                window_n += 1
+            if it + 1 in windows:
+                scale = _ensemble_scale(window_sum, window_sq, window_n, chains)
+                window_sum.zero_(), window_sq.zero_()
+                window_n = 0
+                averaging.restart(step_size)
+            if it + 1 == warmup:
+                step_size = averaging.final
+                length = min(max(adam.final, step_size), max_leapfrog * step_size)
+        else:
+            s = it - warmup
+            draws[:, s], diverging[:, s], accept[:, s], num_steps[s] = u, divergent, prob, steps
+        bar.update()
+        if it % 10 == 0:
+            bar.set_postfix(step_size=f"{step_size:.2e}", steps=steps, accept=f"{float(prob.mean()):.2f}")
+    bar.close()
+    return ChainsRun(
+        draws, diverging, accept, num_steps, step_size, length, scale, warmup_steps, time.perf_counter() - began
+    )
+
+
+def _adapt_length(
+    adam: _TrajectoryLength,
+    u0: torch.Tensor,
+    u1: torch.Tensor,
+    velocity: torch.Tensor,  # all three in whitened coordinates
+    prob: torch.Tensor,
+    divergent: torch.Tensor,
+    jitter: float,
+    length: float,
+    step_size: float,
+    max_leapfrog: int,
+) -> float:
+    """One Adam step on log T along the ChEES criterion's gradient, estimated over the chains."""
+    ok = ~divergent & torch.isfinite(u1).all(-1)
+    if not bool(ok.any()):
+        return length
+    w = prob * ok
+    mean1 = (w[:, None] * torch.where(ok[:, None], u1, 0.0)).sum(0) / w.sum().clamp(min=1e-20)
+    c1, c0 = torch.where(ok[:, None], u1 - mean1, 0.0), u0 - u0.mean(0)
+    per_chain = jitter * length * ((c1 * c1).sum(-1) - (c0 * c0).sum(-1)) * (c1 * velocity).sum(-1)
+    per_chain = torch.where(ok, per_chain, 0.0)
+    direction = float((w * per_chain).sum() / (w * per_chain.abs()).sum().clamp(min=1e-30))
+    if not math.isfinite(direction):
+        return length
+    return min(max(adam.update(direction), step_size), max_leapfrog * step_size)
+
+
+def _ensemble_scale(total: torch.Tensor, squares: torch.Tensor, n: int, chains: int) -> torch.Tensor:
+    """The root of each coordinate's variance over every chain and iteration of a window, shrunk
+    towards 10⁻³ as Stan does. Across chains, not within them: chains that barely move early in
+    warm-up would otherwise shrink the scale, and a small scale keeps them from moving."""
+    count = n * chains
+    mean = total.sum(0) / count
+    variance = (squares.sum(0) / count - mean * mean) * count / max(count - 1, 1)
+    variance = (count / (count + 5.0)) * variance + 1e-3 * (5.0 / (count + 5.0))
+    return variance.clamp(min=1e-12).sqrt()
