@@ -285,7 +285,7 @@ def test_wrong_number_of_features() -> None:
     with pytest.raises(ValueError, match=expected):
         fit(m, (x3, Y))
     with pytest.raises(ValueError, match=expected):
-        pb.mcmc(m, (x3, Y), num_samples=2, warmup=2, num_chains=1, progress=False)
+        pb.mcmc(m, (x3, Y), num_samples=2, warmup=2, num_chains=2, progress=False)
     with pytest.raises(ValueError, match=expected):
         m(x3, Y)
     post = fit(m, (X, Y)).posterior()
