@@ -13,8 +13,11 @@ Warm-up adapts, pooling across chains:
 - a diagonal mass matrix: the variance of each coordinate over every chain and
   iteration of a window of warm-up iterations, in Stan's doubling windows.
 
-Sampling then runs with ε, T and the mass matrix fixed (their averages over the
-last warm-up iterations).
+At the start of the mass-matrix windows and at the end of each, a chain stuck far
+above the ensemble's potential (a start in a region of negligible mass, from which
+every proposal diverges) is moved to the state of a healthy chain: warm-up only, so
+the kept draws still come from each chain's own kernel. Sampling then runs with ε,
+T and the mass matrix fixed (their averages over the last warm-up iterations).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class ChainsRun:
     trajectory_length: float
     scale: torch.Tensor  # (D,) the adapted sd of each coordinate (the inverse mass matrix's root)
     warmup_steps: int  # leapfrog steps spent in warm-up
+    restarted: int  # chains moved, in warm-up, from a stuck state to another chain's
     seconds: float
 
 
@@ -200,7 +204,8 @@ def run_chees(
     diverging = torch.zeros((chains, num_samples), dtype=torch.bool, device=u.device)
     accept = torch.zeros((chains, num_samples), dtype=u.dtype, device=u.device)
     num_steps = torch.zeros(num_samples, dtype=torch.long)
-    warmup_steps = 0
+    warmup_steps, restarted = 0, 0
+    stuck = torch.zeros(chains, dtype=torch.bool, device=u.device)
     bar = tqdm(total=warmup + num_samples, desc="pyrobnn.mcmc (ChEES)", disable=not progress, leave=False)
     for it in range(warmup + num_samples):
         jitter = van_der_corput(it + 1)
@@ -229,8 +234,13 @@ def run_chees(
                 window_sum += u
                 window_sq += u * u
                 window_n += 1
+            if it + 1 == mass_from or it + 1 in windows:
+                stuck = _stuck(energy, dim)
+                if bool(stuck.any()) and not bool(stuck.all()):
+                    restarted += int(stuck.sum())
+                    u, energy, grad = _restart(stuck, u, energy, grad)
             if it + 1 in windows:
-                scale = _ensemble_scale(window_sum, window_sq, window_n, chains)
+                scale = _ensemble_scale(window_sum[~stuck], window_sq[~stuck], window_n, int((~stuck).sum()))
                 window_sum.zero_(), window_sq.zero_()
                 window_n = 0
                 averaging.restart(step_size)
@@ -245,7 +255,16 @@ def run_chees(
             bar.set_postfix(step_size=f"{step_size:.2e}", steps=steps, accept=f"{float(prob.mean()):.2f}")
     bar.close()
     return ChainsRun(
-        draws, diverging, accept, num_steps, step_size, length, scale, warmup_steps, time.perf_counter() - began
+        draws,
+        diverging,
+        accept,
+        num_steps,
+        step_size,
+        length,
+        scale,
+        warmup_steps,
+        restarted,
+        time.perf_counter() - began,
     )
 
 
@@ -274,6 +293,30 @@ def _adapt_length(
     if not math.isfinite(direction):
         return length
     return min(max(adam.update(direction), step_size), max_leapfrog * step_size)
+
+
+def _stuck(energy: torch.Tensor, dim: int) -> torch.Tensor:
+    """Chains whose potential is not finite, or above the ensemble's median by more than
+    max(50, 10 √D) nats: where U's spread over a D-dimensional posterior is about √(D/2),
+    such a chain sits in a region of negligible mass (a start it cannot leave, every proposal
+    diverging) and would drag the mass matrix and the step size with it."""
+    finite = torch.isfinite(energy)
+    if not bool(finite.any()):
+        return ~finite
+    limit = energy[finite].median() + max(50.0, 10.0 * math.sqrt(dim))
+    return ~finite | (energy > limit)
+
+
+def _restart(
+    stuck: torch.Tensor, u: torch.Tensor, energy: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move each stuck chain to the state of a healthy chain drawn at random (warm-up only: the
+    draws kept afterwards come from each chain's own Markov kernel, so the target is unchanged)."""
+    healthy = torch.nonzero(~stuck).squeeze(-1)
+    donors = healthy[torch.randint(len(healthy), (int(stuck.sum()),), device=u.device)]
+    u, energy, grad = u.clone(), energy.clone(), grad.clone()
+    u[stuck], energy[stuck], grad[stuck] = u[donors], energy[donors], grad[donors]
+    return u, energy, grad
 
 
 def _ensemble_scale(total: torch.Tensor, squares: torch.Tensor, n: int, chains: int) -> torch.Tensor:

@@ -234,7 +234,8 @@ def _chees(
             f"pyrobnn.mcmc: ChEES-HMC, {chains} chains × {num_samples} draws after {options['warmup']} warm-up "
             f"iterations in {run.seconds:.1f} s: {float(run.num_steps.double().mean()):.0f} leapfrog steps per "
             f"draw (warm-up: {run.warmup_steps} in all), step size {run.step_size:.2e}, trajectory length "
-            f"{run.trajectory_length:.3g}, {int(run.diverging.sum())} divergent draws"
+            f"{run.trajectory_length:.3g}, {int(run.diverging.sum())} divergent draws, {run.restarted} chains "
+            "restarted in warm-up from a stuck state"
         )
     return draws
 
