@@ -73,6 +73,7 @@ def reference(args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> pb.
     post = pb.mcmc(
         gap_model(),
         (x, y),
+        kernel="nuts",
         num_samples=args.nuts_samples,
         warmup=args.nuts_warmup,
         num_chains=args.nuts_chains,

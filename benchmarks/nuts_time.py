@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         post = pb.mcmc(
             model,
             (x, y),
+            kernel="nuts",
             num_samples=args.samples,
             warmup=args.warmup,
             num_chains=1,

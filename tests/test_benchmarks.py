@@ -81,3 +81,10 @@ def test_guides_vs_nuts_smoke(tmp_path: Path) -> None:
 def test_nuts_time_smoke() -> None:
     out = run("nuts_time.py", "--hidden", "4", "--warmup", "5", "--samples", "5")
     assert "| 1-4-1 | 13 |" in out
+
+
+def test_mcmc_speed_smoke(tmp_path: Path) -> None:
+    out = run("mcmc_speed.py", "--quick", "--skip-numpyro", "--out", str(tmp_path))
+    assert "| pb.mcmc (ChEES, defaults) |" in out and "| pb.mcmc (NUTS, 2 × 10) |" in out
+    assert "self-floor" in out
+    assert (tmp_path / "mcmc-speed.md").read_text() in out
