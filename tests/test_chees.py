@@ -202,3 +202,12 @@ def test_chees_runs_on_cuda() -> None:
     assert post.source.values.device.type == "cuda"
     draws = post.source.chains["weight"].reshape(-1, 2).double().cpu()
     assert torch.allclose(draws.mean(0), mean, atol=0.05)  # 2048 draws: the means' error is about 0.005
+
+
+def test_a_chees_posterior_saves_and_loads_with_its_superchains(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x, y, sigma, _, _ = conjugate_regression()
+    post = pb.mcmc(linear_model(sigma), (x, y), num_samples=4, warmup=10, num_chains=8, progress=False)
+    pb.save(tmp_path / "ref.pt", post)
+    loaded = pb.load(tmp_path / "ref.pt", linear_model(sigma))
+    assert loaded.source.kernel == "chees" and loaded.source.superchain_size == 4
+    assert torch.equal(loaded.source.values, post.source.values)
