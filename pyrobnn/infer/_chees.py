@@ -131,9 +131,6 @@ class _TrajectoryLength:
         self.log_t_bar = weight * self.log_t + (1 - weight) * self.log_t_bar
         return math.exp(self.log_t)
 
-    def restart(self) -> None:
-        self.t = 0
-
     @property
     def final(self) -> float:
         return math.exp(self.log_t_bar)
