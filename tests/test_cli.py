@@ -79,22 +79,82 @@ def test_compare_on_builtin_data_writes_table_plots_and_netcdf(
         assert "Original units (those of rmse)" in report and "inside the central p predictive interval" in report
 
 
-@pytest.mark.parametrize("data", ["builtin:gap1d", "builtin:moons"])
-def test_compare_against_a_nuts_reference(data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+#: The reference runs of the tests: tiny, so the chains need not mix (the report then says so).
+TINY_REFERENCE = {
+    "chees": ["--chees-chains", "8", "--chees-warmup", "20", "--chees-samples", "8"],
+    "nuts": ["--nuts-samples", "20", "--nuts-warmup", "20", "--nuts-chains", "2"],
+}
+
+
+@pytest.mark.parametrize(
+    ("kernel", "data"), [("chees", "builtin:gap1d"), ("chees", "builtin:moons"), ("nuts", "builtin:gap1d")]
+)
+def test_compare_against_a_reference(
+    kernel: str, data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import arviz as az
 
-    nuts = ["--reference", "nuts", "--nuts-samples", "20", "--nuts-warmup", "20", "--nuts-chains", "2"]
-    argv = ["compare", "--data", data, "--guides", "meanfield,map", "--hidden", "4", *FAST, *nuts]
-    # 20 warm-up iterations may leave divergent draws: a DiagnosticWarning, shown and tolerated.
-    assert main([*argv, "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    argv = ["compare", "--data", data, "--guides", "meanfield,map", "--hidden", "4", *FAST, "--reference", kernel]
+    # 20 warm-up iterations may leave divergent draws: a DivergenceWarning, shown and tolerated.
+    assert main([*argv, *TINY_REFERENCE[kernel], "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
     columns = ("w1", "sd_ratio") if data == "builtin:gap1d" else ("agreement", "total_variation")
-    assert " nuts |" in out and all(column in out for column in columns)
+    assert "| reference |" in captured.out and all(column in captured.out for column in columns)
+    assert " nuts |" not in captured.out and not (tmp_path / "nuts.nc").exists()  # the row was "nuts" whatever ran
+    label, chains, draws = {"chees": ("ChEES-HMC", 8, 8), "nuts": ("NUTS", 2, 20)}[kernel]
+    assert f"sampling the reference posterior with {label}" in captured.err
     report = check_report(tmp_path, ["meanfield", "map"])
-    assert "**Against NUTS.**" in report and "Closest to NUTS: **" in report
-    idata = az.from_netcdf(tmp_path / "nuts.nc")  # the real chains, thinned to --export-samples
-    assert idata.posterior.sizes["chain"] == 2 and idata.posterior.sizes["draw"] == 20
+    settings = f'sampled by {label} (`pb.mcmc`, kernel "{kernel}"): {chains} chains × {draws} draws after 20 warm-up'
+    assert "**Against the reference.** The row *reference* is the posterior each guide approximates, " in report
+    assert settings in report and f"Closest to the {label} reference: **" in report
+    assert "draws divergent; " in report and "[reference.nc](reference.nc)" in report
+    # which R̂: nested over ChEES's superchains (8 chains start in pairs of 4), classic across NUTS's chains
+    what = "E[y | θ]" if data == "builtin:gap1d" else "the class probabilities"
+    rhat = "nested R̂ (2 superchains of 4 chains)" if kernel == "chees" else "R̂ (2 chains)"
+    assert f"{rhat} of {what} at the {200 if data == 'builtin:gap1d' else 400} test points at most " in report
+    assert ("within 1.01, the chains mixed" in report) != ("above 1.01, so the chains did not mix" in report)
+    assert "reference: " + label in captured.err  # the same sentence, without --out too
+    idata = az.from_netcdf(tmp_path / "reference.nc")  # the real chains, thinned to --export-samples
+    assert idata.posterior.sizes["chain"] == chains and idata.posterior.sizes["draw"] == min(draws, 20)
     assert "diverging" in idata.sample_stats
+
+
+def test_the_reference_mixing_is_the_nested_rhat_of_its_predictions() -> None:
+    """prediction_rhat is pb.nested_rhat of E[y | θ] per chain, and the report reads it honestly."""
+    from torch import nn
+
+    import pyrobnn as pb
+    from pyrobnn.cli._reference import Reference, mixing_text, prediction_rhat
+
+    model = pb.BayesianModel(pb.lift(nn.Linear(2, 1)), pb.likelihoods.Gaussian(0.5))
+    x = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(0)
+
+    def draws(offset: float) -> pb.MCMCDraws:
+        """64 chains × 100 iid draws in 16 superchains of 4; the odd superchains shifted by ``offset``."""
+        out = pb.MCMCDraws(model, num_chains=64, num_draws=100, kernel="chees", superchain_size=4)
+        values = 0.1 * torch.randn(out.values.shape, generator=g)
+        values[torch.arange(64) // 4 % 2 == 1] += offset
+        out.values.copy_(values)
+        return out
+
+    for offset, verdict in ((0.0, "within 1.01, the chains mixed"), (1.0, "above 1.01, so the chains did not mix")):
+        source = draws(offset)
+        rhat = prediction_rhat(pb.Posterior(model, source), x)
+        w, b = source.chains["weight"], source.chains["bias"]  # (64, 100, 1, 2), (64, 100, 1)
+        expected = pb.nested_rhat((w @ x.T).squeeze(-2) + b, superchain_size=4).max()
+        assert rhat == pytest.approx(float(expected), rel=1e-6)
+        # iid draws: nR̂² − 1 ≈ χ²₁₅/15 / (M·N) = 1/400 on average, so nR̂ ≈ 1.001 (≤ 1.004 at χ²'s 99.9%);
+        # a shift of 10 draw sd between superchains puts it far above 1.01
+        assert (rhat < 1.005) if offset == 0 else (rhat > 2)
+        text = mixing_text(Reference(pb.Posterior(model, source), "chees", 400, rhat), len(x), "regression")
+        assert 'ChEES-HMC (`pb.mcmc`, kernel "chees"): 64 chains × 100 draws after 400 warm-up' in text
+        assert f"nested R̂ (16 superchains of 4 chains) of E[y | θ] at the 30 test points at most {rhat:.3g}" in text
+        assert verdict in text
+    one = pb.MCMCDraws(model, num_chains=1, num_draws=10, kernel="nuts")
+    assert prediction_rhat(pb.Posterior(model, one), x) is None
+    text = mixing_text(Reference(pb.Posterior(model, one), "nuts", 20, None), len(x), "regression")
+    assert "one chain, so no R̂ says whether it mixed (more chains, warm-up or draws: --nuts-chains" in text
 
 
 def test_without_matplotlib_the_table_and_netcdf_are_still_written(
@@ -152,6 +212,15 @@ def test_fit_on_a_uci_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["fit", "--data", "builtin:gap1d", "--features", "x"], "--features only apply to csv:PATH data"),
         (["fit", "--data", "csv:{csv}", "--target", "price", "--features", "size,colour"], "colour"),
         (["fit", "--data", "csv:{csv}", "--target", "price", "--features", ","], "--features names no column"),
+        (["compare", "--data", "builtin:gap1d", "--reference", "hmc"], "invalid choice: 'hmc' (choose from"),
+        (
+            ["compare", "--data", "builtin:gap1d", "--reference", "nuts", "--chees-chains", "8"],
+            "--chees-chains only applies to --reference chees; not --reference nuts",
+        ),
+        (
+            ["fit", "--data", "builtin:gap1d", "--nuts-samples", "5", "--nuts-chains", "1"],
+            "--nuts-chains, --nuts-samples only apply to --reference nuts; add --reference nuts",
+        ),
     ],
 )
 def test_mistakes_name_what_is_valid_and_exit_2(

@@ -6,13 +6,17 @@
     pyrobnn compare --data builtin:gap1d --guides meanfield,lowrank,map --out report/
     pyrobnn compare --data csv:houses.csv --target price --epochs 40 --batch-size 128 --out report/
     pyrobnn fit --data uci:../shared/data/uci/yacht --split 0 --guide meanfield --out report/
-    pyrobnn compare --data builtin:gap1d --guides meanfield,fullrank --reference nuts --out report/
+    pyrobnn compare --data builtin:gap1d --guides meanfield,fullrank --reference chees --out report/
 
 A mistake in the arguments (an unknown dataset, column or guide, a missing
 ``--target`` or ``--split``) prints what is valid and exits with status 2. A
 guide whose fit diverges is reported as failed (named, with the reason) while
 the others go on: the table, report and netCDF files of every finished guide
 are written, and the command then exits with status 1.
+
+``--reference chees`` or ``--reference nuts`` also samples the posterior with
+:func:`pyrobnn.mcmc` and adds it as the row ``reference`` (``reference.nc``), the
+one each guide's distance is measured to (:mod:`pyrobnn.cli._reference`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from torch import nn
 
 from pyrobnn import datasets, likelihoods
 from pyrobnn.cli import _report
+from pyrobnn.cli._figures import REFERENCE
+from pyrobnn.cli._reference import Reference, add_reference_options, reference_options, sample_reference
 from pyrobnn.evaluate.compare import compare
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.infer.fit import FitError, FitResult, fit
-from pyrobnn.infer.mcmc import mcmc
 from pyrobnn.lift import lift
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
@@ -41,9 +46,6 @@ __all__ = ["main"]
 DATA_FORMS = "builtin:NAME (see `pyrobnn datasets`), csv:PATH (with --target COLUMN) or uci:DIR (with --split K)"
 #: SVI steps per guide when neither --steps nor --epochs is given.
 DEFAULT_STEPS = 3000
-
-#: The row name of the NUTS reference (``--reference nuts``).
-REFERENCE = "nuts"
 
 #: Columns of pb.compare's table shown by the command, in this order; a column with a
 #: ``<column>_se`` beside it is shown as "value ± se".
@@ -149,6 +151,7 @@ def parse_guides(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace, kinds: list[str]) -> int:
+    reference_options(args)  # misplaced --chees-*/--nuts-* options refused before any fit
     data = datasets.standardize(load_data(args))
     length = {"epochs": args.epochs} if args.epochs is not None else {"num_steps": args.steps or DEFAULT_STEPS}
     results: dict[str, FitResult] = {}
@@ -174,21 +177,12 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
     if not results:
         print(f"pyrobnn: every guide failed ({', '.join(failed)}); no table or report to write", file=sys.stderr)
         return 1
-    reference: Posterior | None = None
-    if args.reference == "nuts":
-        print(f"sampling the reference posterior with NUTS on {data.dataset.name} ...", file=sys.stderr)
-        reference = mcmc(
-            build_model(data, args.hidden, args.seed),
-            (data.x_train, data.y_train),
-            num_samples=args.nuts_samples,
-            warmup=args.nuts_warmup,
-            num_chains=args.nuts_chains,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
+    reference: Reference | None = None
+    if args.reference is not None:
+        reference = sample_reference(args, build_model(data, args.hidden, args.seed), data)
     everything: dict[str, FitResult | Posterior] = {**results}
     if reference is not None:
-        everything[REFERENCE] = reference
+        everything[REFERENCE] = reference.posterior
     frame = compare(
         everything,
         data.x_test,
@@ -320,15 +314,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         model.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (0.01)")
         model.add_argument("--seed", type=int, default=0, help="seeds the fit, the draws and a csv split (0)")
-        ref = p.add_argument_group("reference posterior")
-        ref.add_argument(
-            "--reference",
-            choices=["nuts"],
-            help="also sample the posterior with NUTS (pb.mcmc) and measure every guide's distance to it",
-        )
-        ref.add_argument("--nuts-samples", type=_positive, default=500, help="NUTS draws kept per chain (500)")
-        ref.add_argument("--nuts-warmup", type=_positive, default=500, help="NUTS warm-up iterations per chain (500)")
-        ref.add_argument("--nuts-chains", type=_positive, default=2, help="NUTS chains, run one after another (2)")
+        add_reference_options(p.add_argument_group("reference posterior (pb.mcmc)"), _positive)
         out = p.add_argument_group("output")
         out.add_argument("--samples", type=_positive, default=1000, help="posterior draws for metrics and plots (1000)")
         out.add_argument(
@@ -367,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"pyrobnn: error: {err}", file=sys.stderr)
         return 2
-    except FitError as err:  # the NUTS reference, or anything else outside the per-guide loop
+    except FitError as err:  # anything outside the per-guide loop
         print(f"pyrobnn: the fit diverged: {err}", file=sys.stderr)
         return 1
 

@@ -23,8 +23,9 @@ __all__ = ["LEVEL", "REFERENCE", "Figure", "write_figures"]
 
 #: The central predictive interval shown as bands and error bars (the one whose coverage the table gives).
 LEVEL = 0.9
-#: The row and file name of the NUTS reference posterior.
-REFERENCE = "nuts"
+#: The row and file name (``reference.nc``) of the reference posterior of ``--reference {chees,nuts}``,
+#: whichever kernel sampled it; the one definition the command and its report read.
+REFERENCE = "reference"
 
 
 @dataclass(frozen=True)

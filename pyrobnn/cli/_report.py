@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pyrobnn.cli._figures import LEVEL, REFERENCE, Figure, write_figures
-from pyrobnn.cli._trust import listing, loo_text, trust_text
+from pyrobnn.cli._reference import KERNEL_LABELS, Reference, reference_text
+from pyrobnn.cli._trust import loo_text, trust_text
 from pyrobnn.datasets import Standardized
 from pyrobnn.infer.fit import FitResult
 from pyrobnn.posterior import Posterior
@@ -34,31 +35,34 @@ def write(
     results: Mapping[str, FitResult],
     table: str,
     *,
-    reference: Posterior | None = None,
+    reference: Reference | None = None,
     frame: Any = None,
     failed: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the report folder; return the path of ``report.md``.
 
     ``results`` are the guides that finished; ``failed`` names those whose fit
-    diverged, with the reason. With a ``reference`` (the NUTS posterior of
-    ``--reference nuts``) it is exported and drawn beside the guides. ``frame``
+    diverged, with the reason. With a ``reference`` (the posterior of
+    ``--reference chees`` or ``nuts``) it is exported and drawn beside the guides. ``frame``
     (``pb.compare``'s table) gives the numbers the report's prose reads.
     """
     out.mkdir(parents=True, exist_ok=True)
     items: dict[str, FitResult | Posterior] = {**results}
     if reference is not None:
-        items[REFERENCE] = reference
+        items[REFERENCE] = reference.posterior
     exports = write_netcdf(out, data, items, num_samples=args.export_samples, seed=args.seed)
     try:
-        figures = write_figures(out, data, results, num_samples=args.samples, seed=args.seed, reference=reference)
+        post = None if reference is None else reference.posterior
+        figures = write_figures(out, data, results, num_samples=args.samples, seed=args.seed, reference=post)
         note = ""
     except ImportError:
         figures, note = [], PLOTS_MISSING
         print(f"pyrobnn: {PLOTS_MISSING}", file=sys.stderr)
-    against = reference_text(args, frame, data.dataset.task) if reference is not None and frame is not None else ""
+    task, points = data.dataset.task, len(data.x_test)
+    against = "" if reference is None or frame is None else reference_text(reference, frame, task, points)
     point_mass = [kind for kind, result in results.items() if result.guide.point_mass]
-    prose = [] if frame is None else [trust_text(frame, data.dataset.task, point_mass, reference is not None)]
+    label = None if reference is None else KERNEL_LABELS[reference.kernel]
+    prose = [] if frame is None else [trust_text(frame, task, point_mass, label)]
     prose += [] if frame is None else [loo_text(frame)]
     path = out / "report.md"
     prose = [failed_text(failed or {}), *prose]
@@ -78,67 +82,6 @@ def write_netcdf(
         idata.to_netcdf(str(out / f"{kind}.nc"))
         files.append(f"{kind}.nc")
     return files
-
-
-def reference_text(args: argparse.Namespace, frame: Any, task: str) -> str:
-    """The paragraph that reads the distances to NUTS: which guide is closest, and why the others are not."""
-    guides = frame.drop(index=REFERENCE)
-    draws = frame.loc[REFERENCE]
-    lines = [
-        f"**Against NUTS.** The row *{REFERENCE}* is the posterior sampled by NUTS (`pb.mcmc`: "
-        f"{args.nuts_chains} chains × {args.nuts_samples} draws after {args.nuts_warmup} warm-up iterations, "
-        f"{draws['fit_seconds']:.0f} s), the reference each guide approximates.",
-    ]
-    if task == "regression":
-        best = guides["w1"].idxmin()
-        lines += [
-            "*w1*: Wasserstein-1 distance between a guide's predictive draws of y and NUTS's at each test point, "
-            "averaged (original units); *sd_ratio*: predictive standard deviation over NUTS's, averaged over test "
-            "points.",
-            "",
-            f"Closest to NUTS: **{best}** (w1 {guides.loc[best, 'w1']:.3g}, sd_ratio "
-            f"{guides.loc[best, 'sd_ratio']:.2f}). {_WHY_CLOSEST.get(best, '')}",
-        ]
-        narrow = [name for name in guides.index if guides.loc[name, "sd_ratio"] < 0.9]
-        if narrow:
-            lines.append(
-                f"{listing(narrow)} predict{'s' if len(narrow) == 1 else ''} narrower than NUTS (sd_ratio < 0.9): "
-                "maximising the ELBO minimises KL(q‖p), which costs q nothing for missing posterior mass, so q "
-                "settles inside the posterior's bulk. The fewer correlations a family can hold (mean-field none, "
-                "low-rank a few directions, full-rank all), the narrower it is where the data say little, and MAP, "
-                "a single point, keeps only the noise."
-            )
-        wide = [name for name in guides.index if guides.loc[name, "sd_ratio"] > 1.1]
-        if wide:
-            lines.append(
-                f"{listing(wide)} predict{'s' if len(wide) == 1 else ''} wider than NUTS (sd_ratio > 1.1), "
-                "the mark of a variational fit that explains part of the signal as noise: weights kept near "
-                "their prior cost less KL than the fit they would need, so with a learned noise scale the ELBO "
-                "favours a larger one than the posterior holds. Check that the ELBO curve has levelled off (more "
-                "steps help only if it has not), and that NUTS mixed (R̂ of the predictions in nuts.nc near 1)."
-            )
-    else:
-        best = guides["total_variation"].idxmin()
-        lines += [
-            "*agreement*: share of test points where a guide predicts the same class as NUTS; *total_variation*: "
-            "½ Σ_c |p_c − p_NUTS,c| per test point, averaged.",
-            "",
-            f"Closest to NUTS: **{best}** (total variation {guides.loc[best, 'total_variation']:.3g}, agreement "
-            f"{guides.loc[best, 'agreement']:.1%}).",
-        ]
-    return "\n".join(lines)
-
-
-_WHY_CLOSEST = {
-    "map": "A point estimate comes closest when most test points lie among the data, where the posterior "
-    "predictive is mostly the noise and the weights' uncertainty adds little; where the data say little it "
-    "is too narrow, so read its sd_ratio there before trusting it.",
-    "fullrank": "Its family holds every correlation between the weights, so it can follow the posterior's "
-    "bulk around one mode.",
-    "lowrank": "Its family holds the strongest correlations between the weights, which mean-field misses.",
-    "flow": "Its family can bend and skew where a Gaussian cannot.",
-    "meanfield": "Here the correlations the richer families can hold did not matter for the predictions.",
-}
 
 
 def report_text(
@@ -227,7 +170,11 @@ def report_text(
         f"One netCDF file per guide, {args.export_samples} posterior draws each on the (standardised) training "
         "data, with the groups posterior, posterior_predictive, log_likelihood, observed_data, sample_stats and "
         "elbo_history"
-        + (" (NUTS: its chains, without elbo_history; R̂ and ESS apply)" if exports[-1] == f"{REFERENCE}.nc" else "")
+        + (
+            f" ({REFERENCE}.nc: the MCMC chains, without elbo_history; R̂ and ESS apply)"
+            if exports[-1] == f"{REFERENCE}.nc"
+            else ""
+        )
         + ": "
         + ", ".join(f"[{f}]({f})" for f in exports)
         + ". `az.loo` on them is on the standardised scale"

@@ -36,8 +36,12 @@ def loo_text(frame: Any) -> str:
     )
 
 
-def trust_text(frame: Any, task: str, point_mass: Sequence[str] = (), reference: bool = False) -> str:
-    """A paragraph on which guide to trust and why, read from the numbers in ``frame``."""
+def trust_text(frame: Any, task: str, point_mass: Sequence[str] = (), reference: str | None = None) -> str:
+    """A paragraph on which guide to trust and why, read from the numbers in ``frame``.
+
+    ``reference`` names the kernel of the reference posterior (``"ChEES-HMC"``, ``"NUTS"``)
+    when the table has one.
+    """
     guides = frame.drop(index=REFERENCE) if REFERENCE in frame.index else frame
     if guides.empty:
         return ""
@@ -85,10 +89,12 @@ def trust_text(frame: Any, task: str, point_mass: Sequence[str] = (), reference:
             f"k̂ is above 0.7 for every guide with a density ({khat.min():.2g} to {khat.max():.2g}). For a whole "
             "network this is expected (Yao et al. 2018): no tractable family is a good importance proposal for "
             "the full posterior in this many dimensions, so k̂ does not rank these guides; the held-out numbers "
-            + ("and the distance to NUTS below do." if reference else "do.")
+            + (f"and the distance to the {reference} reference below do." if reference else "do.")
         )
     elif reference:
-        lines.append("The distance to NUTS below says which guide comes closest to the posterior itself.")
+        lines.append(
+            f"The distance to the {reference} reference below says which guide comes closest to the posterior itself."
+        )
     points = [k for k in point_mass if k in guides.index]
     if points:
         lines.append(
