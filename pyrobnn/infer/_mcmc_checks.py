@@ -85,14 +85,15 @@ def gradient_seconds(potential: BatchedPotential, u: torch.Tensor) -> float:
 def refuse_if_too_long_batched(
     potential: BatchedPotential, u: torch.Tensor, iterations: int, max_leapfrog: int, max_hours: float
 ) -> None:
-    """Refuse a ChEES run whose worst case (every iteration at ``max_leapfrog`` steps) exceeds ``max_hours``."""
+    """Refuse a ChEES run whose worst case exceeds ``max_hours``: the trajectory length at its cap
+    from the first iteration, so that the jittered lengths average ``max_leapfrog / 2`` steps."""
     per_step = gradient_seconds(potential, u)
-    worst = per_step * max_leapfrog * iterations
+    worst = per_step * max_leapfrog / 2 * iterations
     if worst > 3600 * max_hours:
         raise ValueError(
             f"ChEES-HMC on this model would take up to {worst / 3600:.1f} hours (D = {potential.dim} latent "
             f"dimensions, N = {len(potential.x)} data points, {len(u)} chains: {per_step * 1e3:.2f} ms per "
-            f"batched gradient, up to {max_leapfrog} per iteration, {iterations} iterations), over "
+            f"batched gradient, {max_leapfrog // 2} per iteration on average at most, {iterations} iterations), over "
             f"max_hours={max_hours}. Fit a guide instead (pb.fit(model, 'fullrank', data)), lift fewer "
             "parameters, or pass fewer chains, warm-up iterations or a smaller max_leapfrog."
         )
