@@ -103,6 +103,12 @@ nitpick_ignore = [
     # (users build the state with init, never by hand).
     ("py:class", "pyrobnn.infer._batching.Batches"),
     ("py:class", "pyrobnn._rng.RNGStream"),
+    # Private modules the module docstrings of pb.mcmc and the CLI point a maintainer to (no API
+    # page by design). Stop-gap: reword those docstrings as plain ``literals`` at the next
+    # library change, which reruns the notebooks anyway.
+    ("py:class", "pyrobnn.infer._potential.BatchedPotential"),
+    ("py:mod", "pyrobnn.infer._chees"),
+    ("py:mod", "pyrobnn.cli._reference"),
 ]
 
 # -- Every public name has an API page -------------------------------------------
