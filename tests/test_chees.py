@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_mcmc import conjugate_regression, linear_model
+from test_mcmc import conjugate_regression, linear_model, small_bnn, small_bnn_data
 
 import pyrobnn as pb
 from pyrobnn.infer import mcmc as mcmc_module
@@ -86,14 +86,7 @@ def test_chees_matches_nuts_on_a_small_bnn_within_the_references_own_floor() -> 
     draws): floor 0.0134, ChEES 0.0141. The bound 1.5 × floor leaves room for the floor's own
     noise (it is one draw of a W1 between finite samples) and fails a sampler off by more.
     """
-    g = torch.Generator().manual_seed(1)
-    x = torch.linspace(-2, 2, 12).unsqueeze(-1)
-    y = torch.tanh(2 * x).squeeze(-1) + 0.3 * torch.randn(12, generator=g)
-
-    def small_bnn() -> pb.BayesianModel:
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
-        return pb.BayesianModel(pb.lift(net, prior=pb.priors.Normal(0.0, 1.0)), pb.likelihoods.Gaussian(0.3))
+    x, y = small_bnn_data()
 
     nuts = {"kernel": "nuts", "num_samples": 800, "warmup": 400, "num_chains": 2, "progress": False}
     with warnings.catch_warnings():

@@ -34,6 +34,20 @@ def linear_model(sigma: float) -> pb.BayesianModel:
     return pb.BayesianModel(pb.lift(net, prior=pb.priors.Normal(0.0, 1.0)), pb.likelihoods.Gaussian(scale=sigma))
 
 
+def small_bnn_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """12 noisy points of tanh(2x) on [-2, 2], for :func:`small_bnn`."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.linspace(-2, 2, 12).unsqueeze(-1)
+    return x, torch.tanh(2 * x).squeeze(-1) + 0.3 * torch.randn(12, generator=g)
+
+
+def small_bnn() -> pb.BayesianModel:
+    """A 1-2-1 tanh net (7 weights), N(0, 1) priors, noise sd 0.3: a posterior NUTS samples in seconds."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
+    return pb.BayesianModel(pb.lift(net, prior=pb.priors.Normal(0.0, 1.0)), pb.likelihoods.Gaussian(0.3))
+
+
 @pytest.fixture(scope="module")
 def conjugate():
     torch.manual_seed(0)
@@ -162,14 +176,7 @@ def test_fullrank_gets_close_to_nuts_on_a_small_bnn() -> None:
     floor set by 600 autocorrelated reference draws. The bound 0.04 leaves full-rank 40% of room
     over its measured value and stays below MAP's, which has no parameter uncertainty at all.
     """
-    g = torch.Generator().manual_seed(1)
-    x = torch.linspace(-2, 2, 12).unsqueeze(-1)
-    y = torch.tanh(2 * x).squeeze(-1) + 0.3 * torch.randn(12, generator=g)
-
-    def small_bnn() -> pb.BayesianModel:
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
-        return pb.BayesianModel(pb.lift(net, prior=pb.priors.Normal(0.0, 1.0)), pb.likelihoods.Gaussian(0.3))
+    x, y = small_bnn_data()
 
     ref = pb.mcmc(small_bnn(), (x, y), kernel="nuts", num_samples=300, warmup=300, num_chains=2, seed=0, progress=False)
     x_new = torch.linspace(-3, 3, 31).unsqueeze(-1)
