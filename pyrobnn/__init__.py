@@ -3,6 +3,7 @@
 The pipeline, one stage per module or package (``docs/architecture.md``)::
 
     lift ─▶ BayesianModel ─▶ guides.make_guide ─▶ infer.fit ─▶ Posterior ─▶ predict
+                        ├──────────▶ infer.ensemble (K fits, mixed) ─────▶ Posterior
                         └──────────▶ infer.mcmc (NUTS, the reference) ──▶ Posterior
                                         ─▶ export.to_arviz, evaluate (metrics, k̂, nested R̂, compare), plots
 """
@@ -18,17 +19,20 @@ from pyrobnn.evaluate.compare import compare
 from pyrobnn.export import to_arviz
 from pyrobnn.infer import svi
 from pyrobnn.infer.elbo import ELBO
+from pyrobnn.infer.ensemble import EnsembleResult, ensemble
 from pyrobnn.infer.fit import FitError, FitResult, FitWarning, History, estimate_elbo, fit, linear_annealing
 from pyrobnn.infer.mcmc import mcmc
 from pyrobnn.lift import BayesianNet, lift, lift_
 from pyrobnn.model import BayesianModel
-from pyrobnn.posterior import MCMCDraws, Posterior, Prediction
+from pyrobnn.posterior import Ensemble, MCMCDraws, Posterior, Prediction
 
 __all__ = [
     "ELBO",
     "BayesianModel",
     "BayesianNet",
     "DiagnosticWarning",
+    "Ensemble",
+    "EnsembleResult",
     "FitError",
     "FitResult",
     "FitWarning",
@@ -39,6 +43,7 @@ __all__ = [
     "compare",
     "datasets",
     "diagnostics",
+    "ensemble",
     "estimate_elbo",
     "fit",
     "guides",

@@ -23,7 +23,7 @@ from pyrobnn._tensors import model_device
 from pyrobnn._version import __version__
 from pyrobnn.guides import make_guide
 from pyrobnn.model import BayesianModel
-from pyrobnn.posterior import DrawSource, MCMCDraws, Posterior
+from pyrobnn.posterior import DrawSource, Ensemble, MCMCDraws, Posterior
 
 if TYPE_CHECKING:
     from pyrobnn.infer.fit import FitResult
@@ -34,7 +34,8 @@ __all__ = ["FORMAT", "VERSION", "load", "save"]
 FORMAT = "pyrobnn-checkpoint"
 #: The checkpoint layout's version; :func:`load` reads this version and older. Version 2 records
 #: the sites a flow covers as ``sites`` (the option's name since pyrobnn 0.2.0); version 1 as ``scope``.
-#: Version 3 (pyrobnn 0.3.0) records the kernel of MCMC draws; older ones were NUTS's.
+#: Version 3 (pyrobnn 0.3.0) records the kernel of MCMC draws; older ones were NUTS's. Ensembles
+#: (kind ``"ensemble"``, each member's spec in ``members``) need no new version: older files hold none.
 VERSION = 3
 
 PathLike = str | os.PathLike[str]
@@ -52,8 +53,9 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
     posterior
         A :class:`pyrobnn.Posterior` (or the :class:`pyrobnn.FitResult` of
         :func:`pyrobnn.fit`) whose guide was built by
-        :func:`pyrobnn.guides.make_guide` (any kind), or the draws of
-        :func:`pyrobnn.mcmc`.
+        :func:`pyrobnn.guides.make_guide` (any kind), the draws of
+        :func:`pyrobnn.mcmc`, or an ensemble of :func:`pyrobnn.ensemble`
+        (every member, and the weights).
 
     Notes
     -----
@@ -170,6 +172,10 @@ def _rebuild(spec: Mapping[str, Any], model: BayesianModel) -> DrawSource:
     if spec["kind"] == "mcmc":  # draws of pb.mcmc: buffers of a known size, no make_guide kind
         # before 0.3.0 the spec had no kernel: those draws came from NUTS, MCMCDraws' default
         return MCMCDraws(model, **spec["options"])
+    if spec["kind"] == "ensemble":  # members rebuilt one by one; the weights are in the saved state
+        options = spec["options"]
+        members = [_rebuild(member, model) for member in options["members"]]
+        return Ensemble(model, members, weights_from=options["weights_from"])
     return make_guide(spec["kind"], model, **spec["options"])
 
 
@@ -201,7 +207,7 @@ def _source_spec(source: DrawSource) -> dict[str, Any]:
     except NotImplementedError as err:
         raise TypeError(
             f"pb.save can rebuild the guides made by pb.guides.make_guide (meanfield, lowrank, fullrank, "
-            f"flow, map) and the draws of pb.mcmc, not a {type(source).__name__}: {err}. Save "
+            f"flow, map), the draws of pb.mcmc and ensembles of them, not a {type(source).__name__}: {err}. Save "
             "guide.state_dict() with torch.save yourself and load it into a guide built the same way."
         ) from err
 

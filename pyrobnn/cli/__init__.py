@@ -7,6 +7,7 @@
     pyrobnn compare --data csv:houses.csv --target price --epochs 40 --batch-size 128 --out report/
     pyrobnn fit --data uci:../shared/data/uci/yacht --split 0 --guide meanfield --out report/
     pyrobnn compare --data builtin:gap1d --guides meanfield,fullrank --reference chees --out report/
+    pyrobnn compare --data builtin:gap1d --guides fullrank,ensemble:map:8,ensemble:meanfield:4 --out report/
 
 A mistake in the arguments (an unknown dataset, column or guide, a missing
 ``--target`` or ``--split``) prints what is valid and exits with status 2. A
@@ -17,6 +18,10 @@ are written, and the command then exits with status 1.
 ``--reference chees`` or ``--reference nuts`` also samples the posterior with
 :func:`pyrobnn.mcmc` and adds it as the row ``reference`` (``reference.nc``), the
 one each guide's distance is measured to (:mod:`pyrobnn.cli._reference`).
+
+A guide written ``ensemble:KIND:K`` (``ensemble:map:8``, a deep ensemble) fits K
+members of that kind from independent starts with :func:`pyrobnn.ensemble` and
+compares their mixture as one row; ``ensemble:KIND`` has 8 members.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pyrobnn.cli._figures import REFERENCE
 from pyrobnn.cli._reference import Reference, add_reference_options, reference_options, sample_reference
 from pyrobnn.evaluate.compare import compare
 from pyrobnn.guides import GUIDE_KINDS
+from pyrobnn.infer.ensemble import ensemble
 from pyrobnn.infer.fit import FitError, FitResult, fit
 from pyrobnn.lift import lift
 from pyrobnn.model import BayesianModel
@@ -43,6 +49,9 @@ from pyrobnn.posterior import Posterior
 
 __all__ = ["main"]
 
+#: Members of an ``ensemble:KIND`` written without a count.
+DEFAULT_MEMBERS = 8
+GUIDE_FORMS = f"{', '.join(GUIDE_KINDS)}, or ensemble:KIND:K (K members of one kind, e.g. ensemble:map:8)"
 DATA_FORMS = "builtin:NAME (see `pyrobnn datasets`), csv:PATH (with --target COLUMN) or uci:DIR (with --split K)"
 #: SVI steps per guide when neither --steps nor --epochs is given.
 DEFAULT_STEPS = 3000
@@ -142,12 +151,28 @@ def build_model(data: datasets.Standardized, hidden: int, seed: int) -> Bayesian
 
 def parse_guides(text: str) -> list[str]:
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in GUIDE_KINDS]
+    unknown = [k for k in kinds if k not in GUIDE_KINDS and not k.startswith("ensemble")]
     if unknown or not kinds:
-        raise UsageError(f"unknown guide(s) {', '.join(unknown) or '(none)'}; valid guides: {', '.join(GUIDE_KINDS)}")
+        raise UsageError(f"unknown guide(s) {', '.join(unknown) or '(none)'}; valid guides: {GUIDE_FORMS}")
+    for k in kinds:
+        if k.startswith("ensemble"):
+            ensemble_kind(k)  # refuses a malformed one before any fit
     if len(set(kinds)) < len(kinds):
         raise UsageError(f"a guide is listed twice in {text!r}")
     return kinds
+
+
+def ensemble_kind(text: str) -> tuple[str, int]:
+    """``("map", 8)`` from ``"ensemble:map:8"`` (or ``"ensemble:map"``), or a UsageError naming the form."""
+    parts = text.split(":")
+    form = f"write an ensemble as ensemble:KIND:K, KIND one of {', '.join(GUIDE_KINDS)} and K >= 2 members"
+    if parts[0] != "ensemble" or not 2 <= len(parts) <= 3 or parts[1] not in GUIDE_KINDS:
+        raise UsageError(f"unknown guide {text!r}: {form}")
+    if len(parts) == 2:
+        return parts[1], DEFAULT_MEMBERS
+    if not parts[2].isdigit() or int(parts[2]) < 2:
+        raise UsageError(f"{text!r} has {parts[2]!r} members: {form}")
+    return parts[1], int(parts[2])
 
 
 def run(args: argparse.Namespace, kinds: list[str]) -> int:
@@ -159,18 +184,22 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
     for kind in kinds:
         model = build_model(data, args.hidden, args.seed)
         print(f"fitting {kind} on {data.dataset.name} ...", file=sys.stderr)
+        settings = dict(batch_size=args.batch_size, num_particles=args.particles, lr=args.lr, seed=args.seed)
         try:
-            results[kind] = fit(
-                model,
-                kind,
-                (data.x_train, data.y_train),
-                **length,
-                batch_size=args.batch_size,
-                num_particles=args.particles,
-                lr=args.lr,
-                seed=args.seed,
-                progress=not args.quiet,
-            )
+            if kind.startswith("ensemble"):
+                member, count = ensemble_kind(kind)
+                results[kind] = ensemble(
+                    model,
+                    member,
+                    (data.x_train, data.y_train),
+                    num_members=count,
+                    **length,
+                    **settings,
+                    progress=not args.quiet,
+                )
+            else:
+                train = (data.x_train, data.y_train)
+                results[kind] = fit(model, kind, train, **length, **settings, progress=not args.quiet)
         except FitError as err:  # the others go on; this guide becomes a failed row
             failed[kind] = f"{err} Try a lower --lr than {args.lr}."
             print(f"pyrobnn: {kind} failed: {failed[kind]}", file=sys.stderr)
@@ -325,10 +354,10 @@ def _parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="fit several guides and compare them on held-out data")
     add_fit_options(compare)
-    compare.add_argument("--guides", default=",".join(GUIDE_KINDS), help=f"comma-separated: {', '.join(GUIDE_KINDS)}")
+    compare.add_argument("--guides", default=",".join(GUIDE_KINDS), help=f"comma-separated: {GUIDE_FORMS}")
     one = sub.add_parser("fit", help="fit one guide and report its metrics")
     add_fit_options(one)
-    one.add_argument("--guide", default="meanfield", help=f"one of {', '.join(GUIDE_KINDS)}")
+    one.add_argument("--guide", default="meanfield", help=f"one of {GUIDE_FORMS}")
     sub.add_parser("datasets", help="list the built-in datasets")
     return parser
 

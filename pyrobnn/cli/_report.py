@@ -73,14 +73,18 @@ def write(
 def write_netcdf(
     out: Path, data: Standardized, results: Mapping[str, FitResult | Posterior], *, num_samples: int, seed: int
 ) -> list[str]:
-    """One ``<guide>.nc`` per guide (and the reference): :func:`pyrobnn.to_arviz` on the training data."""
+    """One ``<guide>.nc`` per guide (and the reference): :func:`pyrobnn.to_arviz` on the training data.
+
+    An ensemble ``ensemble:map:8`` is written as ``ensemble-map-8.nc`` (no colons in file names).
+    """
     from pyrobnn.export import to_arviz
 
     files = []
     for kind, result in results.items():
         idata = to_arviz(result, data.x_train, data.y_train, num_samples=num_samples, seed=seed)
-        idata.to_netcdf(str(out / f"{kind}.nc"))
-        files.append(f"{kind}.nc")
+        name = f"{kind.replace(':', '-')}.nc"
+        idata.to_netcdf(str(out / name))
+        files.append(name)
     return files
 
 

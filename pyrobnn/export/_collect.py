@@ -13,9 +13,10 @@ from pyrobnn import _globs
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.export._core import HISTORY_GROUP, Groups, convert, stack_chains
+from pyrobnn.infer.ensemble import EnsembleResult
 from pyrobnn.infer.fit import FitResult, History
 from pyrobnn.model import OBS, BayesianModel
-from pyrobnn.posterior import ChainSource, Posterior
+from pyrobnn.posterior import ChainSource, MemberSource, Posterior
 
 __all__ = ["MAX_DEFAULT_WEIGHTS", "default_site_dims", "default_sites", "to_arviz"]
 
@@ -94,6 +95,17 @@ def to_arviz(
     for NUTS: ``source.sample_stats()``), and ``log_p``. ``log_q`` is there
     only for a source with a density (``source.has_density``).
 
+    An ensemble (``source.has_members``: :func:`pyrobnn.ensemble`) whose members
+    weigh the same exports each member as a chain, ``num_samples`` draws each
+    (with an :class:`pyrobnn.EnsembleResult`, each member's ELBO history too):
+    R̂ across the members then measures how differently the fits from
+    independent starts describe the posterior (the multimodality one fit
+    misses), and the pooled draws are the ensemble's. An ensemble with unequal
+    (stacking) weights is one chain of draws of the weighted mixture, since
+    equal chains would weigh the members equally; its weights are in the
+    attribute ``ensemble_weights``. To see its members as chains, export
+    ``[pb.Posterior(model, m) for m in post.source.sources]``.
+
     ``log_q`` is the guide's log density log q(θ_s) and ``log_p`` the joint
     log p(θ_s, y | x) = log p(θ_s) + Σᵢ log p(yᵢ | xᵢ, θ_s), both over *all*
     latent sites, so log_p − log_q are the importance log weights of
@@ -114,8 +126,18 @@ def to_arviz(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     posts: list[Posterior] = []
     histories: list[History | None] = []
+    weights: list[float] = []
     for i, item in enumerate(items):
-        if isinstance(item, FitResult):
+        source = item.guide if isinstance(item, FitResult) else getattr(item, "source", None)
+        if getattr(source, "has_members", False):
+            weights = cast(MemberSource, source).weights.tolist()
+        if isinstance(item, EnsembleResult) and cast(MemberSource, item.guide).equal_weights:
+            posts += [m.posterior() for m in item.members]  # members as chains, each with its history
+            histories += [m.history for m in item.members]
+        elif isinstance(item, EnsembleResult):  # one chain of the weighted mixture, which has no history
+            posts.append(item.posterior())
+            histories.append(None)
+        elif isinstance(item, FitResult):
             posts.append(item.posterior())
             histories.append(item.history)
         elif isinstance(item, Posterior):
@@ -152,6 +174,8 @@ def to_arviz(
         "guide": ",".join(sorted({type(p.source).__name__ for p in posts})),
         "num_latent": int(posts[0].source.num_latent),
     }
+    if weights:
+        attrs["ensemble_weights"] = weights
     return convert(stacked, coords=coords, dims=all_dims, attrs=attrs)
 
 
@@ -212,7 +236,8 @@ def collect(
 def _split_chains(
     posts: list[Posterior], histories: list[History | None], num_samples: int
 ) -> tuple[list[Posterior], list[History | None]]:
-    """A posterior with chains (an MCMC run) becomes one per chain, each thinned to at most ``num_samples`` draws."""
+    """A posterior with chains (an MCMC run) becomes one per chain, each thinned to at most ``num_samples`` draws;
+    an ensemble of equally weighted members one per member."""
     out_posts: list[Posterior] = []
     out_histories: list[History | None] = []
     for post, history in zip(posts, histories, strict=True):
@@ -221,6 +246,10 @@ def _split_chains(
             chains = cast(ChainSource, source)
             out_posts += [Posterior(post.model, chains.chain(c, num_samples)) for c in range(chains.num_chains)]
             out_histories += [history] * chains.num_chains
+        elif source.has_members and cast(MemberSource, source).equal_weights:
+            members = cast(MemberSource, source).sources
+            out_posts += [Posterior(post.model, m) for m in members]
+            out_histories += [history] * len(members)
         else:
             out_posts.append(post)
             out_histories.append(history)

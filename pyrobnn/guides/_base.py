@@ -40,6 +40,8 @@ class Guide(nn.Module):
     has_density: bool = True
     #: whether the draws come in a sampler's chains: never for a guide, whose draws are independent
     has_chains: bool = False
+    #: whether the source mixes other sources: never for a guide (see ``pyrobnn.posterior.Ensemble``)
+    has_members: bool = False
 
     def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:
         super().__init__()

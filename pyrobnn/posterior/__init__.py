@@ -20,10 +20,22 @@ from pyrobnn._tensors import as_tensor, check_pair, eval_mode, model_device, mod
 from pyrobnn.guides import Guide
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior._draws import MCMCDraws
+from pyrobnn.posterior._ensemble import Ensemble, stacking_weights
 from pyrobnn.posterior._prediction import Prediction
-from pyrobnn.posterior._source import ChainSource, DrawSource
+from pyrobnn.posterior._source import ChainSource, DrawSource, MemberSource
 
-__all__ = ["DRAWS_PER_CHUNK", "ChainSource", "DrawChunk", "DrawSource", "MCMCDraws", "Posterior", "Prediction"]
+__all__ = [
+    "DRAWS_PER_CHUNK",
+    "ChainSource",
+    "DrawChunk",
+    "DrawSource",
+    "Ensemble",
+    "MCMCDraws",
+    "MemberSource",
+    "Posterior",
+    "Prediction",
+    "stacking_weights",
+]
 
 #: Draws and points per vectorized network pass (bounds memory): for predictions, and for
 #: every stage that evaluates log densities over many draws (the export, the k̂ diagnostic).

@@ -66,6 +66,7 @@ class MCMCDraws(nn.Module):
     has_density = False
     point_mass = False
     has_chains = True
+    has_members = False
 
     def __init__(
         self, model: BayesianModel, *, num_chains: int, num_draws: int, kernel: str = "nuts", superchain_size: int = 1

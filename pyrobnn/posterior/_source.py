@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ChainSource", "DrawSource"]
+__all__ = ["ChainSource", "DrawSource", "MemberSource"]
 
 
 @runtime_checkable
@@ -37,17 +37,24 @@ class DrawSource(Protocol):
         Without it (stored draws) ``log_prob`` raises, and R̂ and ESS across
         chains are the diagnostics.
     point_mass
-        Whether every draw is the same θ̂ (a MAP guide): measures built on the
-        spread of the draws (PSIS-LOO, k̂, an ELBO as a bound) do not apply.
+        Whether the draws are made of point masses: every draw the same θ̂ (a
+        MAP guide), or one of K such θ̂ (an ensemble of MAP fits). Measures
+        built on the spread of the draws (PSIS-LOO, k̂, an ELBO as a bound) do
+        not apply.
     has_chains
         Whether the draws come in chains, in the order a sampler produced them:
         the source is then a :class:`ChainSource`, and the export hands ArviZ
         the chains as they are, with the sampler's ``sample_stats``.
+    has_members
+        Whether the source mixes several sources (an ensemble of fits): it is
+        then a :class:`MemberSource`, and the export writes its members as
+        chains when they weigh the same.
     """
 
     has_density: bool
     point_mass: bool
     has_chains: bool
+    has_members: bool
 
     @property
     def site_names(self) -> list[str]:
@@ -120,4 +127,33 @@ class ChainSource(DrawSource, Protocol):
         ``diverging`` (bool), ``n_steps`` (leapfrog steps), ``step_size``, and
         ``tree_depth`` where the kernel builds trees (NUTS).
         """
+        ...
+
+
+@runtime_checkable
+class MemberSource(DrawSource, Protocol):
+    """A :class:`DrawSource` that mixes member sources (``has_members`` is true): an ensemble.
+
+    Attributes
+    ----------
+    weights
+        ``(num_members,)``: each member's share of the draws, summing to one.
+    weights_from
+        Where the weights came from: ``"equal"``, ``"loo"``, ``"holdout"`` or ``"user"``.
+    """
+
+    weights: torch.Tensor
+    weights_from: str
+
+    @property
+    def sources(self) -> list[DrawSource]:
+        """The members, each a source of draws of the same model."""
+        ...
+
+    @property
+    def num_members(self) -> int: ...
+
+    @property
+    def equal_weights(self) -> bool:
+        """Whether every member weighs 1/K."""
         ...

@@ -1,0 +1,230 @@
+"""K fits of one model at once: the member as a leading batch dimension, like the particles.
+
+For MAP and mean-field guides over a full batch of data, the K members of an
+ensemble train as one problem: their unconstrained parameters are stacked into
+``(K, D)`` tensors, every member's particles go through the network in one
+vectorized pass (``BayesianModel.evaluate``, the ELBO's particle path), and one
+backward pass of the sum of the members' losses gives each member its own
+gradient (the members share no parameter, and Adam's update is elementwise).
+Each member optimises exactly the objective :func:`pyrobnn.fit` gives its guide:
+
+- MAP: −log p(y | θ) − log p(θ) at θ = T(u) (no Jacobian: a point mass has none);
+- mean-field: −E_q[log p(y | θ)] + KL(q ‖ p), with q a Normal on u pushed through T;
+  the KL in closed form for Normal priors on the real line, Monte Carlo elsewhere.
+
+The member guides are built by :func:`pyrobnn.guides.make_guide` (so each starts
+where ``pb.fit`` would start it under its seed), trained here, and written back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, constraints
+
+from pyrobnn._globs import module_key
+from pyrobnn.guides import Guide, MAPGuide
+from pyrobnn.infer._optim import lr_decay_schedule
+from pyrobnn.infer.history import History
+from pyrobnn.model import BayesianModel, LatentSite
+
+__all__ = ["BATCHED_KINDS", "BatchRun", "fit_batch"]
+
+#: The guide kinds whose members :func:`fit_batch` trains together.
+BATCHED_KINDS = ("map", "meanfield")
+
+
+@dataclass
+class BatchRun:
+    """What :func:`fit_batch` did: per member its history (``None`` if it diverged) and why it stopped."""
+
+    histories: list[History | None]
+    failures: dict[int, str]
+    elapsed_s: float
+    first_step_s: float
+
+
+class _Terms:
+    """log p(y | θ) and log p(θ) for a batch of unconstrained vectors, through one network pass."""
+
+    def __init__(self, model: BayesianModel, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.x, self.y = model, x, y
+        self.layout = model.layout()
+        self.sites = model.latent_sites()
+        # (μ, σ) of the Normal priors on the real line, whose KL from a Normal is closed-form
+        self.normal = {name: _normal_prior(site) for name, site in self.sites.items()}
+
+    def log_likelihood(self, theta: dict[str, torch.Tensor]) -> torch.Tensor:
+        out, latents = self.model.evaluate(theta, self.x)
+        fn = self.model.likelihood.distribution(out, latents, out.shape[2:])
+        return fn.log_prob(self.y).reshape(out.shape[0], -1).sum(-1)  # type: ignore[no-any-return]
+
+    def log_prior(self, name: str, value: torch.Tensor, batch: int) -> torch.Tensor:
+        site = self.sites[name]
+        return site.prior.distribution(site.shape).log_prob(value).reshape(batch, -1).sum(-1)  # type: ignore[no-any-return]
+
+
+def fit_batch(
+    model: BayesianModel,
+    guides: Sequence[Guide],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_steps: int,
+    lr: float,
+    lr_decay: float,
+    num_particles: int,
+    progress: Callable[[int, float], None] | None = None,
+) -> BatchRun:
+    """Train ``guides`` (all MAP or all mean-field, over every site of ``model``) as one batch, in place."""
+    terms = _Terms(model, x, y)
+    kind = "map" if isinstance(guides[0], MAPGuide) else "meanfield"
+    names = terms.layout.names
+    loc = torch.stack([_flat(g, "value" if kind == "map" else "loc", names) for g in guides]).requires_grad_(True)
+    params = [loc]
+    raw = None
+    if kind == "meanfield":
+        raw = torch.stack([_flat(g, "raw_scale", names) for g in guides]).requires_grad_(True)
+        params.append(raw)
+    k = len(guides)
+    try:
+        opt = torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_decay_schedule(num_steps, lr_decay))
+    record = {key: np.full((k, num_steps), np.nan) for key in ("loss", "log_likelihood", "kl", "lr")}
+    alive = torch.ones(k, dtype=torch.bool, device=loc.device)
+    failures: dict[int, str] = {}
+    objective = _map_objective if kind == "map" else _meanfield_objective
+    start = time.perf_counter()
+    first = math.nan
+    for step in range(num_steps):
+        saved = [p.detach().clone() for p in params]
+        opt.zero_grad(set_to_none=False)
+        log_lik, kl = objective(terms, loc, raw, num_particles)
+        loss = kl - log_lik
+        finite = torch.isfinite(loss)
+        torch.where(alive & finite, loss, torch.zeros_like(loss)).sum().backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        grads_ok = torch.stack([torch.isfinite(g).reshape(k, -1).all(-1) for g in grads]).all(0)
+        for member in (~(finite & grads_ok) & alive).nonzero().flatten().tolist():
+            why = "loss" if not bool(finite[member]) else "gradient"
+            failures[member] = f"the {why} became NaN or infinite at step {step} (lr={lr})"
+            alive[member] = False
+        for p in params:
+            p.grad[~alive] = 0.0  # type: ignore[index]
+        opt.step()
+        with torch.no_grad():  # a stopped member stays at its last finite state (Adam's momentum would move it)
+            for p, before in zip(params, saved, strict=True):
+                p[~alive] = before[~alive]
+        rate = opt.param_groups[0]["lr"]
+        sched.step()
+        record["loss"][:, step] = loss.detach().cpu().numpy()
+        record["log_likelihood"][:, step] = log_lik.detach().cpu().numpy()
+        record["kl"][:, step] = kl.detach().cpu().numpy()
+        record["lr"][:, step] = rate
+        if step == 0:
+            first = time.perf_counter() - start
+        if progress is not None:
+            mean_loss = float(loss.detach()[alive].mean()) if bool(alive.any()) else math.nan
+            progress(step, mean_loss)
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():
+        for member, guide in enumerate(guides):
+            _write(guide, "value" if kind == "map" else "loc", names, loc[member])
+            if raw is not None:
+                _write(guide, "raw_scale", names, raw[member])
+    histories: list[History | None] = []
+    for member in range(k):
+        if member in failures:
+            histories.append(None)
+            continue
+        histories.append(
+            History(
+                loss=record["loss"][member],
+                log_likelihood=record["log_likelihood"][member],
+                kl=record["kl"][member],
+                kl_weight=np.ones(num_steps),
+                lr=record["lr"][member],
+            )
+        )
+    return BatchRun(histories, failures, elapsed, first)
+
+
+def _map_objective(
+    terms: _Terms, loc: torch.Tensor, raw: torch.Tensor | None, num_particles: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(y | θ̂ₖ) and −log p(θ̂ₖ) per member (the point mass's "KL", as in :class:`MAPGuide`)."""
+    k = loc.shape[0]
+    theta = terms.layout.constrain(loc)
+    log_prior = sum(terms.log_prior(name, value, k) for name, value in theta.items())
+    return terms.log_likelihood(theta), -log_prior  # type: ignore[return-value,operator]
+
+
+def _meanfield_objective(
+    terms: _Terms, loc: torch.Tensor, raw: torch.Tensor | None, num_particles: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """E_q[log p(y | θ)] (Monte Carlo over ``num_particles`` per member) and KL(qₖ ‖ p) per member."""
+    assert raw is not None
+    k, dim = loc.shape
+    scale = F.softplus(raw)
+    eps = torch.randn((k, num_particles, dim), dtype=loc.dtype, device=loc.device)
+    u = (loc.unsqueeze(1) + scale.unsqueeze(1) * eps).reshape(k * num_particles, dim)
+    theta, log_det = terms.layout.constrain_with_log_det(u)
+    log_lik = terms.log_likelihood(theta).reshape(k, num_particles).mean(1)
+    kl = loc.new_zeros(k)
+    locs, scales = terms.layout.split(loc), terms.layout.split(scale)
+    mc = loc.new_zeros(k * num_particles)
+    has_mc = False
+    for name in terms.layout.names:
+        normal = terms.normal[name]
+        if normal is not None:  # closed form, as the ELBO uses for a Normal guide site and prior
+            q = Normal(locs[name], scales[name])
+            p = Normal(normal[0].to(loc), normal[1].to(loc))
+            kl = kl + torch.distributions.kl_divergence(q, p).reshape(k, -1).sum(-1)
+            continue
+        has_mc = True  # log q(θ) − log p(θ), q the Normal on u pushed through T
+        base = Normal(locs[name].unsqueeze(1), scales[name].unsqueeze(1))
+        u_site = terms.layout.split(u.reshape(k, num_particles, dim))[name]
+        mc = mc + base.log_prob(u_site).reshape(k * num_particles, -1).sum(-1)
+        mc = mc - terms.log_prior(name, theta[name], k * num_particles)
+    if has_mc:
+        # log q(θ) = log N(u) − log|det ∂θ/∂u|; the Jacobian is all the Monte Carlo sites' (the
+        # closed-form ones live on the real line, where T is the identity)
+        kl = kl + (mc - log_det).reshape(k, num_particles).mean(1)
+    return log_lik, kl
+
+
+def _normal_prior(site: LatentSite) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(μ, σ) shaped like the site, when its prior is a Normal on the real line; else None."""
+    support = site.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if support is not constraints.real:
+        return None
+    prior = site.prior.distribution(site.shape)
+    base = getattr(prior, "base_dist", prior)
+    if not isinstance(base, Normal):
+        return None
+    return base.loc.expand(site.shape).detach(), base.scale.expand(site.shape).detach()
+
+
+def _flat(guide: Guide, attribute: str, names: Sequence[str]) -> torch.Tensor:
+    table = getattr(guide, attribute)
+    return torch.cat([table[module_key(name)].detach().reshape(-1) for name in names]).clone()
+
+
+def _write(guide: Guide, attribute: str, names: Sequence[str], flat: torch.Tensor) -> None:
+    table = getattr(guide, attribute)
+    pos = 0
+    for name in names:
+        param = table[module_key(name)]
+        size = param.numel()
+        param.copy_(flat[pos : pos + size].reshape(param.shape))
+        pos += size

@@ -1,0 +1,389 @@
+"""Ensembles as posteriors: :func:`ensemble` fits K members from independent starts and mixes them.
+
+A deep ensemble (K MAP fits) or an ensemble of any guide kind is one
+:class:`pyrobnn.Posterior` whose source is a :class:`pyrobnn.posterior.Ensemble`:
+its draws mix the members with equal weights or with stacking weights.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pyrobnn._arviz import psislw
+from pyrobnn._rng import seeded
+from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
+from pyrobnn.guides import GUIDE_KINDS, make_guide
+from pyrobnn.infer._batched import BATCHED_KINDS, fit_batch
+from pyrobnn.infer._batching import prepare_targets
+from pyrobnn.infer.fit import FitResult, fit
+from pyrobnn.infer.history import FitError, FitWarning, History
+from pyrobnn.model import BayesianModel
+from pyrobnn.posterior import Ensemble, Posterior, stacking_weights
+
+__all__ = ["WEIGHT_RULES", "EnsembleResult", "ensemble", "member_weights"]
+
+#: What ``weights=`` takes besides explicit weights.
+WEIGHT_RULES = ("auto", "stacking", "equal")
+#: Draws per member behind the LOO or held-out densities that stacking weighs.
+STACKING_DRAWS = 1000
+
+
+@dataclass(frozen=True, repr=False)
+class EnsembleResult(FitResult):
+    """What :func:`ensemble` returns: a :class:`FitResult` whose ``guide`` is the :class:`~pyrobnn.posterior.Ensemble`.
+
+    Attributes
+    ----------
+    members
+        The members' own :class:`FitResult` (histories, seeds), the kept ones in
+        the ensemble's order.
+    left_out
+        ``{member index: reason}`` for the members that diverged and were left out.
+    history
+        The first kept member's history (each member's is in ``members``; the
+        ensemble as a whole has no ELBO of its own).
+    elapsed_s
+        Seconds of every member's fit together (one batch, or one after another).
+    """
+
+    members: tuple[FitResult, ...] = ()
+    left_out: Mapping[int, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        source = self.guide
+        assert isinstance(source, Ensemble)
+        return (
+            f"EnsembleResult(guide={self.config.get('guide')}, members={source.num_members}, "
+            f"left_out={len(self.left_out)}, weights_from={source.weights_from!r}, elapsed_s={self.elapsed_s:.3g})"
+        )
+
+    def final_elbo(self, window: float = 0.05) -> float:
+        """NaN: a mixture's ELBO is none of its members' (see ``members`` for theirs)."""
+        return math.nan
+
+
+def ensemble(
+    model: BayesianModel,
+    kind: str,
+    data: Any,
+    *,
+    num_members: int = 8,
+    weights: str | Sequence[float] = "auto",
+    holdout: tuple[Any, Any] | None = None,
+    num_steps: int | None = None,
+    batched: bool | None = None,
+    init: str = "reset",
+    lr: float = 1e-2,
+    lr_decay: float = 0.01,
+    num_particles: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    check: bool = True,
+    **fit_options: Any,
+) -> EnsembleResult:
+    r"""Fit ``num_members`` guides of one kind from independent starts and mix them as one posterior.
+
+    Parameters
+    ----------
+    model
+        A :class:`pyrobnn.BayesianModel`; every member is a posterior of it.
+    kind
+        The members' guide kind (any of :data:`pyrobnn.guides.GUIDE_KINDS`;
+        ``"map"`` gives a deep ensemble).
+    data
+        ``(x, y)`` tensors or arrays (or a ``DataLoader``: the members are then
+        fitted one after another).
+    num_members
+        K ≥ 2.
+    weights
+        ``"auto"`` (default): stacking weights where the data can decide them
+        (below), equal weights otherwise; ``"stacking"``: stacking weights or an
+        error saying why none can be had; ``"equal"``; or K weights summing to one.
+    holdout
+        ``(x, y)`` not used for fitting, on which stacking weighs the members'
+        predictive densities.
+    num_steps, lr, lr_decay, num_particles, seed, progress, check, \*\*fit_options
+        As for :func:`pyrobnn.fit`, per member. ``seed`` seeds the members'
+        own seeds, drawn from it.
+    batched
+        Train the members as one batch (the member as a leading dimension,
+        one network pass for all): possible for ``"map"`` and ``"meanfield"``
+        members on in-memory data with no other ``fit`` options; ``None``
+        (default) batches where possible.
+    init
+        Where each member starts: ``"reset"`` (default; torch's initialisation
+        drawn afresh under the member's seed) or ``"prior"``. ``"pretrained"``
+        would start every member at the same weights, and is refused.
+
+    Returns
+    -------
+    EnsembleResult
+        ``result.posterior()`` is the mixture; ``result.guide`` the
+        :class:`~pyrobnn.posterior.Ensemble`; ``result.members`` each fit.
+
+    Raises
+    ------
+    ValueError
+        For K < 2, an unknown kind, ``init="pretrained"``, weights of the wrong
+        length or not summing to one, ``weights="stacking"`` where no stacking
+        weights can be had, or a model with parameters trained outside the prior.
+    FitError
+        When fewer than two members survive their fits.
+
+    Warns
+    -----
+    FitWarning
+        For each member whose fit diverged: it is left out, the rest kept.
+
+    Notes
+    -----
+    **Weights.** Stacking (Yao, Vehtari, Simpson & Gelman 2018; Yao, Vehtari &
+    Gelman 2022, for computations that do not mix) picks the weights that
+    maximise Σᵢ log Σₖ wₖ pₖ(yᵢ), where pₖ(yᵢ) is member k's predictive density
+    of a point it was not fitted to (:func:`pyrobnn.posterior.stacking_weights`).
+    From PSIS-LOO on the training data when every member has a spread and every
+    Pareto k̂ of every member's LOO weights is at most 0.7; otherwise from
+    ``holdout``. Never from the LOO of point masses: a MAP member's "LOO" is its
+    in-sample fit, and would favour the member that overfits most; an ensemble
+    of MAP fits therefore weighs its members equally unless ``holdout`` decides.
+    The source of the weights is ``result.guide.weights_from``.
+    """
+    if not (isinstance(num_members, int) and num_members >= 2):
+        raise ValueError(
+            f"an ensemble needs num_members >= 2, got {num_members!r}; for one fit use pb.fit(model, kind, data)"
+        )
+    kind = _check_kind(kind)
+    if init == "pretrained":
+        raise ValueError(
+            "init='pretrained' would start every member at the network's current weights, so the members "
+            "would not be independent fits; use init='reset' (default) or init='prior'"
+        )
+    if any(p.requires_grad for p in model.parameters()):
+        trained = [n for n, p in model.named_parameters() if p.requires_grad]
+        raise ValueError(
+            f"the model trains parameters outside the prior ({', '.join(trained[:3])}...), which the members "
+            "would share and overwrite in turn; lift every parameter (no exclude=) to fit an ensemble"
+        )
+    if isinstance(weights, str) and weights not in WEIGHT_RULES:
+        raise ValueError(f"weights must be one of {WEIGHT_RULES} or K numbers summing to one, got {weights!r}")
+    if not isinstance(weights, str):
+        Ensemble.check_weights(weights, num_members, model)
+    fit_options = {key: value for key, value in fit_options.items() if value is not None}  # fit's defaults
+    generator = torch.Generator().manual_seed(int(seed))
+    seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (num_members,), generator=generator)]
+    steps = 1000 if num_steps is None else num_steps  # fit's default length
+    can_batch = kind in BATCHED_KINDS and isinstance(data, (tuple, list)) and not fit_options
+    if batched and not can_batch:
+        raise ValueError(
+            f"batched=True needs {' or '.join(BATCHED_KINDS)} members, (x, y) data in memory and no other fit "
+            f"options (got kind {kind!r}, {type(data).__name__} data, options {sorted(fit_options)})"
+        )
+    options = dict(lr=lr, lr_decay=lr_decay, num_particles=num_particles, check=check, **fit_options)
+    if can_batch and batched is not False:
+        results, failures, elapsed = _fit_batched(model, kind, data, seeds, init, steps, options, progress)
+    else:
+        results, failures, elapsed = _fit_each(model, kind, data, seeds, init, num_steps, options, progress)
+    for member, reason in failures.items():
+        warnings.warn(
+            f"ensemble member {member} of {num_members} ({kind}) was left out: {reason}; the other members are kept",
+            FitWarning,
+            stacklevel=2,
+        )
+    if len(results) < 2:
+        raise FitError(
+            f"{len(failures)} of {num_members} {kind} members diverged ({'; '.join(failures.values())}), "
+            f"leaving {len(results)}: lower lr than {lr}",
+            step=-1,
+            history=results[0].history if results else History(*(np.empty(0) for _ in range(5))),
+        )
+    guides = [r.guide for r in results]
+    first_steps = results[0].num_steps
+    w, weights_from = member_weights(model, guides, data, weights, holdout, seed=seed)
+    source = Ensemble(model, guides, w, weights_from=weights_from)
+    config = {
+        "guide": f"ensemble:{kind}:{num_members}",
+        "kind": kind,
+        "num_members": num_members,
+        "member_seeds": [r.seed for r in results],
+        "left_out": sorted(failures),
+        "batched": can_batch and batched is not False,
+        "weights_from": weights_from,
+        "num_steps": first_steps,
+        **{key: value for key, value in options.items() if isinstance(value, (int, float, str, type(None)))},
+    }
+    first = results[0]
+    return EnsembleResult(
+        model,
+        source,  # type: ignore[arg-type]  # a FitResult whose "guide" is the mixture of the members' guides
+        first.history,
+        first_steps,
+        seed,
+        elapsed,
+        config,
+        first.first_step_s,
+        members=tuple(results),
+        left_out=dict(failures),
+    )
+
+
+def member_weights(
+    model: BayesianModel,
+    members: Sequence[Any],
+    data: Any,
+    weights: str | Sequence[float],
+    holdout: tuple[Any, Any] | None,
+    *,
+    seed: int = 0,
+) -> tuple[torch.Tensor | None, str]:
+    """The members' weights and where they came from (``Ensemble.weights_from``), by the rule of :func:`ensemble`."""
+    if not isinstance(weights, str):
+        return torch.as_tensor(weights, dtype=torch.float64), "user"
+    if weights == "equal":
+        return None, "equal"
+    reasons = []
+    point_mass = any(m.point_mass for m in members)
+    if point_mass:
+        reasons.append("the members are point masses, whose LOO is their in-sample fit")
+    elif isinstance(data, (tuple, list)):
+        loo, worst = _loo_densities(model, members, *_pair(model, *data), seed=seed)
+        if worst <= 0.7:
+            return stacking_weights(loo), "loo"
+        reasons.append(f"a Pareto k̂ of the members' PSIS-LOO reached {worst:.2f} (> 0.7)")
+    else:
+        reasons.append("the training data come from a loader, on which PSIS-LOO is not computed")
+    if holdout is not None:
+        return stacking_weights(_held_out_densities(model, members, *_pair(model, *holdout), seed=seed)), "holdout"
+    if weights == "stacking":
+        raise ValueError(
+            f"no stacking weights: {'; '.join(reasons)}. Pass holdout=(x_val, y_val), data the members "
+            "were not fitted to, or weights='equal'"
+        )
+    return None, "equal"
+
+
+def _pair(model: BayesianModel, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    x = as_tensor(x, "x", dtype=model_dtype(model), device=model_device(model))
+    y = as_tensor(y, "y", dtype=model_dtype(model), device=model_device(model))
+    check_pair(x, y)
+    return x, y
+
+
+def _loo_densities(
+    model: BayesianModel, members: Sequence[Any], x: torch.Tensor, y: torch.Tensor, *, seed: int
+) -> tuple[torch.Tensor, float]:
+    """PSIS-LOO log predictive density of every training point under every member, ``(N, K)``, and the worst k̂."""
+    columns, worst = [], 0.0
+    for k, member in enumerate(members):
+        log_lik = Posterior(model, member).log_likelihood(x, y, num_samples=STACKING_DRAWS, seed=seed + k)
+        ll = log_lik.double().cpu().numpy()
+        column = np.empty(ll.shape[1])
+        for i in range(ll.shape[1]):
+            smoothed, khat = psislw(-ll[:, i])
+            worst = max(worst, khat)
+            column[i] = np.logaddexp.reduce(smoothed + ll[:, i])
+        columns.append(column)
+    return torch.as_tensor(np.stack(columns, axis=1)), worst
+
+
+def _held_out_densities(
+    model: BayesianModel, members: Sequence[Any], x: torch.Tensor, y: torch.Tensor, *, seed: int
+) -> torch.Tensor:
+    """log (1/S) Σ_s p(yᵢ | θ_s) of every held-out point under every member, ``(N, K)``."""
+    columns = []
+    for k, member in enumerate(members):
+        pred = Posterior(model, member).predict(x, num_samples=STACKING_DRAWS, seed=seed + k)
+        columns.append(pred.log_prob(y).double().cpu())
+    return torch.stack(columns, dim=1)
+
+
+def _check_kind(kind: Any) -> str:
+    if not isinstance(kind, str) or kind.lower() not in GUIDE_KINDS:
+        near = difflib.get_close_matches(str(kind).lower(), GUIDE_KINDS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        valid = ", ".join(GUIDE_KINDS)
+        raise ValueError(f"unknown member kind {kind!r}{hint}; an ensemble's members are one of {valid}")
+    return kind.lower()
+
+
+def _fit_each(
+    model: BayesianModel,
+    kind: str,
+    data: Any,
+    seeds: list[int],
+    init: str,
+    steps: int | None,
+    options: dict[str, Any],
+    progress: bool,
+) -> tuple[list[FitResult], dict[int, str], float]:
+    """Each member by :func:`pyrobnn.fit`, one after another; a diverging one is recorded, not raised."""
+    results, failures, elapsed = [], {}, 0.0
+    for member, member_seed in enumerate(tqdm(seeds, desc=f"ensemble of {kind}", unit="member", disable=not progress)):
+        try:
+            result = fit(model, kind, data, num_steps=steps, seed=member_seed, init=init, progress=False, **options)
+        except FitError as err:
+            failures[member] = str(err)
+            continue
+        elapsed += result.elapsed_s
+        results.append(result)
+    return results, failures, elapsed
+
+
+def _fit_batched(
+    model: BayesianModel,
+    kind: str,
+    data: Any,
+    seeds: list[int],
+    init: str,
+    steps: int,
+    options: dict[str, Any],
+    progress: bool,
+) -> tuple[list[FitResult], dict[int, str], float]:
+    """Every member in one batch (:func:`pyrobnn.infer._batched.fit_batch`)."""
+    x, y = _pair(model, *data)
+    y = prepare_targets(model, model.output_shape(x), y)
+    guides = []
+    for member_seed in seeds:  # each starts where pb.fit would start it under its seed
+        with seeded(member_seed, model_device(model)):
+            guides.append(make_guide(kind, model, init=init).to(model_device(model)))
+    particles = options["num_particles"] or guides[0].num_particles
+    bar = tqdm(total=steps, desc=f"ensemble of {len(seeds)} {kind}", unit="step", disable=not progress)
+    refresh = max(1, steps // 200)
+
+    def show(step: int, loss: float) -> None:
+        if step % refresh == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.update(step + 1 - bar.n)
+
+    with bar, seeded(seeds[0], model_device(model)):
+        run = fit_batch(
+            model,
+            guides,
+            x,
+            y,
+            num_steps=steps,
+            lr=options["lr"],
+            lr_decay=options["lr_decay"],
+            num_particles=particles,
+            progress=show,
+        )
+    results = []
+    config = {"guide": kind, "num_steps": steps, "num_particles": particles, "batched": True}
+    for member, (guide, history) in enumerate(zip(guides, run.histories, strict=True)):
+        if history is None:
+            continue
+        if options["check"] and (problem := history.check()) is not None:
+            warnings.warn(f"fitting ensemble member {member} ({kind}): {problem}", FitWarning, stacklevel=3)
+        share = run.elapsed_s / len(guides)
+        results.append(
+            FitResult(model, guide, history, steps, seeds[member], share, config, run.first_step_s / len(guides))
+        )
+    return results, run.failures, run.elapsed_s
