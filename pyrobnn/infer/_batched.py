@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyro
 import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, constraints
@@ -34,10 +35,11 @@ from pyrobnn.infer._optim import lr_decay_schedule
 from pyrobnn.infer.history import History
 from pyrobnn.model import BayesianModel, LatentSite
 
-__all__ = ["BATCHED_KINDS", "BatchRun", "fit_batch"]
+__all__ = ["BATCHED_OPTIONS", "BatchRun", "fit_batch"]
 
-#: The guide kinds whose members :func:`fit_batch` trains together.
-BATCHED_KINDS = ("map", "meanfield")
+#: The guide kinds whose members :func:`fit_batch` trains together, and the options it honours for each
+#: (any other option, such as mean-field's ``local_reparam``, changes the estimator: those fit one by one).
+BATCHED_OPTIONS: dict[str, tuple[str, ...]] = {"map": (), "meanfield": ("init_scale",)}
 
 
 @dataclass
@@ -107,7 +109,8 @@ def fit_batch(
     for step in range(num_steps):
         saved = [p.detach().clone() for p in params]
         opt.zero_grad(set_to_none=False)
-        log_lik, kl = objective(terms, loc, raw, num_particles)
+        with pyro.validation_enabled(False):  # a diverging member carries NaN: caught below, member by member
+            log_lik, kl = objective(terms, loc, raw, num_particles)
         loss = kl - log_lik
         finite = torch.isfinite(loss)
         torch.where(alive & finite, loss, torch.zeros_like(loss)).sum().backward()

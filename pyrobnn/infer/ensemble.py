@@ -22,7 +22,7 @@ from pyrobnn._arviz import psislw
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.guides import GUIDE_KINDS, make_guide
-from pyrobnn.infer._batched import BATCHED_KINDS, fit_batch
+from pyrobnn.infer._batched import BATCHED_OPTIONS, fit_batch
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer.fit import FitResult, fit
 from pyrobnn.infer.history import FitError, FitWarning, History
@@ -117,8 +117,10 @@ def ensemble(
     batched
         Train the members as one batch (the member as a leading dimension,
         one network pass for all): possible for ``"map"`` and ``"meanfield"``
-        members on in-memory data with no other ``fit`` options; ``None``
-        (default) batches where possible.
+        members on in-memory data, with no other options than ``init_scale``
+        for mean-field (not ``local_reparam``, ``kl="mc"``, ``batch_size``,
+        ``optimizer``, ...); ``None`` (default) batches where possible, and
+        fits the members one after another otherwise.
     init
         Where each member starts: ``"reset"`` (default; torch's initialisation
         drawn afresh under the member's seed) or ``"prior"``. ``"pretrained"``
@@ -181,15 +183,17 @@ def ensemble(
     generator = torch.Generator().manual_seed(int(seed))
     seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (num_members,), generator=generator)]
     steps = 1000 if num_steps is None else num_steps  # fit's default length
-    can_batch = kind in BATCHED_KINDS and isinstance(data, (tuple, list)) and not fit_options
+    unbatched = sorted(set(fit_options) - set(BATCHED_OPTIONS.get(kind, ())))
+    can_batch = kind in BATCHED_OPTIONS and isinstance(data, (tuple, list)) and not unbatched
     if batched and not can_batch:
         raise ValueError(
-            f"batched=True needs {' or '.join(BATCHED_KINDS)} members, (x, y) data in memory and no other fit "
-            f"options (got kind {kind!r}, {type(data).__name__} data, options {sorted(fit_options)})"
+            f"batched=True needs {' or '.join(BATCHED_OPTIONS)} members, (x, y) data in memory and no options "
+            f"but {BATCHED_OPTIONS} (got kind {kind!r}, {type(data).__name__} data, options {unbatched}); "
+            "pass batched=None to fit them one after another"
         )
     options = dict(lr=lr, lr_decay=lr_decay, num_particles=num_particles, check=check, **fit_options)
     if can_batch and batched is not False:
-        results, failures, elapsed = _fit_batched(model, kind, data, seeds, init, steps, options, progress)
+        results, failures, elapsed = _fit_batched(model, kind, data, seeds, init, steps, options, progress, fit_options)
     else:
         results, failures, elapsed = _fit_each(model, kind, data, seeds, init, num_steps, options, progress)
     for member, reason in failures.items():
@@ -346,6 +350,7 @@ def _fit_batched(
     steps: int,
     options: dict[str, Any],
     progress: bool,
+    guide_options: dict[str, Any],
 ) -> tuple[list[FitResult], dict[int, str], float]:
     """Every member in one batch (:func:`pyrobnn.infer._batched.fit_batch`)."""
     x, y = _pair(model, *data)
@@ -353,7 +358,7 @@ def _fit_batched(
     guides = []
     for member_seed in seeds:  # each starts where pb.fit would start it under its seed
         with seeded(member_seed, model_device(model)):
-            guides.append(make_guide(kind, model, init=init).to(model_device(model)))
+            guides.append(make_guide(kind, model, init=init, **guide_options).to(model_device(model)))
     particles = options["num_particles"] or guides[0].num_particles
     bar = tqdm(total=steps, desc=f"ensemble of {len(seeds)} {kind}", unit="step", disable=not progress)
     refresh = max(1, steps // 200)
