@@ -277,7 +277,7 @@ def test_unequal_weights_export_one_chain_of_the_mixture() -> None:
     assert list(idata.posterior.attrs["ensemble_weights"]) == pytest.approx([0.9, 0.1])
     # 18 of the 20 draws are member 0's point, 2 member 1's
     draws = idata.posterior["2.bias"].values.reshape(-1)
-    values, counts = np.unique(draws, return_counts=True)
+    _, counts = np.unique(draws, return_counts=True)
     assert sorted(counts.tolist()) == [2, 18]
 
 

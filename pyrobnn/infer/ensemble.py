@@ -1,7 +1,7 @@
 """Ensembles as posteriors: :func:`ensemble` fits K members from independent starts and mixes them.
 
 A deep ensemble (K MAP fits) or an ensemble of any guide kind is one
-:class:`pyrobnn.Posterior` whose source is a :class:`pyrobnn.posterior.Ensemble`:
+:class:`pyrobnn.Posterior` whose source is a :class:`pyrobnn.Ensemble`:
 its draws mix the members with equal weights or with stacking weights.
 """
 
@@ -39,7 +39,7 @@ STACKING_DRAWS = 1000
 
 @dataclass(frozen=True, repr=False)
 class EnsembleResult(FitResult):
-    """What :func:`ensemble` returns: a :class:`FitResult` whose ``guide`` is the :class:`~pyrobnn.posterior.Ensemble`.
+    """What :func:`ensemble` returns: a :class:`FitResult` whose ``guide`` is the :class:`~pyrobnn.Ensemble`.
 
     Attributes
     ----------
@@ -130,7 +130,7 @@ def ensemble(
     -------
     EnsembleResult
         ``result.posterior()`` is the mixture; ``result.guide`` the
-        :class:`~pyrobnn.posterior.Ensemble`; ``result.members`` each fit.
+        :class:`~pyrobnn.Ensemble`; ``result.members`` each fit.
 
     Raises
     ------

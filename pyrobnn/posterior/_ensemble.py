@@ -148,11 +148,11 @@ class Ensemble(nn.Module):
         return torch.logsumexp(per_member + log_w, dim=0)
 
     def median(self) -> dict[str, torch.Tensor]:
-        """Marginal medians of the mixture, from :data:`QUANTILE_DRAWS` draws with a fixed seed."""
+        """Marginal medians of the mixture, from 4000 draws with a fixed seed."""
         return {name: q[0] for name, q in self.quantiles([0.5]).items()}
 
     def quantiles(self, qs: Sequence[float] | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Marginal quantiles of the mixture, from :data:`QUANTILE_DRAWS` draws with a fixed seed."""
+        """Marginal quantiles of the mixture, from 4000 draws with a fixed seed."""
         draws = self.sample(QUANTILE_DRAWS, seed=0)
         q = torch.as_tensor(qs, dtype=torch.float64).reshape(-1)
         ranks = (q * (QUANTILE_DRAWS - 1)).round().long()  # nearest-rank estimate
