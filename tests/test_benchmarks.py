@@ -88,3 +88,17 @@ def test_mcmc_speed_smoke(tmp_path: Path) -> None:
     assert "| pb.mcmc (ChEES, defaults) |" in out and "| pb.mcmc (NUTS, 2 × 10) |" in out
     assert "self-floor" in out
     assert (tmp_path / "mcmc-speed.md").read_text() in out
+
+
+def test_ensembles_smoke(tmp_path: Path) -> None:
+    args = ("--quick", "--quiet", "--tasks", "gap", "--singles", "map", "--ensembles", "map:2", "meanfield:2")
+    out = run("ensembles.py", *args, "--out", str(tmp_path), "--cache", str(tmp_path / "refs"))
+    assert "| map |" in out and "| ensemble:meanfield:2 |" in out
+    # on the cost task, batched ensembles are also fitted one member at a time, for the ratio
+    assert out.count("×) |") == 2
+    assert (tmp_path / "ensembles-quick.md").read_text() in out
+    assert (tmp_path / "refs" / "gap-seed0.pt").is_file()
+    again = run("ensembles.py", *args, "--out", str(tmp_path), "--cache", str(tmp_path / "refs"))
+    # the cached reference is read back, not sampled again: the same draws give the same self-distance row
+    ref_row = [line for line in out.splitlines() if line.startswith("| reference")]
+    assert len(ref_row) == 1 and ref_row[0] in again.splitlines()

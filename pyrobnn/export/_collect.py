@@ -246,7 +246,7 @@ def _split_chains(
             chains = cast(ChainSource, source)
             out_posts += [Posterior(post.model, chains.chain(c, num_samples)) for c in range(chains.num_chains)]
             out_histories += [history] * chains.num_chains
-        elif source.has_members and cast(MemberSource, source).equal_weights:
+        elif getattr(source, "has_members", False) and cast(MemberSource, source).equal_weights:
             members = cast(MemberSource, source).sources
             out_posts += [Posterior(post.model, m) for m in members]
             out_histories += [history] * len(members)

@@ -45,16 +45,16 @@ class DrawSource(Protocol):
         Whether the draws come in chains, in the order a sampler produced them:
         the source is then a :class:`ChainSource`, and the export hands ArviZ
         the chains as they are, with the sampler's ``sample_stats``.
-    has_members
-        Whether the source mixes several sources (an ensemble of fits): it is
-        then a :class:`MemberSource`, and the export writes its members as
-        chains when they weigh the same.
+
+    A source that mixes several sources (an ensemble of fits) also sets
+    ``has_members`` true and is then a :class:`MemberSource`; the attribute is
+    optional, so sources written before ensembles existed still qualify, and
+    the stages read it as ``getattr(source, "has_members", False)``.
     """
 
     has_density: bool
     point_mass: bool
     has_chains: bool
-    has_members: bool
 
     @property
     def site_names(self) -> list[str]:
@@ -142,6 +142,7 @@ class MemberSource(DrawSource, Protocol):
         Where the weights came from: ``"equal"``, ``"loo"``, ``"holdout"`` or ``"user"``.
     """
 
+    has_members: bool
     weights: torch.Tensor
     weights_from: str
 
