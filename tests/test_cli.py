@@ -79,6 +79,25 @@ def test_compare_on_builtin_data_writes_table_plots_and_netcdf(
         assert "Original units (those of rmse)" in report and "inside the central p predictive interval" in report
 
 
+def test_compare_takes_ensembles_as_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import arviz as az
+
+    guides = "map,ensemble:map:3,ensemble:meanfield"
+    assert main(["compare", "--data", "builtin:gap1d", "--guides", guides, *FAST, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert " ensemble:map:3 |" in out and " ensemble:meanfield |" in out
+    report = check_report(tmp_path, ["map", "ensemble-map-3", "ensemble-meanfield"])
+    assert "map is a point estimate" in report and "ensemble:map:3 mixes point estimates" in report
+    assert "ensemble:map:3 8," in report  # the members' particles per step, not a missing value
+    # equally weighted members are written as chains: 3 MAP members, and ensemble:KIND's 8
+    assert az.from_netcdf(tmp_path / "ensemble-map-3.nc").posterior.sizes["chain"] == 3
+    idata = az.from_netcdf(tmp_path / "ensemble-meanfield.nc")
+    if idata.posterior.attrs.get("ensemble_weights") is None:
+        assert idata.posterior.sizes["chain"] == 8
+    else:  # stacking weights from PSIS-LOO: one chain of the mixture
+        assert idata.posterior.sizes["chain"] == 1
+
+
 #: The reference runs of the tests: tiny, so the chains need not mix (the report then says so).
 TINY_REFERENCE = {
     "chees": ["--chees-chains", "8", "--chees-warmup", "20", "--chees-samples", "8"],
@@ -213,6 +232,9 @@ def test_fit_on_a_uci_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["fit", "--data", "csv:{csv}", "--target", "price", "--features", "size,colour"], "colour"),
         (["fit", "--data", "csv:{csv}", "--target", "price", "--features", ","], "--features names no column"),
         (["compare", "--data", "builtin:gap1d", "--reference", "hmc"], "invalid choice: 'hmc' (choose from"),
+        (["compare", "--data", "builtin:gap1d", "--guides", "ensemble:mapp:4"], "write an ensemble as ensemble:KIND:K"),
+        (["compare", "--data", "builtin:gap1d", "--guides", "ensemble:map:1"], "K >= 2 members"),
+        (["compare", "--data", "builtin:gap1d", "--guides", "ensemble:map:four"], "ensemble:KIND:K"),
         (
             ["compare", "--data", "builtin:gap1d", "--reference", "nuts", "--chees-chains", "8"],
             "--chees-chains only applies to --reference chees; not --reference nuts",

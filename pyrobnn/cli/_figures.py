@@ -73,6 +73,11 @@ def write_figures(
             "Left: the ELBO per step (faint) and its moving average, on the (standardised) training data. Right: its "
             "two parts, the expected log-likelihood and KL(q‖p). The y-range leaves out the first steps."
             + (
+                " An ensemble's panel shows its first member's fit."
+                if any(k.startswith("ensemble") for k in results)
+                else ""
+            )
+            + (
                 f" For {', '.join(point)}, a point estimate θ̂, there is no KL: the objective is the log joint "
                 "density log p(y, θ̂) and its second part is −log p(θ̂), the negative log prior density."
                 if point

@@ -95,11 +95,18 @@ def trust_text(frame: Any, task: str, point_mass: Sequence[str] = (), reference:
         lines.append(
             f"The distance to the {reference} reference below says which guide comes closest to the posterior itself."
         )
-    points = [k for k in point_mass if k in guides.index]
+    points = [k for k in point_mass if k in guides.index and not k.startswith("ensemble")]
+    mixed = [k for k in point_mass if k in guides.index and k.startswith("ensemble")]
     if points:
         lines.append(
-            f"{listing(points)} is a point estimate: its intervals carry only the noise, not the weights' "
-            "uncertainty, and it has no k̂ or LOO."
+            f"{listing(points)} {'is a point estimate' if len(points) == 1 else 'are point estimates'}: "
+            f"{'its' if len(points) == 1 else 'their'} intervals carry only the noise, not the weights' "
+            f"uncertainty, and {'it has' if len(points) == 1 else 'they have'} no k̂ or LOO."
+        )
+    if mixed:
+        lines.append(
+            f"{listing(mixed)} {'mixes' if len(mixed) == 1 else 'mix'} point estimates: the intervals carry the "
+            "noise and the spread between the members, not each member's uncertainty, and there is no k̂ or LOO."
         )
     return " ".join(lines)
 

@@ -225,6 +225,7 @@ def ensemble(
         **{key: value for key, value in options.items() if isinstance(value, (int, float, str, type(None)))},
     }
     first = results[0]
+    config["num_particles"] = first.config.get("num_particles")  # per member: the kind's default unless given
     return EnsembleResult(
         model,
         source,  # type: ignore[arg-type]  # a FitResult whose "guide" is the mixture of the members' guides
