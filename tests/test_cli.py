@@ -88,7 +88,7 @@ def test_compare_takes_ensembles_as_rows(tmp_path: Path, capsys: pytest.CaptureF
     assert " ensemble:map:3 |" in out and " ensemble:meanfield |" in out
     report = check_report(tmp_path, ["map", "ensemble-map-3", "ensemble-meanfield"])
     assert "map is a point estimate" in report and "ensemble:map:3 mixes point estimates" in report
-    assert "ensemble:map:3 8," in report  # the members' particles per step, not a missing value
+    assert "8 particles per step (the guide's default)" in report  # the members' own count, not a missing one
     # equally weighted members are written as chains: 3 MAP members, and ensemble:KIND's 8
     assert az.from_netcdf(tmp_path / "ensemble-map-3.nc").posterior.sizes["chain"] == 3
     idata = az.from_netcdf(tmp_path / "ensemble-meanfield.nc")
