@@ -313,3 +313,30 @@ def test_priors_and_guide_follow_the_device(kind: str) -> None:
     assert all(t.is_cuda for t in [*result.guide.parameters(), *result.guide.buffers()])
     pred = result.posterior().predict(x, num_samples=4, seed=0)
     assert pred.mean.is_cuda and torch.isfinite(pred.mean).all()
+
+
+@pytest.mark.parametrize("kind", ["meanfield", "lowrank", "fullrank", "map"])
+def test_a_guide_starts_at_values_given_site_by_site(kind: str) -> None:
+    x, y = regression()
+    model = mlp_model(scale="learn")
+    start = pb.fit(model, "map", (x, y), num_steps=30, progress=False, check=False).guide.median()
+    guide = pb.guides.make_guide(kind, model, init=start)
+    for name, value in guide.median().items():  # a Gaussian's median is its location
+        torch.testing.assert_close(value, start[name], rtol=1e-5, atol=1e-5)
+    # the starting values are copied, not shared with the dict they came from
+    start[next(iter(start))].add_(1.0)
+    assert not torch.allclose(guide.median()[next(iter(start))], start[next(iter(start))])
+
+
+def test_values_given_site_by_site_are_checked() -> None:
+    model = mlp_model(scale="learn")
+    good = pb.guides.make_guide("map", model).median()
+    name = next(iter(good))
+    with pytest.raises(ValueError, match=r"every latent site and no other: missing \['" + name):
+        pb.guides.make_guide("meanfield", model, init={k: v for k, v in good.items() if k != name})
+    with pytest.raises(ValueError, match=r"unknown \['extra'\]"):
+        pb.guides.make_guide("meanfield", model, init={**good, "extra": torch.zeros(1)})
+    with pytest.raises(ValueError, match=rf"init\['{name}'\] has shape \(1,\); the site's shape is"):
+        pb.guides.make_guide("fullrank", model, init={**good, name: torch.zeros(1)})
+    with pytest.raises(ValueError, match="NaN or an infinity"):
+        pb.guides.make_guide("map", model, init={**good, name: torch.full_like(good[name], math.nan)})

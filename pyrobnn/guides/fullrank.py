@@ -6,7 +6,7 @@ from typing import Any
 
 from pyro.infer.autoguide import AutoMultivariateNormal
 
-from pyrobnn.guides._init import initial_values
+from pyrobnn.guides._init import Init, initial_values
 from pyrobnn.guides._joint import AutoGaussianGuide
 from pyrobnn.model import BayesianModel
 
@@ -36,14 +36,15 @@ class FullRankGuide(AutoGaussianGuide):
     init_scale
         Initial marginal standard deviation of every coordinate.
     init
-        ``"pretrained"``, ``"reset"`` or ``"prior"`` (see :class:`MeanFieldGuide`).
+        ``"pretrained"``, ``"reset"``, ``"prior"`` or ``{site: value}`` (see
+        :class:`MeanFieldGuide`).
     max_dim
         Refuse latent dimensions above this (default 5000, about 200 MB of
         optimiser state); raise it deliberately if you have the memory.
     """
 
     def __init__(
-        self, model: BayesianModel, *, init_scale: float = 1e-2, init: str = "pretrained", max_dim: int = MAX_DIM
+        self, model: BayesianModel, *, init_scale: float = 1e-2, init: Init = "pretrained", max_dim: int = MAX_DIM
     ) -> None:
         super().__init__(model)
         dim = self.layout.dim

@@ -6,7 +6,7 @@ from typing import Any
 
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal
 
-from pyrobnn.guides._init import initial_values
+from pyrobnn.guides._init import Init, initial_values
 from pyrobnn.guides._joint import AutoGaussianGuide
 from pyrobnn.model import BayesianModel
 
@@ -31,8 +31,8 @@ class LowRankGuide(AutoGaussianGuide):
         Initial marginal standard deviation of every coordinate.
     init
         ``"pretrained"`` (start at the network's current weights), ``"reset"``
-        (torch's default initialisation, redrawn) or ``"prior"`` (a prior draw);
-        see :class:`MeanFieldGuide`.
+        (torch's default initialisation, redrawn), ``"prior"`` (a prior draw) or
+        ``{site: value}``; see :class:`MeanFieldGuide`.
 
     Notes
     -----
@@ -41,7 +41,7 @@ class LowRankGuide(AutoGaussianGuide):
     """
 
     def __init__(
-        self, model: BayesianModel, *, rank: int = 10, init_scale: float = 1e-2, init: str = "pretrained"
+        self, model: BayesianModel, *, rank: int = 10, init_scale: float = 1e-2, init: Init = "pretrained"
     ) -> None:
         super().__init__(model)
         if not (isinstance(rank, int) and rank >= 1):

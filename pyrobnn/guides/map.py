@@ -12,7 +12,7 @@ from torch import nn
 
 from pyrobnn._globs import module_key
 from pyrobnn.guides._base import Guide
-from pyrobnn.guides._init import initial_values
+from pyrobnn.guides._init import Init, initial_values
 from pyrobnn.model import BayesianModel
 
 __all__ = ["MAPGuide"]
@@ -26,13 +26,13 @@ class MAPGuide(Guide):
     negative log joint density. Draws are copies of θ̂; predictions from it carry
     only the likelihood's noise.
 
-    ``init`` is where θ̂ starts: ``"pretrained"``, ``"reset"`` or ``"prior"``, as
-    for :class:`MeanFieldGuide`.
+    ``init`` is where θ̂ starts: ``"pretrained"``, ``"reset"``, ``"prior"`` or
+    ``{site: value}``, as for :class:`MeanFieldGuide`.
     """
 
     point_mass = True
 
-    def __init__(self, model: BayesianModel, *, init: str = "pretrained") -> None:
+    def __init__(self, model: BayesianModel, *, init: Init = "pretrained") -> None:
         super().__init__(model)
         values = initial_values(model, init)
         self.value = nn.ParameterDict()

@@ -18,7 +18,7 @@ from torch.distributions.transforms import identity_transform
 from pyrobnn._effects import LOCAL_REPARAM
 from pyrobnn._globs import module_key
 from pyrobnn.guides._base import Guide
-from pyrobnn.guides._init import initial_values
+from pyrobnn.guides._init import Init, initial_values
 from pyrobnn.model import BayesianModel
 
 __all__ = ["MeanFieldGuide"]
@@ -48,6 +48,8 @@ class MeanFieldGuide(Guide):
         ``"prior"``: at a draw from the prior. ``"reset"`` and ``"prior"`` draw
         from torch's global RNG, which :func:`pyrobnn.fit` seeds with its ``seed``,
         so that a fit from them is a function of ``seed``.
+        ``{site: value}``: at the values given, on the constrained scale, for
+        every latent site, e.g. a MAP fit's ``guide.median()`` (a warm start).
     sites
         Restrict the guide to these latent sites (for composing it with another
         guide over the rest); default: all.
@@ -103,7 +105,7 @@ class MeanFieldGuide(Guide):
         model: BayesianModel,
         *,
         init_scale: float = 1e-2,
-        init: str = "pretrained",
+        init: Init = "pretrained",
         kl: str = "analytic",
         sites: Sequence[str] | None = None,
         local_reparam: bool = False,

@@ -74,7 +74,7 @@ def convergence_message(elbo: np.ndarray, lr: np.ndarray, *, min_steps: int = MI
         return (
             f"the ELBO was still rising over the last half of the fit: by {rise:.4g} nats from the first to "
             f"the last eighth of it ({rise / se:.0f} standard errors, {100 * rise / abs(late):.1f}% of the "
-            f"ELBO). The guide has not settled: fit longer (num_steps={2 * n} or more) or with a higher "
-            f"learning rate (lr={lr[0]:.3g})."
+            f"ELBO). The guide has not settled: fit longer (num_steps={2 * n} or more) or with a learning rate "
+            f"higher than its lr={lr[0]:.3g}."
         )
     return None

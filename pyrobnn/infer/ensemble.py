@@ -16,21 +16,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pyrobnn._arviz import psislw
-from pyrobnn._rng import seeded
-from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
-from pyrobnn.guides import GUIDE_KINDS, make_guide
-from pyrobnn.infer._batched import BATCHED_OPTIONS, fit_batch
-from pyrobnn.infer._batching import prepare_targets
-from pyrobnn.infer.fit import FitResult, fit
+from pyrobnn.guides import GUIDE_KINDS
+from pyrobnn.guides._init import Init
+from pyrobnn.infer._batched import BATCHED_OPTIONS
+from pyrobnn.infer._members import data_pair, fit_members, map_starts
+from pyrobnn.infer.fit import FitResult
 from pyrobnn.infer.history import FitError, FitWarning, History
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Ensemble, Posterior, stacking_weights
 
-__all__ = ["WEIGHT_RULES", "EnsembleResult", "ensemble", "member_weights"]
+__all__ = ["MEMBER_INITS", "WEIGHT_RULES", "EnsembleResult", "ensemble", "member_weights"]
 
+#: Where members start (``"pretrained"`` would start them all at the same weights).
+MEMBER_INITS = ("reset", "prior", "map")
 #: What ``weights=`` takes besides explicit weights.
 WEIGHT_RULES = ("auto", "stacking", "equal")
 #: Draws per member behind the LOO or held-out densities that stacking weighs.
@@ -123,8 +123,12 @@ def ensemble(
         fits the members one after another otherwise.
     init
         Where each member starts: ``"reset"`` (default; torch's initialisation
-        drawn afresh under the member's seed) or ``"prior"``. ``"pretrained"``
-        would start every member at the same weights, and is refused.
+        drawn afresh under the member's seed), ``"prior"``, or ``"map"``: at a
+        MAP fit of its own (``num_steps`` from ``"reset"`` under the member's
+        seed, all members' MAP fits as one batch), its scale at ``init_scale``:
+        a warm start that puts each member in the mode its MAP fit found.
+        ``"pretrained"`` would start every member at the same weights, and is
+        refused.
 
     Returns
     -------
@@ -135,7 +139,7 @@ def ensemble(
     Raises
     ------
     ValueError
-        For K < 2, an unknown kind, ``init="pretrained"``, weights of the wrong
+        For K < 2, an unknown kind, ``init="pretrained"`` (or ``"map"`` for MAP members), weights of the wrong
         length or not summing to one, ``weights="stacking"`` where no stacking
         weights can be had, or a model with parameters trained outside the prior.
     FitError
@@ -164,11 +168,18 @@ def ensemble(
             f"an ensemble needs num_members >= 2, got {num_members!r}; for one fit use pb.fit(model, kind, data)"
         )
     kind = _check_kind(kind)
-    if init == "pretrained":
+    if init not in MEMBER_INITS:
         raise ValueError(
-            "init='pretrained' would start every member at the network's current weights, so the members "
-            "would not be independent fits; use init='reset' (default) or init='prior'"
+            f"init must be one of {MEMBER_INITS}, got {init!r}"
+            + (
+                ": 'pretrained' would start every member at the network's current weights, so the members "
+                "would not be independent fits"
+                if init == "pretrained"
+                else ""
+            )
         )
+    if init == "map" and kind == "map":
+        raise ValueError("init='map' starts each member at a MAP fit of its own; MAP members start with init='reset'")
     if any(p.requires_grad for p in model.parameters()):
         trained = [n for n, p in model.named_parameters() if p.requires_grad]
         raise ValueError(
@@ -182,7 +193,6 @@ def ensemble(
     fit_options = {key: value for key, value in fit_options.items() if value is not None}  # fit's defaults
     generator = torch.Generator().manual_seed(int(seed))
     seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (num_members,), generator=generator)]
-    steps = 1000 if num_steps is None else num_steps  # fit's default length
     unbatched = sorted(set(fit_options) - set(BATCHED_OPTIONS.get(kind, ())))
     can_batch = kind in BATCHED_OPTIONS and isinstance(data, (tuple, list)) and not unbatched
     if batched and not can_batch:
@@ -192,10 +202,26 @@ def ensemble(
             "pass batched=None to fit them one after another"
         )
     options = dict(lr=lr, lr_decay=lr_decay, num_particles=num_particles, check=check, **fit_options)
-    if can_batch and batched is not False:
-        results, failures, elapsed = _fit_batched(model, kind, data, seeds, init, steps, options, progress, fit_options)
-    else:
-        results, failures, elapsed = _fit_each(model, kind, data, seeds, init, num_steps, options, progress)
+    members, failures, elapsed = list(range(num_members)), dict[int, str](), 0.0
+    inits: list[Init] = [init] * num_members
+    if init == "map":  # each member from its own MAP fit, the MAP fits as one batch
+        maps, failures, elapsed = map_starts(model, data, seeds, num_steps, options, progress=progress)
+        members = [k for k in range(num_members) if k not in failures]
+        inits = [m.guide.median() for m in maps]
+    results, more_failures, more_elapsed = fit_members(
+        model,
+        kind,
+        data,
+        [seeds[k] for k in members],
+        inits,
+        num_steps=num_steps,
+        options=options,
+        guide_options=fit_options,
+        batched=can_batch and batched is not False,
+        progress=progress,
+        members=members,
+    )
+    failures, elapsed = {**failures, **more_failures}, elapsed + more_elapsed
     for member, reason in failures.items():
         warnings.warn(
             f"ensemble member {member} of {num_members} ({kind}) was left out: {reason}; the other members are kept",
@@ -221,6 +247,7 @@ def ensemble(
         "left_out": sorted(failures),
         "batched": can_batch and batched is not False,
         "weights_from": weights_from,
+        "init": init,
         "num_steps": first_steps,
         **{key: value for key, value in options.items() if isinstance(value, (int, float, str, type(None)))},
     }
@@ -259,27 +286,20 @@ def member_weights(
     if point_mass:
         reasons.append("the members are point masses, whose LOO is their in-sample fit")
     elif isinstance(data, (tuple, list)):
-        loo, worst = _loo_densities(model, members, *_pair(model, *data), seed=seed)
+        loo, worst = _loo_densities(model, members, *data_pair(model, *data), seed=seed)
         if worst <= 0.7:
             return stacking_weights(loo), "loo"
         reasons.append(f"a Pareto k̂ of the members' PSIS-LOO reached {worst:.2f} (> 0.7)")
     else:
         reasons.append("the training data come from a loader, on which PSIS-LOO is not computed")
     if holdout is not None:
-        return stacking_weights(_held_out_densities(model, members, *_pair(model, *holdout), seed=seed)), "holdout"
+        return stacking_weights(_held_out_densities(model, members, *data_pair(model, *holdout), seed=seed)), "holdout"
     if weights == "stacking":
         raise ValueError(
             f"no stacking weights: {'; '.join(reasons)}. Pass holdout=(x_val, y_val), data the members "
             "were not fitted to, or weights='equal'"
         )
     return None, "equal"
-
-
-def _pair(model: BayesianModel, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    x = as_tensor(x, "x", dtype=model_dtype(model), device=model_device(model))
-    y = as_tensor(y, "y", dtype=model_dtype(model), device=model_device(model))
-    check_pair(x, y)
-    return x, y
 
 
 def _loo_densities(
@@ -317,79 +337,3 @@ def _check_kind(kind: Any) -> str:
         valid = ", ".join(GUIDE_KINDS)
         raise ValueError(f"unknown member kind {kind!r}{hint}; an ensemble's members are one of {valid}")
     return kind.lower()
-
-
-def _fit_each(
-    model: BayesianModel,
-    kind: str,
-    data: Any,
-    seeds: list[int],
-    init: str,
-    steps: int | None,
-    options: dict[str, Any],
-    progress: bool,
-) -> tuple[list[FitResult], dict[int, str], float]:
-    """Each member by :func:`pyrobnn.fit`, one after another; a diverging one is recorded, not raised."""
-    results, failures, elapsed = [], {}, 0.0
-    for member, member_seed in enumerate(tqdm(seeds, desc=f"ensemble of {kind}", unit="member", disable=not progress)):
-        try:
-            result = fit(model, kind, data, num_steps=steps, seed=member_seed, init=init, progress=False, **options)
-        except FitError as err:
-            failures[member] = str(err)
-            continue
-        elapsed += result.elapsed_s
-        results.append(result)
-    return results, failures, elapsed
-
-
-def _fit_batched(
-    model: BayesianModel,
-    kind: str,
-    data: Any,
-    seeds: list[int],
-    init: str,
-    steps: int,
-    options: dict[str, Any],
-    progress: bool,
-    guide_options: dict[str, Any],
-) -> tuple[list[FitResult], dict[int, str], float]:
-    """Every member in one batch (:func:`pyrobnn.infer._batched.fit_batch`)."""
-    x, y = _pair(model, *data)
-    y = prepare_targets(model, model.output_shape(x), y)
-    guides = []
-    for member_seed in seeds:  # each starts where pb.fit would start it under its seed
-        with seeded(member_seed, model_device(model)):
-            guides.append(make_guide(kind, model, init=init, **guide_options).to(model_device(model)))
-    particles = options["num_particles"] or guides[0].num_particles
-    bar = tqdm(total=steps, desc=f"ensemble of {len(seeds)} {kind}", unit="step", disable=not progress)
-    refresh = max(1, steps // 200)
-
-    def show(step: int, loss: float) -> None:
-        if step % refresh == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-            bar.update(step + 1 - bar.n)
-
-    with bar, seeded(seeds[0], model_device(model)):
-        run = fit_batch(
-            model,
-            guides,
-            x,
-            y,
-            num_steps=steps,
-            lr=options["lr"],
-            lr_decay=options["lr_decay"],
-            num_particles=particles,
-            progress=show,
-        )
-    results = []
-    config = {"guide": kind, "num_steps": steps, "num_particles": particles, "batched": True}
-    for member, (guide, history) in enumerate(zip(guides, run.histories, strict=True)):
-        if history is None:
-            continue
-        if options["check"] and (problem := history.check()) is not None:
-            warnings.warn(f"fitting ensemble member {member} ({kind}): {problem}", FitWarning, stacklevel=3)
-        share = run.elapsed_s / len(guides)
-        results.append(
-            FitResult(model, guide, history, steps, seeds[member], share, config, run.first_step_s / len(guides))
-        )
-    return results, run.failures, run.elapsed_s
