@@ -102,3 +102,14 @@ def test_ensembles_smoke(tmp_path: Path) -> None:
     # the cached reference is read back, not sampled again: the same draws give the same self-distance row
     ref_row = [line for line in out.splitlines() if line.startswith("| reference")]
     assert len(ref_row) == 1 and ref_row[0] in again.splitlines()
+
+
+def test_flow_gap_smoke(tmp_path: Path) -> None:
+    rows = ("meanfield", "flow:num_layers=2,hidden_dims=[8]", "flow:lr=0.003,num_particles=4")
+    args = ("--quick", "--quiet", "--seeds", "0", "--samples", "20", "--rows", *rows)
+    out = run("flow_gap.py", *args, "--out", str(tmp_path), "--cache", str(tmp_path / "refs"))
+    assert "| meanfield | " in out and "| flow:num_layers=2,hidden_dims=[8] | " in out
+    assert "| flow:lr=0.003,num_particles=4 | " in out
+    assert "—" in out.split("| meanfield |")[1].splitlines()[0]  # a mean-field row has no flow to move
+    assert (tmp_path / "flow-gap-quick.md").read_text() in out
+    assert (tmp_path / "refs" / "gap-seed0.pt").is_file()
