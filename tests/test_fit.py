@@ -315,17 +315,21 @@ def test_priors_and_guide_follow_the_device(kind: str) -> None:
     assert pred.mean.is_cuda and torch.isfinite(pred.mean).all()
 
 
-@pytest.mark.parametrize("kind", ["meanfield", "lowrank", "fullrank", "map"])
+@pytest.mark.parametrize("kind", ["meanfield", "lowrank", "fullrank", "map", "flow"])
 def test_a_guide_starts_at_values_given_site_by_site(kind: str) -> None:
     x, y = regression()
     model = mlp_model(scale="learn")
     start = pb.fit(model, "map", (x, y), num_steps=30, progress=False, check=False).guide.median()
     guide = pb.guides.make_guide(kind, model, init=start)
-    for name, value in guide.median().items():  # a Gaussian's median is its location
-        torch.testing.assert_close(value, start[name], rtol=1e-5, atol=1e-5)
+    # a Gaussian's median is its location; the flow starts near the identity, so its median is the
+    # location up to the flow's small initial shift (observed 5e-4 at init_scale 1e-2)
+    atol = 0.01 if kind == "flow" else 1e-5
+    for name, value in guide.median().items():
+        torch.testing.assert_close(value, start[name], rtol=0, atol=atol)
     # the starting values are copied, not shared with the dict they came from
-    start[next(iter(start))].add_(1.0)
-    assert not torch.allclose(guide.median()[next(iter(start))], start[next(iter(start))])
+    first = next(iter(start))
+    start[first].add_(1.0)
+    assert not torch.allclose(guide.median()[first], start[first])
 
 
 def test_values_given_site_by_site_are_checked() -> None:

@@ -20,7 +20,7 @@ from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.distributions import constraints
 
-from pyrobnn.guides._init import initial_values
+from pyrobnn.guides._init import Init, initial_values
 from pyrobnn.guides._joint import JointGuide
 from pyrobnn.model import BayesianModel
 
@@ -74,7 +74,7 @@ class FlowBlock(JointGuide):
         num_layers: int = 4,
         hidden_dims: Sequence[int] | None = None,
         init_scale: float = 1e-2,
-        init: str = "pretrained",
+        init: Init = "pretrained",
         max_dim: int = MAX_IAF_DIM,
         max_memory_gib: float = 2.0,
         conditioner_lr: float | None = None,

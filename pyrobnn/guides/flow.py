@@ -16,6 +16,7 @@ import torch
 
 from pyrobnn import _globs
 from pyrobnn.guides._flowblock import FLOWS, MAX_IAF_DIM, FlowBlock, flow_size
+from pyrobnn.guides._init import Init
 from pyrobnn.guides._list import GuideList
 from pyrobnn.guides.meanfield import MeanFieldGuide
 from pyrobnn.model import BayesianModel, LatentLayout
@@ -96,7 +97,7 @@ class FlowGuide(GuideList):
         num_layers: int = 4,
         hidden_dims: Sequence[int] | None = None,
         init_scale: float = 1e-2,
-        init: str = "pretrained",
+        init: Init = "pretrained",
         kl: str = "analytic",
         local_reparam: bool = False,
         max_dim: int = MAX_IAF_DIM,
