@@ -186,6 +186,10 @@ def test_init_map_starts_each_member_at_its_own_map_fit(monkeypatch: pytest.Monk
     assert not torch.allclose(starts[0]["0.weight"], starts[1]["0.weight"])
     # the MAP stage's seconds count in the ensemble's: more than the members' own fits
     assert result.elapsed_s > sum(m.elapsed_s for m in result.members)
+    # the default: members with a spread start at their MAP fits, MAP members from torch's initialisation
+    short = {**options, "num_steps": 2}
+    assert pb.ensemble(small_model(), "meanfield", (x, y), **short).config["init"] == "map"
+    assert maps.config["init"] == "reset"
 
 
 def test_members_started_at_their_map_fits_reach_the_exact_posterior() -> None:
