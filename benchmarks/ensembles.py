@@ -30,7 +30,8 @@ can pay. On ``--cost-task``, each batched ensemble is also fitted member by memb
     python benchmarks/ensembles.py --tasks gap --cache refs/  # keep the reference draws
     python benchmarks/ensembles.py --quick                    # smoke run: tiny settings
 
-Writes ``ensembles.md`` into ``--out`` (default ``benchmarks/results``).
+Writes ``ensembles.md`` (``ensembles-seed1.md`` for ``--seed 1``) into ``--out`` (default
+``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / ("ensembles-quick.md" if args.quick else "ensembles.md")).write_text(text)
+    name = "ensembles" + (f"-seed{args.seed}" if args.seed else "") + ("-quick" if args.quick else "")
+    (out / f"{name}.md").write_text(text)
     return 0 if all(math.isfinite(r["w1"]) for res in results for r in res["rows"]) else 1
 
 
