@@ -4,7 +4,7 @@ otherwise, each from its own start; and the MAP fits that ``init="map"`` starts 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,14 +13,16 @@ from tqdm.auto import tqdm
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.guides import make_guide
-from pyrobnn.guides._init import Init
 from pyrobnn.infer._batched import fit_batch
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer.fit import FitResult, fit
 from pyrobnn.infer.history import FitError, FitWarning
 from pyrobnn.model import BayesianModel
 
-__all__ = ["Members", "data_pair", "fit_members", "map_starts"]
+__all__ = ["Init", "Members", "data_pair", "fit_members", "map_starts"]
+
+#: A member's start: a guide's ``init`` (a kind of start, or ``{site: value}``).
+Init = str | Mapping[str, torch.Tensor]
 
 #: The kept members' fits, ``{member: reason}`` for the left-out ones, and the seconds of all fits.
 Members = tuple[list[FitResult], dict[int, str], float]

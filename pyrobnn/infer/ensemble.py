@@ -19,9 +19,8 @@ import torch
 
 from pyrobnn._arviz import psislw
 from pyrobnn.guides import GUIDE_KINDS
-from pyrobnn.guides._init import Init
 from pyrobnn.infer._batched import BATCHED_OPTIONS
-from pyrobnn.infer._members import data_pair, fit_members, map_starts
+from pyrobnn.infer._members import Init, data_pair, fit_members, map_starts
 from pyrobnn.infer.fit import FitResult
 from pyrobnn.infer.history import FitError, FitWarning, History
 from pyrobnn.model import BayesianModel
