@@ -232,6 +232,23 @@ def test_a_member_that_diverges_is_left_out_with_a_warning(monkeypatch: pytest.M
     assert result.config["member_seeds"] == [calls[0], calls[2]]
 
 
+def test_a_member_whose_map_start_diverges_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = small_task()
+    real = ensemble_module.map_starts
+
+    def one_fails(model, data, seeds, *args, **kwargs):
+        results, failures, elapsed = real(model, data, seeds, *args, **kwargs)
+        return [results[0], results[2]], {**failures, 1: "the loss became NaN at step 7"}, elapsed
+
+    monkeypatch.setattr(ensemble_module, "map_starts", one_fails)
+    options = {"num_members": 3, "num_steps": 5, "progress": False, "check": False}
+    with pytest.warns(pb.FitWarning, match="member 1 of 3 .* left out: its MAP start diverged: the loss became NaN"):
+        result = pb.ensemble(small_model(), "meanfield", (x, y), **options)
+    assert list(result.left_out) == [1] and result.guide.num_members == 2
+    seeds = pb.ensemble(small_model(), "map", (x, y), **options).config["member_seeds"]
+    assert result.config["member_seeds"] == [seeds[0], seeds[2]]
+
+
 def test_a_diverging_member_of_a_batch_is_frozen_and_left_out() -> None:
     from pyrobnn.infer._batched import fit_batch
 

@@ -139,9 +139,10 @@ def ensemble(
     Raises
     ------
     ValueError
-        For K < 2, an unknown kind, ``init="pretrained"`` (or ``"map"`` for MAP members), weights of the wrong
-        length or not summing to one, ``weights="stacking"`` where no stacking
-        weights can be had, or a model with parameters trained outside the prior.
+        For K < 2, an unknown kind, ``init="pretrained"`` (or ``"map"`` for MAP
+        members), weights of the wrong length or not summing to one,
+        ``weights="stacking"`` where no stacking weights can be had, or a model
+        with parameters trained outside the prior.
     FitError
         When fewer than two members survive their fits.
 
@@ -216,23 +217,26 @@ def ensemble(
     members, failures, elapsed = list(range(num_members)), dict[int, str](), 0.0
     inits: list[Init] = [init] * num_members
     if init == "map":  # each member from its own MAP fit, the MAP fits as one batch
-        maps, failures, elapsed = map_starts(model, data, seeds, num_steps, options, progress=progress)
+        maps, failed, elapsed = map_starts(model, data, seeds, num_steps, options, progress=progress)
+        failures = {k: f"its MAP start diverged: {reason}" for k, reason in failed.items()}
         members = [k for k in range(num_members) if k not in failures]
         inits = [m.guide.median() for m in maps]
-    results, more_failures, more_elapsed = fit_members(
-        model,
-        kind,
-        data,
-        [seeds[k] for k in members],
-        inits,
-        num_steps=num_steps,
-        options=options,
-        guide_options=fit_options,
-        batched=can_batch and batched is not False,
-        progress=progress,
-        members=members,
-    )
-    failures, elapsed = {**failures, **more_failures}, elapsed + more_elapsed
+    results: list[FitResult] = []
+    if len(members) >= 2:
+        results, more_failures, more_elapsed = fit_members(
+            model,
+            kind,
+            data,
+            [seeds[k] for k in members],
+            inits,
+            num_steps=num_steps,
+            options=options,
+            guide_options=fit_options,
+            batched=can_batch and batched is not False,
+            progress=progress,
+            members=members,
+        )
+        failures, elapsed = {**failures, **more_failures}, elapsed + more_elapsed
     for member, reason in failures.items():
         warnings.warn(
             f"ensemble member {member} of {num_members} ({kind}) was left out: {reason}; the other members are kept",
