@@ -115,3 +115,9 @@ def test_flow_gap_smoke(tmp_path: Path) -> None:
     assert "—" in out.split("| meanfield |")[1].splitlines()[0]  # a mean-field row has no flow to move
     assert (tmp_path / "flow-gap-quick.md").read_text() in out
     assert (tmp_path / "refs" / "gap-seed0.pt").is_file()
+
+
+def test_warm_start_smoke(tmp_path: Path) -> None:
+    out = run("warm_start.py", "--quick", "--out", str(tmp_path))
+    assert "| gap1d | 0 | meanfield | MAP fit |" in out and "| gap1d | 0 | fullrank:2 | reset |" in out
+    assert (tmp_path / "warm-start-quick.md").read_text() == out
