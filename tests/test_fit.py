@@ -344,3 +344,7 @@ def test_values_given_site_by_site_are_checked() -> None:
         pb.guides.make_guide("fullrank", model, init={**good, name: torch.zeros(1)})
     with pytest.raises(ValueError, match="NaN or an infinity"):
         pb.guides.make_guide("map", model, init={**good, name: torch.full_like(good[name], math.nan)})
+    # the learned noise scale is positive: a value on the unconstrained scale is caught
+    scale = next(k for k in good if k.startswith("likelihood"))
+    with pytest.raises(ValueError, match=rf"init\['{scale}'\] lies outside the site's support"):
+        pb.guides.make_guide("meanfield", model, init={**good, scale: -good[scale]})

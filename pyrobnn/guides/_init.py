@@ -65,5 +65,11 @@ def _given_values(sites: Mapping[str, LatentSite], init: Mapping[str, torch.Tens
             raise ValueError(f"init[{name!r}] has shape {tuple(value.shape)}; the site's shape is {shape}")
         if not bool(torch.isfinite(value).all()):
             raise ValueError(f"init[{name!r}] holds a NaN or an infinity; starting values must be finite")
+        support = site.prior.distribution(site.shape).support
+        if support is not None and not bool(support.check(value.to(site.init.dtype)).all()):
+            raise ValueError(
+                f"init[{name!r}] lies outside the site's support ({support}); values are on the constrained "
+                "scale, as a guide's median() gives them"
+            )
         values[name] = value
     return values
