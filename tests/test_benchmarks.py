@@ -121,3 +121,9 @@ def test_warm_start_smoke(tmp_path: Path) -> None:
     out = run("warm_start.py", "--quick", "--out", str(tmp_path))
     assert "| gap1d | 0 | meanfield | MAP fit |" in out and "| gap1d | 0 | fullrank:2 | reset |" in out
     assert (tmp_path / "warm-start-quick.md").read_text() == out
+
+
+def test_fit_optimum_smoke(tmp_path: Path) -> None:
+    out = run("fit_optimum.py", "--quick", "--out", str(tmp_path))
+    assert "| gap1d | 0 | meanfield |" in out and "| gap1d | 0 | lowrank |" in out
+    assert "best of 4 restarts" in out and (tmp_path / "fit-optimum-quick.md").read_text() in out

@@ -1,0 +1,124 @@
+"""Does a default fit reach its family's optimum? The ELBO of each guide's default fit against the best
+that a MAP start, 4 restarts or 4 times the steps find for the same family.
+
+On the built-in datasets with the command line's model (1-50-1 tanh, N(0, 1) priors, learned
+noise, standardised data; ``gap1d`` is ``make demo``'s), per guide kind and seed:
+
+- ``default``: ``pb.fit(model, kind, data, num_steps=--steps, seed=seed)``;
+- ``MAP start``: the same from ``init=map_fit.guide.median()``, a MAP fit of the same length;
+- ``best of 4 restarts``: four fits from ``init="reset"`` under seeds ``seed, seed + 1000, ...``,
+  the best ELBO kept;
+- ``4x steps``: one fit of ``4 * --steps`` steps.
+
+Every ELBO is estimated with ``--particles`` (4096) draws, ± its Monte Carlo standard error. The
+table gives the default's shortfall to the best of the four and whether it is within 1 nat, and
+whether each joint guide's default reaches mean-field's default (its family contains
+mean-field's).
+
+    OMP_NUM_THREADS=1 python benchmarks/fit_optimum.py --datasets gap1d     # about 25 minutes
+    python benchmarks/fit_optimum.py --quick                                 # smoke run
+
+Writes ``fit-optimum.md`` (``fit-optimum-DATASETS.md`` for other datasets) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import pyrobnn as pb
+from pyrobnn.cli import DEFAULT_STEPS, build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def elbo(args: argparse.Namespace, data: Any, kind: str, seed: int, steps: int, **options: Any) -> tuple[float, float]:
+    model = build_model(data, args.hidden, seed)
+    result = pb.fit(model, kind, (data.x_train, data.y_train), num_steps=steps, seed=seed, progress=False, **options)
+    terms, se = pb.estimate_elbo(model, result.guide, data.x_train, data.y_train, num_particles=args.particles)
+    return float(terms.elbo), float(se)
+
+
+def rows_for(args: argparse.Namespace, name: str, seed: int) -> list[dict[str, Any]]:
+    data = pb.datasets.standardize(pb.datasets.load(name))
+    train = (data.x_train, data.y_train)
+    map_fit = pb.fit(
+        build_model(data, args.hidden, seed), "map", train, num_steps=args.steps, seed=seed, progress=False
+    )
+    rows = []
+    for kind in args.kinds:
+        runs = {
+            "default": elbo(args, data, kind, seed, args.steps),
+            "MAP start": elbo(args, data, kind, seed, args.steps, init=map_fit.guide.median()),
+            "best of 4 restarts": max(
+                (elbo(args, data, kind, seed + 1000 * r, args.steps, init="reset") for r in range(4)),
+                key=lambda pair: pair[0],
+            ),
+            "4x steps": elbo(args, data, kind, seed, 4 * args.steps),
+        }
+        rows.append({"data": name, "seed": seed, "kind": kind, **runs})
+        print(f"{name} seed {seed} {kind}: " + ", ".join(f"{k} {v[0]:.1f}" for k, v in runs.items()), file=sys.stderr)
+    return rows
+
+
+def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    ways = ("default", "MAP start", "best of 4 restarts", "4x steps")
+    lines = [
+        "# Does a default fit reach its family's optimum?",
+        "",
+        f"Command: `{' '.join(['python', 'benchmarks/fit_optimum.py', *sys.argv[1:]])}` ({time.strftime('%Y-%m-%d')}), "
+        f"1-{args.hidden}-1 tanh, learned noise, {args.steps} steps; ELBO from {args.particles} particles ± se.",
+        "",
+        "| data | seed | guide | " + " | ".join(ways) + " | default's shortfall | within 1 nat | ≥ mean-field |",
+        "|---|---|---|" + "---|" * (len(ways) + 3),
+    ]
+    for r in rows:
+        best = max(r[w][0] for w in ways)
+        shortfall = best - r["default"][0]
+        mf = next(
+            (m for m in rows if m["data"] == r["data"] and m["seed"] == r["seed"] and m["kind"] == "meanfield"), None
+        )
+        above_mf = (
+            "—" if mf is None or r["kind"] == "meanfield" else ("yes" if r["default"][0] >= mf["default"][0] else "no")
+        )
+        cells = " | ".join(f"{r[w][0]:.1f} ± {r[w][1]:.2f}" for w in ways)
+        lines.append(
+            f"| {r['data']} | {r['seed']} | {r['kind']} | {cells} | {shortfall:.1f} | "
+            f"{'yes' if shortfall <= 1 else 'no'} | {above_mf} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["gap1d"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--kinds", nargs="+", default=["meanfield", "lowrank", "fullrank", "flow"])
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--hidden", type=int, default=50)
+    parser.add_argument("--particles", type=int, default=4096)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10 steps, 64 particles, a 1-8-1 net")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.particles, args.hidden, args.kinds = 10, 64, 8, args.kinds[:2]
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore", pb.FitWarning)  # unsettled fits are what is measured
+    rows = [row for name in args.datasets for seed in args.seeds for row in rows_for(args, name, seed)]
+    text = markdown(args, rows)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "fit-optimum" + ("" if args.datasets == ["gap1d"] else "-" + "-".join(args.datasets))
+    (out / f"{name}{'-quick' if args.quick else ''}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
