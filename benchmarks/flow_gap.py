@@ -1,10 +1,10 @@
 """Does the default flow earn its cost? Flow guides against mean-field, both against the reference.
 
-Task ``gap`` is that of ``benchmarks/guides_vs_nuts.py`` (1-20-1 tanh, N(0, 1) priors, known
-noise 0.1, 40 points in x in [-2, -0.5] ∪ [0.5, 2], y = sin(3x)); ``widegap`` that of
-``benchmarks/ensembles.py`` (the same net, y = sin(2x), x in [-3, -1] ∪ [1, 3]). The
-reference is ``pb.mcmc(model, (x, y), seed=0)``, read from ``--cache`` (``{task}-seed0.pt``)
-when it is there and written there when it is not.
+The tasks are those of ``benchmarks/ensembles.py``, built and measured by its code: ``gap``
+(that of ``benchmarks/guides_vs_nuts.py``: 1-20-1 tanh, N(0, 1) priors, known noise 0.1, 40
+points in x in [-2, -0.5] ∪ [0.5, 2], y = sin(3x)), ``widegap`` (the same net, y = sin(2x),
+x in [-3, -1] ∪ [1, 3]) and ``relu``. The reference is ``pb.mcmc(model, (x, y), seed=0)``,
+read from ``--cache`` (``{task}-seed0.pt``) when it is there and written there when it is not.
 
 Each row is a guide kind with options, fitted with ``pb.fit`` for every ``--seeds`` (the
 seed of the particles; the start is the net's initial weights either way). Reported, as
@@ -68,13 +68,8 @@ def _module(name: str) -> Any:
     return module
 
 
-def task(name: str) -> tuple[Any, tuple[torch.Tensor, ...], tuple[float, float]]:
-    """(a function building the model, the data, the gap) of task ``name``."""
-    if name == "gap":
-        gvn = _module("guides_vs_nuts")
-        return gvn.gap_model, gvn.gap_task(0), (-0.5, 0.5)
-    spec = _module("ensembles").TASKS[name]
-    return spec.model, spec.data(0), spec.gap
+#: benchmarks/ensembles.py: the gap tasks (``gap`` is guides_vs_nuts.py's), their reference and distances.
+ENSEMBLES = _module("ensembles")
 
 
 def parse_row(row: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -90,19 +85,6 @@ def parse_row(row: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
             value = text
         (fit_opts if key in FIT_KEYS else guide_opts)[key] = value
     return kind, fit_opts, guide_opts
-
-
-def reference(args: argparse.Namespace, make_model: Any, x: torch.Tensor, y: torch.Tensor) -> pb.Posterior:
-    cache = Path(args.cache) / f"{args.task}-seed0.pt" if args.cache else None
-    if cache is not None and cache.is_file():
-        print(f"reference read from {cache}", file=sys.stderr)
-        return pb.load(cache, make_model())
-    options = {"num_samples": 4, "warmup": 20, "num_chains": 8} if args.quick else {}
-    post = pb.mcmc(make_model(), (x, y), seed=0, progress=not args.quiet, **options)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        pb.save(cache, post)
-    return post
 
 
 def flow_moved(guide: Any, num_draws: int = 1000) -> float:
@@ -128,23 +110,15 @@ def run_row(args: argparse.Namespace, row: str, ctx: dict[str, Any], seed: int) 
     if args.lr is not None:
         fit_opts.setdefault("lr", args.lr)
     x, y = ctx["x"], ctx["y"]
-    model = ctx["make_model"]()
+    model = ctx["task"].model()
     start = time.perf_counter()
     try:
         result = pb.fit(model, kind, (x, y), seed=seed, progress=False, check=False, **fit_opts, **guide_opts)
     except pb.FitError as err:
         return {"failed": f"diverged at step {err.step}", "seconds": time.perf_counter() - start}
-    post = result.posterior()
-    pred = post.predict(ctx["x_test"], num_samples=args.samples, seed=0)
-    pred_gap = post.predict(ctx["x_gap"], num_samples=args.samples, seed=0)
-    dist_all = pb.metrics.reference_distance(pred, ctx["ref"])
-    dist_gap = pb.metrics.reference_distance(pred_gap, ctx["ref_gap"])
     terms, se = pb.estimate_elbo(model, result.guide, x, y, num_particles=args.elbo_particles)
     return {
-        "w1": dist_all["w1"],
-        "sd_gap": dist_gap["sd_ratio"],
-        "sd_all": dist_all["sd_ratio"],
-        "test_ll": float(pred.log_prob(ctx["y_test"]).mean()),
+        **ENSEMBLES.distance(result.posterior(), ctx["ref"], ctx["shared"]),  # w1, sd_gap, sd_all, test_ll
         "elbo": float(terms.elbo),
         "elbo_se": float(se),
         "moved": flow_moved(result.guide),
@@ -205,25 +179,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.steps, args.samples, args.elbo_particles = min(args.steps, 20), min(args.samples, 50), 32
     torch.set_num_threads(1)
-    make_model, (x, y, x_test, y_test), (lo, hi) = task(args.task)
+    spec = ENSEMBLES.TASKS[args.task]
+    x, y, x_test, y_test = spec.data(0)
+    lo, hi = spec.gap
     gap = ((x_test > lo) & (x_test < hi)).squeeze(-1)
-    ref_post = reference(args, make_model, x, y)
+    # the settings ensembles.py's reference and distance read: reference seed 0, predictions seeded 0
+    shared = argparse.Namespace(cache=args.cache, seed=0, quick=args.quick, quiet=args.quiet, samples=args.samples)
+    ref_post = ENSEMBLES.reference(shared, spec, x, y)
     draws = ref_post.source
     label = "pb.mcmc, seed 0"
     if isinstance(draws, pb.MCMCDraws):
         label += f" ({draws.num_chains} chains × {draws.num_draws} draws)"
-    ctx = {
-        "make_model": make_model,
-        "x": x,
-        "y": y,
-        "x_test": x_test,
-        "y_test": y_test,
+    ref = {
+        "x": x_test,
         "x_gap": x_test[gap],
-        "gap_points": int(gap.sum()),
-        "ref": ref_post.predict(x_test, num_samples=args.samples, seed=0),
-        "ref_gap": ref_post.predict(x_test[gap], num_samples=args.samples, seed=0),
-        "ref_label": label,
+        "pred": ref_post.predict(x_test, num_samples=args.samples, seed=0),
+        "gap": ref_post.predict(x_test[gap], num_samples=args.samples, seed=0),
+        "y": y_test,
     }
+    ctx = {"task": spec, "x": x, "y": y, "ref": ref, "shared": shared, "gap_points": int(gap.sum()), "ref_label": label}
     rows: dict[str, dict[str, Any]] = {}
     for row in args.rows:
         runs = []
