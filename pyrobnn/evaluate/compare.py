@@ -65,7 +65,9 @@ def compare(
 
         - ``guide``; ``final_elbo``: mean over the last 5% of steps of a
           FitResult's history (NaN for a posterior or a point mass, whose
-          objective is not a bound);
+          objective is not a bound); for a Laplace approximation its estimate
+          of the log evidence (``log_evidence``), which stands where an ELBO
+          does, not the log joint its MAP phase maximised;
         - ``test_log_likelihood``: mean over test points of
           log (1/S) Σ_s p(yᵢ | xᵢ, θ_s), in original units (shifted by
           −log(``y_scale``) per scalar target);
@@ -145,6 +147,9 @@ def compare(
         pred = post.predict(x_test, num_samples=num_samples, seed=seed)
         row: dict[str, Any] = {"name": name, "guide": type(source).__name__}
         row["final_elbo"] = result.final_elbo() if result is not None and has_density else math.nan
+        evidence = getattr(source, "log_evidence", None)  # a Laplace approximation's estimate of log p(y)
+        if evidence is not None and spread:
+            row["final_elbo"] = float(evidence)
         row.update(summarize(post, pred, y_test, y_scale=y_scale, level=level, se=True))
         pointwise[name] = _pointwise_log_likelihood(post, pred, y_test, y_scale)
         if isinstance(post.model.likelihood, (Categorical, Bernoulli)):

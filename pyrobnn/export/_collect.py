@@ -176,6 +176,14 @@ def to_arviz(
     }
     if weights:
         attrs["ensemble_weights"] = weights
+    summaries = [p.source.summary() for p in posts if getattr(p.source, "log_evidence", None) is not None]
+    if summaries:  # a Laplace approximation: how it was built, what it predicts with, its evidence
+        attrs.update({f"laplace_{k}": "" if v is None else v for k, v in summaries[0].items()})
+        if summaries[0]["prior_factor"] != 1.0:
+            attrs["laplace_note"] = (
+                "the prior precision was scaled by laplace_prior_factor (type-II maximum likelihood or given): "
+                "this posterior is of a model with other priors than the one pb.mcmc samples"
+            )
     return convert(stacked, coords=coords, dims=all_dims, attrs=attrs)
 
 

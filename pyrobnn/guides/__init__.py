@@ -12,6 +12,7 @@ kind               q(θ)                                                     cos
 ``"fullrank"``     Normal with a dense covariance (D ≤ 5000)                O(D³)
 ``"flow"``         normalizing flow on ``sites``, mean-field elsewhere      depends on the sites
 ``"map"``          a point mass (MAP estimate, for comparison)              O(D)
+``"laplace"``      a MAP fit, then N(θ*, P⁻¹) from the curvature there     MAP's, then one pass
 =================  =======================================================  ====================
 """
 
@@ -25,6 +26,7 @@ from pyrobnn.guides._base import Guide
 from pyrobnn.guides._list import GuideList
 from pyrobnn.guides.flow import FlowGuide, make_flow_guide
 from pyrobnn.guides.fullrank import FullRankGuide
+from pyrobnn.guides.laplace import LaplaceGuide
 from pyrobnn.guides.lowrank import LowRankGuide
 from pyrobnn.guides.map import MAPGuide
 from pyrobnn.guides.meanfield import MeanFieldGuide
@@ -36,6 +38,7 @@ __all__ = [
     "FullRankGuide",
     "Guide",
     "GuideList",
+    "LaplaceGuide",
     "LowRankGuide",
     "MAPGuide",
     "MeanFieldGuide",
@@ -49,6 +52,7 @@ _FACTORIES: dict[str, Callable[..., Guide]] = {
     "fullrank": FullRankGuide,
     "flow": make_flow_guide,
     "map": MAPGuide,
+    "laplace": LaplaceGuide,
 }
 
 #: Guide kinds accepted by :func:`make_guide` and :func:`pyrobnn.fit`.
@@ -61,6 +65,7 @@ _CLASSES: dict[str, type[Guide]] = {
     "fullrank": FullRankGuide,
     "flow": FlowGuide,
     "map": MAPGuide,
+    "laplace": LaplaceGuide,
 }
 
 
@@ -82,7 +87,7 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
     Parameters
     ----------
     kind
-        ``"meanfield"``, ``"lowrank"``, ``"fullrank"``, ``"flow"`` or ``"map"``.
+        ``"meanfield"``, ``"lowrank"``, ``"fullrank"``, ``"flow"``, ``"map"`` or ``"laplace"``.
     model
         The model whose latent sites the guide covers.
     **options
@@ -92,7 +97,9 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
         ``"meanfield"`` (and the same part of a flow); ``rank`` for
         ``"lowrank"``; ``max_dim`` for ``"fullrank"``; ``sites`` (``"all"``,
         ``"last_layer"`` or globs), ``flow``, ``num_layers`` and
-        ``hidden_dims`` for ``"flow"`` (see :class:`FlowGuide`).
+        ``hidden_dims`` for ``"flow"`` (see :class:`FlowGuide`); ``sites``, ``curvature``,
+        ``structure``, ``prior_precision``, ``noise``, ``predictive`` and ``max_dim`` for
+        ``"laplace"`` (see :class:`LaplaceGuide`).
 
     Examples
     --------

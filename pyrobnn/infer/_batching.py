@@ -125,6 +125,14 @@ class Batches:
                     yield self.x[idx], self.y[idx]
             epoch += 1
 
+    def all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole data as one ``(x, y)`` pair: the tensors, or one pass over the DataLoader joined."""
+        if self.x is not None and self.y is not None:
+            return self.x, self.y
+        assert self.loader is not None
+        pairs = [self.prepare(batch) for batch in self.loader]
+        return torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+
     def prepare(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """One ``(x, y)`` batch checked and converted as the data were (dtype, device, targets)."""
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):

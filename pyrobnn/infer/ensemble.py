@@ -30,6 +30,8 @@ __all__ = ["MEMBER_INITS", "WEIGHT_RULES", "EnsembleResult", "ensemble", "member
 
 #: Where members start (``"pretrained"`` would start them all at the same weights).
 MEMBER_INITS = ("reset", "prior", "map")
+#: Kinds whose fit is a MAP fit, or starts with one of its own: their members start from ``"reset"``.
+OWN_MAP = ("map", "laplace")
 #: What ``weights=`` takes besides explicit weights.
 WEIGHT_RULES = ("auto", "stacking", "equal")
 #: Draws per member behind the LOO or held-out densities that stacking weighs.
@@ -127,7 +129,8 @@ def ensemble(
         all members' MAP fits as one batch), its scale at ``init_scale``, a
         warm start that puts each member in the mode its MAP fit found. The
         default is ``"map"`` for members with a spread and ``"reset"`` for
-        MAP members (see Notes). ``"pretrained"`` would start every member at
+        MAP and Laplace members, whose fits begin with a MAP fit of their own
+        (see Notes). ``"pretrained"`` would start every member at
         the same weights, and is refused.
 
     Returns
@@ -179,7 +182,7 @@ def ensemble(
         )
     kind = _check_kind(kind)
     if init is None:  # members with a spread come closer to the posterior from their own MAP fits (Notes)
-        init = "reset" if kind == "map" else "map"
+        init = "reset" if kind in OWN_MAP else "map"
     if init not in MEMBER_INITS:
         raise ValueError(
             f"init must be one of {MEMBER_INITS}, got {init!r}"
@@ -190,8 +193,11 @@ def ensemble(
                 else ""
             )
         )
-    if init == "map" and kind == "map":
-        raise ValueError("init='map' starts each member at a MAP fit of its own; MAP members start with init='reset'")
+    if init == "map" and kind in OWN_MAP:
+        raise ValueError(
+            f"init='map' starts each member at a MAP fit of its own; {kind!r} members fit one themselves and "
+            "start with init='reset'"
+        )
     if any(p.requires_grad for p in model.parameters()):
         trained = [n for n, p in model.named_parameters() if p.requires_grad]
         raise ValueError(

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
-from pyrobnn.guides import Guide
+from pyrobnn.guides import Guide, LaplaceGuide
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec
 from pyrobnn.infer.elbo import ELBO, Terms
@@ -269,6 +269,18 @@ def fit(
             if step % refresh == 0 or step == total - 1:
                 bar.set_postfix(loss=f"{terms.loss:.4g}", refresh=False)
                 bar.update(step + 1 - bar.n)
+        if isinstance(state.guide, LaplaceGuide):  # the second phase: the curvature at the MAP
+            bar.set_postfix(loss=f"{terms.loss:.4g}", phase="curvature", refresh=True)
+            try:
+                state.guide.fit_posterior(state.model, *state._batches.all())
+            except ValueError as err:
+                raise FitError(
+                    f"{err}. The MAP fit is kept: it is this error's guide; set its curvature (or other "
+                    "option) and call guide.fit_posterior(model, x, y) again.",
+                    step=total,
+                    history=state.history,
+                    guide=state.guide,
+                ) from err
         elapsed = time.perf_counter() - start
     history = state.history
     if check and state.rank == 0:

@@ -177,13 +177,19 @@ class Posterior:
 
     def _predict(self, draws: dict[str, torch.Tensor], x: torch.Tensor) -> Prediction:
         num_samples = int(next(iter(draws.values())).shape[0])
+        # A source may declare that its draws belong to a linearised network (a Laplace
+        # approximation's): the outputs are then f(x, θ*) + J(x)(θ − θ*), here and in every
+        # stage that predicts through this method (the export, LOO, k̂).
+        if getattr(self.source, "linearized", False):
+            network = self.source.linearized_outputs  # type: ignore[attr-defined]
+        else:
+            network = lambda model, chunk, xs: model.evaluate(chunk, xs)[0]  # noqa: E731
         with torch.no_grad(), eval_mode(self.model):
             outputs = []
             for lo in range(0, num_samples, DRAWS_PER_CHUNK):
                 chunk = {name: draws[name][lo : lo + DRAWS_PER_CHUNK] for name in self.source.site_names}
                 parts = [
-                    self.model.evaluate(chunk, x[i : i + POINTS_PER_CHUNK])[0]
-                    for i in range(0, len(x), POINTS_PER_CHUNK)
+                    network(self.model, chunk, x[i : i + POINTS_PER_CHUNK]) for i in range(0, len(x), POINTS_PER_CHUNK)
                 ]
                 outputs.append(torch.cat(parts, dim=1))
             output = torch.cat(outputs, dim=0)

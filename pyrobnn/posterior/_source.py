@@ -50,6 +50,13 @@ class DrawSource(Protocol):
     ``has_members`` true and is then a :class:`MemberSource`; the attribute is
     optional, so sources written before ensembles existed still qualify, and
     the stages read it as ``getattr(source, "has_members", False)``.
+
+    A source whose draws belong to a linearised network (the Laplace
+    approximation's, :class:`pyrobnn.guides.LaplaceGuide`) sets ``linearized``
+    true and has ``linearized_outputs(model, draws, x)``, the outputs
+    f(x, θ*) + J(x)(θ − θ*); predictions, and every stage built on them, then
+    use those instead of the network at θ. The attribute is optional too
+    (read as ``getattr(source, "linearized", False)``).
     """
 
     has_density: bool

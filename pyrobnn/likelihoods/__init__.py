@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
-import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
-from torch import nn
 from torch.distributions import Distribution, constraints
 
+from pyrobnn.likelihoods._base import _ONE, _SCALAR, SCALE_SITE, Likelihood, _check_real, _event_output
 from pyrobnn.priors import HalfNormal, Prior, as_prior
 
 __all__ = [
@@ -39,89 +37,6 @@ __all__ = [
     "Poisson",
     "StudentT",
 ]
-
-#: Site name of a learned observation-noise scale.
-SCALE_SITE = "likelihood.scale"
-
-_SCALAR = torch.Size()
-_ONE = torch.Size([1])
-
-
-class Likelihood(nn.Module):
-    """Base class: the shape rule, value checks and p(y | output, latents)."""
-
-    def latent_priors(self) -> dict[str, Prior]:
-        """Priors of this likelihood's own latent variables, by site name."""
-        return {}
-
-    def latent_init(self, name: str) -> torch.Tensor:
-        """A starting value for a latent site (used by the guides)."""
-        raise KeyError(name)
-
-    def sample_latents(self) -> dict[str, torch.Tensor]:
-        """Sample this likelihood's latent sites with ``pyro.sample`` (inside a model)."""
-        return {name: pyro.sample(name, prior.distribution(_SCALAR)) for name, prior in self.latent_priors().items()}
-
-    # ---------------------------------------------------------------- shapes
-    def event_shape(self, output_shape: torch.Size) -> torch.Size:
-        """The shape of one observation y[i] for a network output of shape ``o`` per observation."""
-        return _SCALAR if output_shape == _ONE else output_shape
-
-    def prepare_y(self, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:
-        """Check ``y`` against the output shape and values; return it in event layout."""
-        event = self.event_shape(output_shape)
-        got = y.shape[1:]
-        if got != event:
-            if event == _SCALAR and got == _ONE:
-                y = y.squeeze(-1)
-            else:
-                raise ValueError(
-                    f"{type(self).__name__} likelihood: the network output for one observation "
-                    f"has shape {tuple(output_shape)}, so each y[i] must have shape "
-                    f"{tuple(event)}, but y has shape {tuple(y.shape)}. {self._shape_hint()}"
-                )
-        return y
-
-    def _shape_hint(self) -> str:
-        return "Make the last layer's width match the target's, or reshape y."
-
-    def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
-        """Raise if ``y`` holds values this likelihood cannot observe (called on the data, not per step)."""
-
-    # ---------------------------------------------------------- distribution
-    def distribution(
-        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> TorchDistribution:
-        """p(y | output, latents): batch shape ``batch + (N,)``, event shape ``e`` (see the module notes)."""
-        raise NotImplementedError
-
-    def mean(self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size) -> torch.Tensor:
-        """E[y | θ] per observation."""
-        return self.distribution(output, latents, output_shape).mean
-
-    def variance(
-        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
-    ) -> torch.Tensor:
-        """Var[y | θ] per observation: the aleatoric part of the predictive variance."""
-        return self.distribution(output, latents, output_shape).variance
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover
-        raise TypeError("a likelihood is used through pb.BayesianModel, not called")
-
-
-def _event_output(output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
-    """The output with a single trailing output dim dropped (scalar observations)."""
-    return output.squeeze(-1) if output_shape == _ONE else output
-
-
-def _check_real(y: torch.Tensor, name: str) -> None:
-    if not y.dtype.is_floating_point:
-        raise TypeError(
-            f"{name} likelihood needs real-valued targets, got y of dtype {y.dtype}. "
-            "Integer class labels call for pb.likelihoods.Categorical or Bernoulli; "
-            "for a real target convert it with y.float()."
-        )
-
 
 #: The half-lines a scale prior may live on: (a, ∞) and [a, ∞), for a lower bound a ≥ 0.
 _HALF_LINES = (type(constraints.positive), type(constraints.nonnegative))
@@ -191,6 +106,14 @@ class _Scaled(Likelihood):
     def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
         _check_real(y, type(self).__name__)
 
+    #: The Fisher information about the location is this over σ²: 1 for a Gaussian.
+    _fisher_factor = 1.0
+
+    def _fisher_diagonal(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> torch.Tensor:
+        return (self._fisher_factor / self._scale(latents, 0) ** 2).expand_as(output)
+
     def _scale_repr(self) -> str:
         if self.scale_value is not None:
             return f"scale={self.scale_value.item():g}"
@@ -238,6 +161,10 @@ class StudentT(_Scaled):
             raise ValueError(f"df must be > 0, got {df}")
         self.register_buffer("df", torch.tensor(float(df)))
         self._init_scale(scale)
+
+    @property
+    def _fisher_factor(self) -> float:  # type: ignore[override]
+        return float((self.df + 1) / (self.df + 3))  # a Student t location's information is (ν+1)/((ν+3)σ²)
 
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
@@ -293,6 +220,15 @@ class HeteroscedasticGaussian(Likelihood):
     def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
         _check_real(y, "HeteroscedasticGaussian")
 
+    def _fisher_diagonal(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> torch.Tensor:
+        k = output.shape[-1] // 2
+        raw = output[..., k:]
+        scale = F.softplus(raw) + self.min_scale
+        # about the mean 1/σ²; about σ 2/σ², times (dσ/d raw)² = sigmoid(raw)²
+        return torch.cat([scale.pow(-2), 2 * (torch.sigmoid(raw) / scale).pow(2)], dim=-1)
+
     def extra_repr(self) -> str:
         return f"min_scale={self.min_scale:g}"
 
@@ -317,6 +253,12 @@ class Bernoulli(Likelihood):
                 f"Bernoulli likelihood needs targets in {{0, 1}}; found {y[bad][0].item()!r}. "
                 "For more than two classes use pb.likelihoods.Categorical."
             )
+
+    def _fisher_diagonal(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> torch.Tensor:
+        p = torch.sigmoid(output)
+        return p * (1 - p)
 
 
 class Categorical(Likelihood):
@@ -360,6 +302,16 @@ class Categorical(Likelihood):
         p = torch.softmax(output, dim=-1)
         return p * (1 - p)
 
+    def output_fisher(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> torch.Tensor:
+        """diag(p) − p pᵀ per group of C logits (a block of the ``(N, O, O)`` matrix)."""
+        p = torch.softmax(output, dim=-1).reshape(len(output), -1, output.shape[-1])
+        blocks = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)  # (N, K, C, C)
+        n, k, c, _ = blocks.shape
+        eye = torch.eye(k, dtype=output.dtype, device=output.device)
+        return torch.einsum("nkab,kl->nkalb", blocks, eye).reshape(n, k * c, k * c)
+
 
 class Poisson(Likelihood):
     """y ∈ {0, 1, 2, …} ~ Poisson(rate = exp(f(x; θ))): the net outputs a log-rate."""
@@ -377,3 +329,8 @@ class Poisson(Likelihood):
     def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
         if (y < 0).any() or (y != torch.round(y)).any():
             raise ValueError("Poisson likelihood needs non-negative integer counts as targets.")
+
+    def _fisher_diagonal(
+        self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
+    ) -> torch.Tensor:
+        return output.clamp(max=math.log(1e8)).exp()  # the rate
