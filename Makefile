@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/pyrobnn compare --data builtin:gap1d --guides meanfield,lowrank,fullrank,flow,map --out demo-report
+	$(BIN)/pyrobnn compare --data builtin:gap1d --guides meanfield,lowrank,fullrank,flow,map,laplace --out demo-report
 
 lint: setup
 	$(BIN)/ruff check .

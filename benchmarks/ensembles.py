@@ -29,6 +29,7 @@ can pay. On ``--cost-task``, each batched ensemble is also fitted member by memb
     python benchmarks/ensembles.py                           # all tasks (about 20 minutes)
     python benchmarks/ensembles.py --tasks gap --cache refs/  # keep the reference draws
     python benchmarks/ensembles.py --quick                    # smoke run: tiny settings
+    python benchmarks/ensembles.py --singles laplace fullrank --ensembles laplace:5 --name laplace
 
 Writes ``ensembles.md`` (``ensembles-seed1.md`` for ``--seed 1``) into ``--out`` (default
 ``benchmarks/results``).
@@ -52,8 +53,8 @@ from torch import nn
 import pyrobnn as pb
 
 ROOT = Path(__file__).resolve().parent.parent
-SINGLES = ("meanfield", "lowrank", "fullrank", "flow", "map")
-ENSEMBLES = ("map:8", "meanfield:8:reset", "meanfield:8", "fullrank:4:reset", "fullrank:4")
+SINGLES = ("meanfield", "lowrank", "fullrank", "flow", "map", "laplace")
+ENSEMBLES = ("map:8", "meanfield:8:reset", "meanfield:8", "fullrank:4:reset", "fullrank:4", "laplace:5")
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: 30 steps, a tiny reference")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--name", default="ensembles", help="the results file's name, before -seedN and .md")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "ensembles" + (f"-seed{args.seed}" if args.seed else "") + ("-quick" if args.quick else "")
+    name = args.name + (f"-seed{args.seed}" if args.seed else "") + ("-quick" if args.quick else "")
     (out / f"{name}.md").write_text(text)
     return 0 if all(math.isfinite(r["w1"]) for res in results for r in res["rows"]) else 1
 

@@ -298,7 +298,7 @@ def test_stacking_on_loo_where_the_khats_allow_it() -> None:
         ({"kind": "ensemble"}, ValueError, "unknown member kind"),
         ({"init": "pretrained"}, ValueError, "would not be independent"),
         ({"init": "mode"}, ValueError, r"init must be one of \('reset', 'prior', 'map'\)"),
-        ({"init": "map"}, ValueError, "MAP members start with init='reset'"),
+        ({"init": "map"}, ValueError, "members fit one themselves and start with init='reset'"),
         ({"weights": "best"}, ValueError, "weights must be one of"),
         ({"weights": [0.7, 0.7]}, ValueError, "sum to 1.4"),
         ({"kind": "flow", "batched": True}, ValueError, "batched=True needs map or meanfield"),

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from test_mcmc import small_bnn, small_bnn_data
 from torch import nn
 
 import pyrobnn as pb
 from pyrobnn.guides import LaplaceGuide
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_mcmc import small_bnn, small_bnn_data  # noqa: E402
 
 
 def conjugate(n: int = 40, sigma: float = 0.25, prior_sd: float = 1.0, seed: int = 0):  # type: ignore[no-untyped-def]

@@ -136,6 +136,7 @@ def report_text(
         "n/a for MAP, whose objective (the log joint density at the estimate) is not a bound on the evidence.",
         "*test_log_likelihood*: mean over test points of log (1/S) Σ_s p(y | x, θ_s)"
         + (", in original units." if regression else "."),
+        *laplace_text(results),
     ]
     if regression:
         lines += [
@@ -195,6 +196,28 @@ def report_text(
         "",
     ]
     return "\n".join(lines)
+
+
+def laplace_text(results: Mapping[str, FitResult]) -> list[str]:
+    """What a Laplace row is: its final_elbo is a log evidence, its predictions those of the linearised network."""
+    lines = []
+    for kind, result in results.items():
+        summary = getattr(result.guide, "summary", None)
+        if summary is None or getattr(result.guide, "log_evidence", None) is None:
+            continue
+        s = summary()
+        predictive = (
+            "the linearised network f(x, θ*) + J(x)(θ − θ*), as are its elpd_loo and khat"
+            if s["predictive"] == "linear"
+            else "the network itself at each draw"
+        )
+        noise = f"; noise scale {s['noise_scale']:.3g} (standardised) by the evidence" if s["noise_scale"] else ""
+        lines.append(
+            f"*{kind}*: the Laplace approximation: the MAP fit, then a Gaussian with the {s['curvature']} "
+            f"curvature of the log joint there ({s['structure']} precision over {s['block_dim']} weights){noise}. "
+            f"Its final_elbo is its estimate of the log evidence, log p(y); its predictions are those of {predictive}."
+        )
+    return lines
 
 
 def particles_text(args: argparse.Namespace, results: Mapping[str, FitResult]) -> str:

@@ -176,7 +176,7 @@ def to_arviz(
     }
     if weights:
         attrs["ensemble_weights"] = weights
-    summaries = [p.source.summary() for p in posts if getattr(p.source, "log_evidence", None) is not None]
+    summaries = [p.source.summary() for p in posts if getattr(p.source, "log_evidence", None) is not None]  # type: ignore[attr-defined]
     if summaries:  # a Laplace approximation: how it was built, what it predicts with, its evidence
         attrs.update({f"laplace_{k}": "" if v is None else v for k, v in summaries[0].items()})
         if summaries[0]["prior_factor"] != 1.0:

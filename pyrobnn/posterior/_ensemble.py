@@ -135,6 +135,36 @@ class Ensemble(nn.Module):
         counts = allocate(int(num_samples), self.weights)
         return torch.repeat_interleave(torch.arange(self.num_members), torch.tensor(counts))
 
+    @property
+    def linearized(self) -> bool:
+        """Whether a member predicts with a linearised network (a Laplace approximation's)."""
+        return any(getattr(m, "linearized", False) for m in self.sources)
+
+    def linearized_outputs(self, model: BayesianModel, draws: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Each draw through the member it most probably came from: that member's linearised network, or the net.
+
+        The member is the one with the largest wₖ qₖ(θ). Members at distinct modes are far
+        apart on the scale of their spreads, so a draw's own member wins; where two overlap,
+        their centres are close and so are their linearisations.
+        """
+        log_w = self.weights.log().unsqueeze(-1)
+        owner = (torch.stack([m.log_prob(draws) for m in self.sources]) + log_w.to(x)).argmax(0)
+        out: torch.Tensor | None = None
+        for k, member in enumerate(self.sources):
+            index = (owner == k).nonzero().squeeze(-1)
+            if len(index) == 0:
+                continue
+            mine = {name: value[index] for name, value in draws.items()}
+            if getattr(member, "linearized", False):
+                part = member.linearized_outputs(model, mine, x)  # type: ignore[attr-defined]
+            else:
+                part = model.evaluate(mine, x)[0]
+            if out is None:
+                out = part.new_empty((len(owner), *part.shape[1:]))
+            out[index] = part
+        assert out is not None
+        return out
+
     def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """log Σₖ wₖ qₖ(θ) per draw; raises unless :attr:`has_density`."""
         if not self.has_density:
