@@ -18,6 +18,7 @@ from pyrobnn import _globs
 from pyrobnn.guides._flowblock import FLOWS, MAX_IAF_DIM, FlowBlock, flow_size
 from pyrobnn.guides._init import Init
 from pyrobnn.guides._list import GuideList
+from pyrobnn.guides._select import select_sites
 from pyrobnn.guides.meanfield import MeanFieldGuide
 from pyrobnn.model import BayesianModel, LatentLayout
 
@@ -110,7 +111,7 @@ class FlowGuide(GuideList):
         argument = "sites" if scope is None else "scope"  # the keyword an error names
         patterns = _globs.sites_keyword("FlowGuide", sites, scope, old="scope")
         patterns = "all" if patterns is None else patterns
-        inside = _select_sites(model, patterns, argument)
+        inside = select_sites(model, patterns, argument)
         outside = [name for name in model.latent_sites() if name not in inside]
         if local_reparam and not outside:
             raise ValueError(
@@ -212,17 +213,3 @@ class FlowGuide(GuideList):
 def make_flow_guide(model: BayesianModel, **options: Any) -> FlowGuide:
     """A :class:`FlowGuide` for ``model`` (the same as ``make_guide("flow", model, **options)``)."""
     return FlowGuide(model, **options)
-
-
-def _select_sites(model: BayesianModel, sites: str | Sequence[str], argument: str) -> list[str]:
-    """The latent sites ``sites`` chooses, in the model's order."""
-    names = list(model.latent_sites())
-    if sites == "all":
-        return names
-    if sites == "last_layer":
-        net_sites = model.net.site_names
-        if not net_sites:
-            raise ValueError(f"{argument}='last_layer': the network has no random parameters")
-        last = net_sites[-1].rpartition(".")[0]
-        return [n for n in net_sites if n.rpartition(".")[0] == last]
-    return _globs.select(sites, names, argument=argument)

@@ -24,7 +24,7 @@ from pyrobnn.guides._curvature import (
     support_is_real,
 )
 from pyrobnn.guides._init import Init, initial_values
-from pyrobnn.guides.flow import _select_sites
+from pyrobnn.guides._select import select_sites
 from pyrobnn.guides.fullrank import MAX_DIM
 from pyrobnn.likelihoods import SCALE_SITE, StudentT
 from pyrobnn.model import BayesianModel, LatentLayout
@@ -162,7 +162,7 @@ class LaplaceGuide(Guide):
         if sites == "all":
             names = list(model.net.site_names)
         else:
-            names = _select_sites(model, sites, "sites")
+            names = select_sites(model, sites, "sites")
             chosen = [name for name in names if name in latents]
             if chosen:
                 raise ValueError(

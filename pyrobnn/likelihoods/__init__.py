@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
 from torch.distributions import Distribution, constraints
 
-from pyrobnn.likelihoods._base import _ONE, _SCALAR, SCALE_SITE, Likelihood, _check_real, _event_output
+from pyrobnn.likelihoods._base import ONE, SCALAR, SCALE_SITE, Likelihood, check_real, event_output
 from pyrobnn.priors import HalfNormal, Prior, as_prior
 
 __all__ = [
@@ -104,7 +104,7 @@ class _Scaled(Likelihood):
         return value.reshape(value.shape + (1,) * event_ndim)
 
     def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
-        _check_real(y, type(self).__name__)
+        check_real(y, type(self).__name__)
 
     #: The Fisher information about the location is this over σ²: 1 for a Gaussian.
     _fisher_factor = 1.0
@@ -142,7 +142,7 @@ class Gaussian(_Scaled):
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> TorchDistribution:
-        loc = _event_output(output, output_shape)
+        loc = event_output(output, output_shape)
         event_ndim = len(self.event_shape(output_shape))
         return dist.Normal(loc, self._scale(latents, event_ndim)).to_event(event_ndim)
 
@@ -169,7 +169,7 @@ class StudentT(_Scaled):
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> TorchDistribution:
-        loc = _event_output(output, output_shape)
+        loc = event_output(output, output_shape)
         event_ndim = len(self.event_shape(output_shape))
         return dist.StudentT(self.df, loc, self._scale(latents, event_ndim)).to_event(event_ndim)
 
@@ -198,7 +198,7 @@ class HeteroscedasticGaussian(Likelihood):
                 "and the raw scale (e.g. Linear(hidden, 2) for a scalar target)."
             )
         event = torch.Size((*output_shape[:-1], output_shape[-1] // 2))
-        return _SCALAR if event == _ONE else event
+        return SCALAR if event == ONE else event
 
     def _shape_hint(self) -> str:
         return "The net must output [mean, raw scale]: twice the target's width in its last dim."
@@ -218,7 +218,7 @@ class HeteroscedasticGaussian(Likelihood):
         return dist.Normal(loc, scale).to_event(len(self.event_shape(output_shape)))
 
     def check_values(self, y: torch.Tensor, output_shape: torch.Size) -> None:
-        _check_real(y, "HeteroscedasticGaussian")
+        check_real(y, "HeteroscedasticGaussian")
 
     def _fisher_diagonal(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
@@ -239,7 +239,7 @@ class Bernoulli(Likelihood):
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> TorchDistribution:
-        logits = _event_output(output, output_shape)
+        logits = event_output(output, output_shape)
         return dist.Bernoulli(logits=logits).to_event(len(self.event_shape(output_shape)))
 
     def prepare_y(self, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:
@@ -319,7 +319,7 @@ class Poisson(Likelihood):
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> TorchDistribution:
-        log_rate = _event_output(output, output_shape).clamp(max=math.log(1e8))
+        log_rate = event_output(output, output_shape).clamp(max=math.log(1e8))
         return dist.Poisson(log_rate.exp()).to_event(len(self.event_shape(output_shape)))
 
     def prepare_y(self, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:

@@ -12,13 +12,13 @@ from torch import nn
 
 from pyrobnn.priors import Prior
 
-__all__ = ["SCALE_SITE", "Likelihood"]
+__all__ = ["ONE", "SCALAR", "SCALE_SITE", "Likelihood", "check_real", "event_output"]
 
 #: Site name of a learned observation-noise scale.
 SCALE_SITE = "likelihood.scale"
 
-_SCALAR = torch.Size()
-_ONE = torch.Size([1])
+SCALAR = torch.Size()
+ONE = torch.Size([1])
 
 
 class Likelihood(nn.Module):
@@ -34,19 +34,19 @@ class Likelihood(nn.Module):
 
     def sample_latents(self) -> dict[str, torch.Tensor]:
         """Sample this likelihood's latent sites with ``pyro.sample`` (inside a model)."""
-        return {name: pyro.sample(name, prior.distribution(_SCALAR)) for name, prior in self.latent_priors().items()}
+        return {name: pyro.sample(name, prior.distribution(SCALAR)) for name, prior in self.latent_priors().items()}
 
     # ---------------------------------------------------------------- shapes
     def event_shape(self, output_shape: torch.Size) -> torch.Size:
         """The shape of one observation y[i] for a network output of shape ``o`` per observation."""
-        return _SCALAR if output_shape == _ONE else output_shape
+        return SCALAR if output_shape == ONE else output_shape
 
     def prepare_y(self, output_shape: torch.Size, y: torch.Tensor) -> torch.Tensor:
         """Check ``y`` against the output shape and values; return it in event layout."""
         event = self.event_shape(output_shape)
         got = y.shape[1:]
         if got != event:
-            if event == _SCALAR and got == _ONE:
+            if event == SCALAR and got == ONE:
                 y = y.squeeze(-1)
             else:
                 raise ValueError(
@@ -108,12 +108,12 @@ class Likelihood(nn.Module):
         raise TypeError("a likelihood is used through pb.BayesianModel, not called")
 
 
-def _event_output(output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
+def event_output(output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
     """The output with a single trailing output dim dropped (scalar observations)."""
-    return output.squeeze(-1) if output_shape == _ONE else output
+    return output.squeeze(-1) if output_shape == ONE else output
 
 
-def _check_real(y: torch.Tensor, name: str) -> None:
+def check_real(y: torch.Tensor, name: str) -> None:
     if not y.dtype.is_floating_point:
         raise TypeError(
             f"{name} likelihood needs real-valued targets, got y of dtype {y.dtype}. "
