@@ -12,7 +12,7 @@ kind               q(θ)                                                     cos
 ``"fullrank"``     Normal with a dense covariance (D ≤ 5000)                O(D³)
 ``"flow"``         normalizing flow on ``sites``, mean-field elsewhere      depends on the sites
 ``"map"``          a point mass (MAP estimate, for comparison)              O(D)
-``"laplace"``      a MAP fit, then N(θ*, P⁻¹) from the curvature there     MAP's, then one pass
+``"laplace"``      a MAP fit, then N(θ*, P⁻¹) from the curvature there      MAP's, then one pass
 =================  =======================================================  ====================
 """
 

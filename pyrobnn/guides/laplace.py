@@ -48,7 +48,7 @@ class LaplaceGuide(Guide):
     xᵢ with respect to the block, Λᵢ the curvature of −log p(yᵢ | f) in the output, p₀ the
     lifted priors' precision (−∂² log p(θ) at θ*, 1/s² for a N(μ, s²) prior) and τ a factor
     on it (1 unless tuned). Sites outside the block stay at their MAP values, as last-layer
-    Laplace is defined. In a loop of one's own over :meth:`pyrobnn.svi.SVIState.step`, call
+    Laplace is defined. In a loop of one's own over :meth:`pyrobnn.infer.svi.SVIState.step`, call
     ``state.guide.fit_posterior(model, x, y)`` after the MAP steps; to start from a MAP fit
     one already has, ``make_guide("laplace", model, init=map_fit.guide.median())`` and then
     ``fit_posterior``.
@@ -195,7 +195,7 @@ class LaplaceGuide(Guide):
         return self._transforms[name](self.value[module_key(name)])  # type: ignore[no-any-return]
 
     def block_distribution(self) -> dist.TorchDistribution:
-        """N(θ*, P⁻¹) over the block's vector, in :attr:`layout` order."""
+        """N(θ*, P⁻¹) over the block's vector, in ``layout`` order."""
         if not bool(self.fitted):
             raise RuntimeError("the Laplace approximation has no curvature yet: fit it (pb.fit, or fit_posterior)")
         loc = self.layout.join({name: self._point(name) for name in self.layout.names})
@@ -204,7 +204,7 @@ class LaplaceGuide(Guide):
         return dist.Normal(loc, self.factor).to_event(1)
 
     def covariance(self) -> torch.Tensor:
-        """The D×D covariance P⁻¹ of the block, in :attr:`layout` order."""
+        """The D×D covariance P⁻¹ of the block, in ``layout`` order."""
         if self.structure == "full":
             return self.factor @ self.factor.T
         return torch.diag(self.factor.pow(2))
