@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pyro
 import pyro.distributions as dist
@@ -240,16 +240,15 @@ class Evidence:
         log_tau = torch.tensor(math.log(tau), dtype=torch.float64, requires_grad=tune_tau)
         params = [p for p in (log_scale, log_tau) if p.requires_grad]
         if params:
-            opt = torch.optim.LBFGS(params, lr=1.0, max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
-
-            def closure() -> torch.Tensor:
-                opt.zero_grad()
-                loss = -self(log_scale.exp(), log_tau.exp())
-                loss.backward()
-                return loss
-
+            start = [p.detach().clone() for p in params]
             with torch.enable_grad():
-                opt.step(closure)
+                if not _lbfgs(lambda: -self(log_scale.exp(), log_tau.exp()), params):
+                    # torch's strong-Wolfe search fails on a non-finite trial point (far out in
+                    # σ or τ); a plain first-order ascent from the start, keeping the best, does not
+                    with torch.no_grad():
+                        for p, s in zip(params, start, strict=True):
+                            p.copy_(s)
+                    _adam(lambda: -self(log_scale.exp(), log_tau.exp()), params)
         return float(log_scale.detach().exp()), float(log_tau.detach().exp())
 
 
@@ -285,6 +284,42 @@ def newton_step(block: Block, evidence: Evidence, x: torch.Tensor, y: torch.Tens
     point = dict(block.point)
     point.update(block.layout.split(candidate))
     return Block(block.model, block.layout, point)
+
+
+def _lbfgs(loss: Callable[[], torch.Tensor], params: list[torch.Tensor]) -> bool:
+    """Minimise ``loss`` over ``params`` with L-BFGS and a strong-Wolfe search; False if it failed."""
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    try:
+        opt.step(closure)
+    except (IndexError, RuntimeError):
+        return False
+    with torch.no_grad():
+        return bool(torch.isfinite(loss())) and all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def _adam(loss: Callable[[], torch.Tensor], params: list[torch.Tensor], steps: int = 2000) -> None:
+    """Minimise ``loss`` with Adam, leaving ``params`` at the best finite value seen."""
+    opt = torch.optim.Adam(params, lr=0.05)
+    best, best_value = [p.detach().clone() for p in params], math.inf
+    for _ in range(steps):
+        opt.zero_grad()
+        value = loss()
+        if not bool(torch.isfinite(value)):
+            break
+        if float(value) < best_value:
+            best, best_value = [p.detach().clone() for p in params], float(value)
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        for p, b in zip(params, best, strict=True):
+            p.copy_(b)
 
 
 def support_is_real(model: BayesianModel, name: str) -> bool:
