@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch import nn
 
 import pyrobnn as pb
 from pyrobnn.guides import LaplaceGuide
+from pyrobnn.infer.mcmc import DivergenceWarning
 
 
 def conjugate(n: int = 40, sigma: float = 0.25, prior_sd: float = 1.0, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -209,6 +211,9 @@ def test_errors_name_the_problem_and_the_fix() -> None:
     # the MAP fit is not lost: it is the error's guide, and a second try with other options works on it
     guide = info.value.guide
     assert isinstance(guide, LaplaceGuide) and guide.point_mass
+    # the error travels whole between processes (a benchmark's worker sends it back)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and again.step == info.value.step
     guide.prior_precision = "prior"
     guide.fit_posterior(laplace_prior, x, y)
     assert not guide.point_mass and math.isfinite(float(guide.log_evidence))
@@ -260,7 +265,7 @@ def test_the_linearised_predictive_is_near_the_reference_on_a_small_bnn() -> Non
     x, y = small_bnn_data()
     nuts = {"kernel": "nuts", "num_samples": 800, "warmup": 400, "num_chains": 2, "progress": False}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pb.DivergenceWarning)
+        warnings.simplefilter("ignore", DivergenceWarning)
         ref = pb.mcmc(small_bnn(), (x, y), seed=0, **nuts)
         other = pb.mcmc(small_bnn(), (x, y), seed=10, **nuts)
     x_new = torch.linspace(-3, 3, 31).unsqueeze(-1)

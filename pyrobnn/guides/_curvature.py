@@ -107,13 +107,14 @@ def likelihood_curvature(
     forward_mode_ready()
     theta = block.vector()
     dim = len(theta)
-    total = theta.new_zeros((dim, dim) if structure == "full" else (dim,))
+    # summed in float64: a float32 sum of many Jᵢᵀ Λᵢ Jᵢ loses the small eigenvalues to rounding
+    total = theta.new_zeros((dim, dim) if structure == "full" else (dim,), dtype=torch.float64)
     with torch.enable_grad(), pyro.validation_enabled(False):
         for lo in range(0, len(x), POINTS_PER_CHUNK):
             xs, ys = x[lo : lo + POINTS_PER_CHUNK], y[lo : lo + POINTS_PER_CHUNK]
             if curvature == "hessian":
                 part = hessian(lambda t: -block.log_likelihood(block.output(t, xs), ys))(theta)  # noqa: B023
-                total += part if structure == "full" else part.diagonal()
+                total += (part if structure == "full" else part.diagonal()).double()
             else:
                 total += _gauss_newton(block, theta, xs, ys, curvature, structure)
     return total.detach()
@@ -134,6 +135,7 @@ def _gauss_newton(
         full = hessian(lambda f: -block.log_likelihood(f.reshape(n, *shape), y))(flat.detach())
         index = torch.arange(n, device=x.device)
         info = full[index, :, index, :]  # the blocks of one observation each: (n, O, O)
+    jac, info = jac.double(), info.double()
     if structure == "full":
         return torch.einsum("nad,nab,nbe->de", jac, info, jac)
     return torch.einsum("nad,nab,nbd->d", jac, info, jac)

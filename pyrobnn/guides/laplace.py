@@ -337,10 +337,15 @@ class LaplaceGuide(Guide):
         if self.structure == "full":
             chol, info = torch.linalg.cholesky_ex(0.5 * (precision + precision.T))
             if int(info) != 0:
+                why = (
+                    "its curvature spans more orders of magnitude than the float precision holds (a noise "
+                    "scale near zero does this): fit the model in float64 (model.double()) or use structure='diag'"
+                    if self.curvature == "fisher"
+                    else "the point is no strict mode of the log joint; use curvature='fisher', positive "
+                    "semi-definite by construction, or fit the MAP longer"
+                )
                 raise ValueError(
-                    f"the posterior precision at the MAP is not positive definite (curvature={self.curvature!r}): "
-                    "the point is no strict mode of the log joint. Use curvature='fisher', positive semi-definite "
-                    "by construction, or fit the MAP longer."
+                    f"the posterior precision at the MAP is not positive definite (curvature={self.curvature!r}): {why}"
                 )
             covariance = torch.cholesky_inverse(chol)
             factor = torch.linalg.cholesky(0.5 * (covariance + covariance.T))

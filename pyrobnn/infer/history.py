@@ -102,6 +102,14 @@ class FitError(RuntimeError):
         self.history = history
         self.guide = guide
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # pickled whole (a worker process of a benchmark or a DataLoader sends it back as it is)
+        return _restore_fit_error, (str(self), self.step, self.history, self.guide)
+
+
+def _restore_fit_error(message: str, step: int, history: History, guide: Guide | None) -> FitError:
+    return FitError(message, step=step, history=history, guide=guide)
+
 
 class FitWarning(DiagnosticWarning):
     """A fit ended without error but its ELBO says it went wrong: it diverged to a finite loss,
