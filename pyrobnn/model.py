@@ -6,10 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.distributions.util import sum_rightmost
 from torch import nn
-from torch.distributions import biject_to
+from torch.distributions import Independent, biject_to, constraints
 from torch.distributions.transforms import Transform
 
 from pyrobnn.lift import BayesianNet
@@ -34,6 +35,26 @@ class LatentSite:
     @property
     def support(self) -> object:
         return self.prior.support
+
+    @property
+    def on_real_line(self) -> bool:
+        """Whether the prior's support is the whole real line (no bijection between θ and u)."""
+        support = self.support
+        while isinstance(support, constraints.independent):
+            support = support.base_constraint
+        return support is constraints.real
+
+    def normal_prior(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(μ, 1/σ²), flattened, when the prior is a Normal on the real line; else None."""
+        if not self.on_real_line:
+            return None
+        prior = self.prior.distribution(self.shape)
+        base = prior.base_dist if isinstance(prior, Independent) else prior
+        if type(base) not in (torch.distributions.Normal, dist.Normal):
+            return None
+        loc = base.loc.expand(self.shape).reshape(-1).detach()
+        scale = base.scale.expand(self.shape).reshape(-1).detach()
+        return loc, scale.pow(-2)
 
 
 class LatentLayout:

@@ -17,9 +17,7 @@ import warnings
 from collections.abc import Callable, Mapping
 
 import pyro
-import pyro.distributions as dist
 import torch
-from torch.distributions import Independent, constraints
 from torch.func import hessian, jacfwd, jacrev, jvp, vmap
 
 from pyrobnn.model import BayesianModel, LatentLayout
@@ -32,7 +30,6 @@ __all__ = [
     "gaussian_prior",
     "likelihood_curvature",
     "newton_step",
-    "support_is_real",
 ]
 
 #: How the curvature of the log-likelihood is measured (see :class:`pyrobnn.guides.LaplaceGuide`).
@@ -66,6 +63,8 @@ class Block:
         self.layout = layout
         self.point = dict(point)
         self.latents = {name: self.point[name] for name in model.likelihood.latent_priors()}
+        latent = model.latent_sites()
+        self.sites = [latent[name] for name in layout.names]
 
     def vector(self) -> torch.Tensor:
         """θ*, the block's vector at the point."""
@@ -143,23 +142,17 @@ def _gauss_newton(
 
 def gaussian_prior(block: Block) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(μ, 1/σ²) over the block's vector when every block site's prior is a Normal on the real line; else None."""
-    locs, precisions = [], []
-    for name in block.layout.names:
-        site = block.model.latent_sites()[name]
-        prior = site.prior.distribution(site.shape)
-        base = prior.base_dist if isinstance(prior, Independent) else prior
-        if type(base) not in (torch.distributions.Normal, dist.Normal):
-            return None
-        locs.append(base.loc.expand(site.shape).reshape(-1))
-        precisions.append(base.scale.expand(site.shape).reshape(-1).pow(-2))
-    return torch.cat(locs).detach(), torch.cat(precisions).detach()
+    parts = [site.normal_prior() for site in block.sites]
+    if any(part is None for part in parts):
+        return None
+    locs, precisions = zip(*parts, strict=True)  # type: ignore[misc]  # no None left
+    return torch.cat(locs), torch.cat(precisions)
 
 
 def prior_log_density(block: Block, theta: torch.Tensor) -> torch.Tensor:
     """log p(θ) of the block's sites, at their lifted priors."""
     total = theta.new_zeros(())
-    for name, value in block.layout.split(theta).items():
-        site = block.model.latent_sites()[name]
+    for site, value in zip(block.sites, block.layout.split(theta).values(), strict=True):
         total = total + site.prior.distribution(site.shape).log_prob(value).sum()
     return total
 
@@ -322,11 +315,3 @@ def _adam(loss: Callable[[], torch.Tensor], params: list[torch.Tensor], steps: i
     with torch.no_grad():
         for p, b in zip(params, best, strict=True):
             p.copy_(b)
-
-
-def support_is_real(model: BayesianModel, name: str) -> bool:
-    """Whether a site's prior lives on the whole real line (a Laplace block may hold only such sites)."""
-    support = model.latent_sites()[name].support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return support is constraints.real

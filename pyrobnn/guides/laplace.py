@@ -21,7 +21,6 @@ from pyrobnn.guides._curvature import (
     gaussian_prior,
     likelihood_curvature,
     newton_step,
-    support_is_real,
 )
 from pyrobnn.guides._init import Init, initial_values
 from pyrobnn.guides._select import select_sites
@@ -172,7 +171,8 @@ class LaplaceGuide(Guide):
                 )
         if not names:
             raise ValueError("the Laplace block is empty: the network has no random parameters")
-        curved = [name for name in names if not support_is_real(model, name)]
+        latent = model.latent_sites()
+        curved = [name for name in names if not latent[name].on_real_line]
         if curved:
             raise ValueError(
                 f"the Laplace block may hold only sites whose prior lives on the real line; {curved} do not. "

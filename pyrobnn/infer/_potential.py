@@ -10,11 +10,9 @@ batched kernel.
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
-from torch.distributions import Independent, constraints
 
-from pyrobnn.model import BayesianModel, LatentSite
+from pyrobnn.model import BayesianModel
 
 __all__ = ["BatchedPotential"]
 
@@ -37,7 +35,7 @@ class BatchedPotential:
         self.transforms = [self.layout.transforms[name] for name in self.sites]
         self.sizes = [self.layout.sizes[name] for name in self.sites]
         self.dim = self.layout.dim
-        self.gaussian = [_gaussian_prior(site) for site in self.sites.values()]
+        self.gaussian = [site.normal_prior() for site in self.sites.values()]
         loc = [g[0] if g is not None else torch.zeros(n) for g, n in zip(self.gaussian, self.sizes, strict=True)]
         precision = [g[1] if g is not None else torch.zeros(n) for g, n in zip(self.gaussian, self.sizes, strict=True)]
         self.loc = torch.cat(loc).to(x)
@@ -100,19 +98,3 @@ class BatchedPotential:
             rows.append(torch.cat(parts))
         start = torch.stack(rows).detach()
         return start.expand(chains, -1).clone() if init == "pretrained" else start
-
-
-def _gaussian_prior(site: LatentSite) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(μ, 1/σ²) flattened, when the site's prior is a Normal on the real line; else None."""
-    support = site.support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    if support is not constraints.real:
-        return None
-    prior = site.prior.distribution(site.shape)
-    base = prior.base_dist if isinstance(prior, Independent) else prior
-    if type(base) not in (torch.distributions.Normal, dist.Normal):
-        return None
-    loc = base.loc.expand(site.shape).reshape(-1).detach()
-    scale = base.scale.expand(site.shape).reshape(-1).detach()
-    return loc, scale.pow(-2)
