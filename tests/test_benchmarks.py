@@ -38,6 +38,12 @@ def test_step_time_smoke() -> None:
         assert f"  {method} " in timings and f"  {method} " in memory
 
 
+def test_laplace_lowrank_smoke() -> None:
+    out = run("laplace_lowrank.py", "--quick")
+    assert "| gap | 0 | 61 | 2 |" in out and "| gap | 0 | 61 | full (floor) |" in out
+    assert "8-8-8-1 tanh, D = 153" in out and "| lowrank(3) |" in out and "| diag |" in out
+
+
 @pytest.mark.skipif(not (UCI / "yacht" / "data.txt").is_file(), reason="needs ../shared/data/uci beside the repo")
 def test_uci_smoke(tmp_path: Path) -> None:
     out = run(

@@ -98,7 +98,7 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
         ``"lowrank"``; ``max_dim`` for ``"fullrank"``; ``sites`` (``"all"``,
         ``"last_layer"`` or globs), ``flow``, ``num_layers`` and
         ``hidden_dims`` for ``"flow"`` (see :class:`FlowGuide`); ``sites``, ``curvature``,
-        ``structure``, ``prior_precision``, ``noise``, ``predictive`` and ``max_dim`` for
+        ``structure``, ``prior_precision``, ``noise``, ``predictive``, ``max_dim`` and ``rank`` for
         ``"laplace"`` (see :class:`LaplaceGuide`).
 
     Examples

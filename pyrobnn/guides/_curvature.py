@@ -20,6 +20,7 @@ import pyro
 import torch
 from torch.func import hessian, jacfwd, jacrev, jvp, vmap
 
+from pyrobnn.guides._lowrank_precision import LowRankCurvature, LowRankPrecision, top_eigenpairs
 from pyrobnn.model import BayesianModel, LatentLayout
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "STRUCTURES",
     "Block",
     "Evidence",
+    "covariance_root",
     "gaussian_prior",
     "likelihood_curvature",
     "newton_step",
@@ -34,8 +36,9 @@ __all__ = [
 
 #: How the curvature of the log-likelihood is measured (see :class:`pyrobnn.guides.LaplaceGuide`).
 CURVATURES = ("fisher", "ggn", "hessian")
-#: How much of the posterior precision is kept: all of it, or its diagonal.
-STRUCTURES = ("full", "diag")
+#: How much of the posterior precision is kept: all of it, its diagonal, or the prior's diagonal
+#: plus the leading eigenpairs of the data term (:mod:`pyrobnn.guides._lowrank_precision`).
+STRUCTURES = ("full", "diag", "lowrank")
 #: Observations per Jacobian: the chunk's Jacobian holds POINTS · outputs · D numbers.
 POINTS_PER_CHUNK = 256
 
@@ -94,17 +97,21 @@ class Block:
 
 
 def likelihood_curvature(
-    block: Block, x: torch.Tensor, y: torch.Tensor, curvature: str, structure: str
-) -> torch.Tensor:
-    """The curvature of −Σᵢ log p(yᵢ | θ) at θ*: ``(D, D)`` for ``"full"``, its diagonal ``(D,)`` for ``"diag"``.
+    block: Block, x: torch.Tensor, y: torch.Tensor, curvature: str, structure: str, rank: int = 0
+) -> torch.Tensor | LowRankCurvature:
+    """The curvature of −Σᵢ log p(yᵢ | θ) at θ*: ``(D, D)`` for ``"full"``, its diagonal ``(D,)`` for
+    ``"diag"``, its ``rank`` leading eigenpairs in the prior's whitened coordinates and the rest of
+    its diagonal for ``"lowrank"``.
 
     ``"fisher"``: Σᵢ Jᵢᵀ Fᵢ Jᵢ with Fᵢ the likelihood's Fisher information about the output
     (:meth:`~pyrobnn.likelihoods.Likelihood.output_fisher`); ``"ggn"``: the same with the Hessian of
     −log p(yᵢ | f) at the observed yᵢ; ``"hessian"``: the exact Hessian, second derivatives of the
-    network included.
+    network included (``"full"`` and ``"diag"`` only).
     """
     forward_mode_ready()
     theta = block.vector()
+    if structure == "lowrank":
+        return _low_rank(block, theta, x, y, curvature, rank)
     dim = len(theta)
     # summed in float64: a float32 sum of many Jᵢᵀ Λᵢ Jᵢ loses the small eigenvalues to rounding
     total = theta.new_zeros((dim, dim) if structure == "full" else (dim,), dtype=torch.float64)
@@ -115,14 +122,46 @@ def likelihood_curvature(
                 part = hessian(lambda t: -block.log_likelihood(block.output(t, xs), ys))(theta)  # noqa: B023
                 total += (part if structure == "full" else part.diagonal()).double()
             else:
-                total += _gauss_newton(block, theta, xs, ys, curvature, structure)
+                jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
+                equation = "nad,nab,nbe->de" if structure == "full" else "nad,nab,nbd->d"
+                total += torch.einsum(equation, jac, info, jac)
     return total.detach()
 
 
-def _gauss_newton(
-    block: Block, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, curvature: str, structure: str
-) -> torch.Tensor:
-    """Σᵢ Jᵢᵀ Λᵢ Jᵢ over one chunk of observations (full, or its diagonal)."""
+def _low_rank(
+    block: Block, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, curvature: str, rank: int
+) -> LowRankCurvature:
+    """The leading eigenpairs of C⁻¹ G C⁻¹ (C² the prior precision), from products with G = Σᵢ Jᵢᵀ Λᵢ Jᵢ
+    only, and what they leave of G's diagonal (summed on the first pass)."""
+    root = prior_precision(block).double().sqrt()
+    if not bool((root > 0).all()):
+        raise ValueError("structure='lowrank' needs a prior with positive precision at every weight of the block")
+
+    diagonal: list[torch.Tensor] = []
+
+    def matmat(vectors: torch.Tensor) -> torch.Tensor:
+        total, diag = torch.zeros_like(vectors), torch.zeros_like(root)
+        whitened = vectors / root[:, None]
+        with torch.enable_grad(), pyro.validation_enabled(False):
+            for lo in range(0, len(x), POINTS_PER_CHUNK):
+                xs, ys = x[lo : lo + POINTS_PER_CHUNK], y[lo : lo + POINTS_PER_CHUNK]
+                jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
+                total += torch.einsum("nad,nab,nbk->dk", jac, info, torch.einsum("nbe,ek->nbk", jac, whitened))
+                if not diagonal:
+                    diag += torch.einsum("nad,nab,nbd->d", jac, info, jac)
+        if not diagonal:
+            diagonal.append(diag)
+        return total.detach() / root[:, None]
+
+    basis, values = top_eigenpairs(matmat, len(theta), min(rank, len(theta)), root)
+    kept = root.pow(2) * (basis.pow(2) @ values)
+    return LowRankCurvature(root, basis, values, (diagonal[0] - kept).clamp(min=0))
+
+
+def _gauss_newton_factors(
+    block: Block, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, curvature: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Jᵢ, Λᵢ) for one chunk of observations, in float64: ``(n, O, D)`` and ``(n, O, O)``."""
     output = block.output(theta, x)
     n, shape = len(x), output.shape[1:]
     flat = output.reshape(n, -1)
@@ -134,10 +173,7 @@ def _gauss_newton(
         full = hessian(lambda f: -block.log_likelihood(f.reshape(n, *shape), y))(flat.detach())
         index = torch.arange(n, device=x.device)
         info = full[index, :, index, :]  # the blocks of one observation each: (n, O, O)
-    jac, info = jac.double(), info.double()
-    if structure == "full":
-        return torch.einsum("nad,nab,nbe->de", jac, info, jac)
-    return torch.einsum("nad,nab,nbd->d", jac, info, jac)
+    return jac.detach().double(), info.detach().double()
 
 
 def gaussian_prior(block: Block) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -178,10 +214,12 @@ class Evidence:
     τ = 1 is the lifted prior itself, whatever its family).
     """
 
-    def __init__(self, block: Block, x: torch.Tensor, y: torch.Tensor, curvature: torch.Tensor) -> None:
+    def __init__(
+        self, block: Block, x: torch.Tensor, y: torch.Tensor, curvature: torch.Tensor | LowRankCurvature
+    ) -> None:
         self.block = block
         self.y = y
-        self.curvature = curvature.double()
+        self.curvature = curvature if isinstance(curvature, LowRankCurvature) else curvature.double()
         self.theta = block.vector().detach()
         self.dim = len(self.theta)
         with torch.no_grad():
@@ -192,23 +230,30 @@ class Evidence:
         self.gaussian = gaussian_prior(block)
         self.log_prior1 = float(prior_log_density(block, self.theta))
         self.eigenvalues: torch.Tensor | None = None
-        if bool((self.precision0 > 0).all()):  # whiten by the prior once: det is then a product
-            root = self.precision0.rsqrt()
-            if curvature.dim() == 2:
-                whitened = root[:, None] * self.curvature * root[None, :]
+        if isinstance(curvature, LowRankCurvature):
+            pass  # its log det has a form of its own
+        elif bool((self.precision0 > 0).all()):  # whiten by the prior once: det is then a product
+            root, dense = self.precision0.rsqrt(), curvature.double()
+            if dense.dim() == 2:
+                whitened = root[:, None] * dense * root[None, :]
                 self.eigenvalues = torch.linalg.eigvalsh(0.5 * (whitened + whitened.T))
             else:
-                self.eigenvalues = self.curvature * root.pow(2)
+                self.eigenvalues = dense * root.pow(2)
 
     def log_det(self, ratio: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """log det(G · ratio + τ diag(p₀)), ratio = (σ₀/σ)²."""
         if self.eigenvalues is not None:
             return self.precision0.log().sum() + torch.log(self.eigenvalues * ratio + tau).sum()
+        if isinstance(self.curvature, LowRankCurvature):
+            return self.curvature.log_det(ratio, tau, self.precision0)
         precision = self.precision(ratio, tau)
+        assert isinstance(precision, torch.Tensor)
         return torch.logdet(precision) if precision.dim() == 2 else precision.log().sum()
 
-    def precision(self, ratio: torch.Tensor | float, tau: torch.Tensor | float) -> torch.Tensor:
-        """The posterior precision G (σ₀/σ)² + τ diag(p₀) (full, or its diagonal), in float64."""
+    def precision(self, ratio: torch.Tensor | float, tau: torch.Tensor | float) -> torch.Tensor | LowRankPrecision:
+        """The posterior precision G (σ₀/σ)² + τ diag(p₀) (full, its diagonal, or low-rank), in float64."""
+        if isinstance(self.curvature, LowRankCurvature):
+            return self.curvature.precision(ratio, tau, self.precision0)
         if self.curvature.dim() == 2:
             return self.curvature * ratio + torch.diag(self.precision0 * tau)
         return self.curvature * ratio + self.precision0 * tau
@@ -264,7 +309,11 @@ def newton_step(block: Block, evidence: Evidence, x: torch.Tensor, y: torch.Tens
         (grad,) = torch.autograd.grad(before, t)
     precision = evidence.precision(1.0, tau)
     g = grad.double()
-    if precision.dim() == 2:
+    if isinstance(precision, LowRankPrecision):
+        if not bool((precision.eigenvalues + precision.shift > 0).all()):
+            return None
+        step = precision.solve(g)
+    elif precision.dim() == 2:
         chol, info = torch.linalg.cholesky_ex(0.5 * (precision + precision.T))
         if int(info) != 0:
             return None
@@ -279,6 +328,39 @@ def newton_step(block: Block, evidence: Evidence, x: torch.Tensor, y: torch.Tens
     point = dict(block.point)
     point.update(block.layout.split(candidate))
     return Block(block.model, block.layout, point)
+
+
+def covariance_root(
+    precision: torch.Tensor | LowRankPrecision, curvature: str
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """A root of P⁻¹ as :class:`~pyrobnn.guides.LaplaceGuide` stores it: (factor, basis, shrink).
+
+    Full P: (the covariance's Cholesky factor, None, None). Diagonal P: (the sds, None, None).
+    Low-rank P: (s, Q, d) of :meth:`LowRankPrecision.sqrt_covariance`. A precision that is not
+    positive definite raises a ValueError that names the cause and the fix.
+    """
+    not_definite = f"the posterior precision at the MAP is not positive definite (curvature={curvature!r})"
+    if isinstance(precision, LowRankPrecision):
+        if not bool((precision.eigenvalues + precision.shift > 0).all()):
+            raise ValueError(f"{not_definite}: use curvature='fisher', positive semi-definite by construction")
+        s, d = precision.sqrt_covariance()
+        return s, precision.basis, d
+    if precision.dim() == 1:
+        if not bool((precision > 0).all()):
+            raise ValueError(f"{not_definite}: its diagonal has entries <= 0; use curvature='fisher'")
+        return precision.rsqrt(), None, None
+    chol, info = torch.linalg.cholesky_ex(0.5 * (precision + precision.T))
+    if int(info) != 0:
+        why = (
+            "its curvature spans more orders of magnitude than the float precision holds (a noise scale near "
+            "zero does this): fit the model in float64 (model.double()) or use structure='diag'"
+            if curvature == "fisher"
+            else "the point is no strict mode of the log joint; use curvature='fisher', positive "
+            "semi-definite by construction, or fit the MAP longer"
+        )
+        raise ValueError(f"{not_definite}: {why}")
+    covariance = torch.cholesky_inverse(chol)
+    return torch.linalg.cholesky(0.5 * (covariance + covariance.T)), None, None
 
 
 def _lbfgs(loss: Callable[[], torch.Tensor], params: list[torch.Tensor]) -> bool:

@@ -18,11 +18,13 @@ from pyrobnn.guides._curvature import (
     STRUCTURES,
     Block,
     Evidence,
+    covariance_root,
     gaussian_prior,
     likelihood_curvature,
     newton_step,
 )
 from pyrobnn.guides._init import Init, initial_values
+from pyrobnn.guides._lowrank_precision import LowRankPrecision, SqrtCovariance
 from pyrobnn.guides._select import select_sites
 from pyrobnn.guides.fullrank import MAX_DIM
 from pyrobnn.likelihoods import SCALE_SITE, StudentT
@@ -32,6 +34,8 @@ __all__ = ["LaplaceGuide"]
 
 #: Rounds of (Newton step, hyperparameters by evidence) when a hyperparameter is tuned.
 MAX_ROUNDS = 6
+#: Eigenpairs a ``"lowrank"`` structure keeps unless told.
+RANK = 100
 
 
 class LaplaceGuide(Guide):
@@ -69,7 +73,11 @@ class LaplaceGuide(Guide):
         ``"hessian"``, the exact Hessian of −log p(y | θ), the network's own second
         derivatives included (not positive definite away from a strict mode).
     structure
-        ``"full"`` (a D×D precision, D ≤ ``max_dim``) or ``"diag"`` (its diagonal only, any D).
+        ``"full"`` (a D×D precision, D ≤ ``max_dim``); ``"lowrank"`` (the data term's ``rank``
+        leading eigenpairs, whitened by the prior and found matrix-free, plus the rest of its
+        diagonal: O(D · rank) memory, for nets of any size; ``"fisher"`` and ``"ggn"`` only);
+        ``"diag"`` (the diagonal only); or ``"auto"`` (the default: ``"full"`` up to
+        ``max_dim`` weights, ``"lowrank"`` above).
     prior_precision
         τ: ``"prior"`` (τ = 1, the lifted priors as they are), ``"tune"`` (τ maximising the
         Laplace log evidence: type-II maximum likelihood; Normal priors only), or a number.
@@ -90,6 +98,9 @@ class LaplaceGuide(Guide):
         Where the MAP phase starts, as for every guide.
     max_dim
         The largest block a ``"full"`` structure is built for.
+    rank
+        How many eigenpairs ``"lowrank"`` keeps (at most D; at D it is ``"full"``). What they
+        miss keeps only the data term's diagonal, as ``"diag"`` does everywhere.
 
     Attributes
     ----------
@@ -110,36 +121,46 @@ class LaplaceGuide(Guide):
         *,
         sites: str | Sequence[str] = "all",
         curvature: str = "fisher",
-        structure: str = "full",
+        structure: str = "auto",
         prior_precision: str | float = "prior",
         noise: str = "evidence",
         predictive: str = "linear",
         init: Init = "pretrained",
         max_dim: int = MAX_DIM,
+        rank: int = RANK,
     ) -> None:
         super().__init__(model)
         for name, value, allowed in (
             ("curvature", curvature, CURVATURES),
-            ("structure", structure, STRUCTURES),
+            ("structure", structure, (*STRUCTURES, "auto")),
             ("noise", noise, ("evidence", "map")),
             ("predictive", predictive, ("linear", "sample")),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-        if not (prior_precision in ("prior", "tune") or (_is_number(prior_precision) and float(prior_precision) > 0)):
+        number = isinstance(prior_precision, (int, float)) and not isinstance(prior_precision, bool)
+        if not (prior_precision in ("prior", "tune") or (number and float(prior_precision) > 0)):
             raise ValueError(f"prior_precision must be 'prior', 'tune' or a positive number, got {prior_precision!r}")
         names = self._block_names(model, sites)
         self.layout = LatentLayout({name: self._sites[name] for name in names})
         dim = self.layout.dim
+        if structure == "auto":
+            structure = "full" if dim <= max_dim else "lowrank"
         if structure == "full" and dim > max_dim:
             raise ValueError(
                 f"a full Laplace precision over D = {dim} numbers needs a {dim}×{dim} matrix and O(D³) work "
-                f"(limit max_dim={max_dim}). Use sites='last_layer', structure='diag', or pass max_dim= if "
-                "you have the memory."
+                f"(limit max_dim={max_dim}). Use structure='lowrank', sites='last_layer', structure='diag', or "
+                "pass max_dim= if you have the memory."
+            )
+        if structure == "lowrank" and (curvature == "hessian" or not rank >= 1):
+            raise ValueError(
+                "structure='lowrank' takes curvature='fisher' or 'ggn' (products with Jᵀ Λ J, never a "
+                f"Hessian) and a rank >= 1; got curvature={curvature!r}, rank={rank!r}"
             )
         self.curvature, self.structure, self.noise, self.predictive = curvature, structure, noise, predictive
         self.prior_precision = prior_precision
         self.max_dim = max_dim
+        self.rank = min(rank, dim)
         values = initial_values(model, init)
         self.value = nn.ParameterDict()
         for name, site in self._sites.items():
@@ -149,12 +170,17 @@ class LaplaceGuide(Guide):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool, device=like.device))
         factor_shape = (dim, dim) if structure == "full" else (dim,)
         self.register_buffer("factor", torch.zeros(factor_shape, dtype=like.dtype, device=like.device))
+        if structure == "lowrank":  # the covariance's root diag(factor) (I + basis diag(shrink) basisᵀ)
+            self.register_buffer("basis", torch.zeros(dim, self.rank, dtype=like.dtype, device=like.device))
+            self.register_buffer("shrink", torch.zeros(self.rank, dtype=like.dtype, device=like.device))
         self.register_buffer("log_evidence", torch.full((), math.nan, dtype=torch.float64, device=like.device))
         self.register_buffer("prior_factor", torch.ones((), dtype=torch.float64, device=like.device))
         self.fitted: torch.Tensor
-        self.factor: torch.Tensor  # the covariance's Cholesky factor ("full") or the marginal sds ("diag")
+        self.factor: torch.Tensor  # the covariance's Cholesky factor ("full"), else sds ("diag": the marginals)
         self.log_evidence: torch.Tensor
         self.prior_factor: torch.Tensor
+        self.basis: torch.Tensor  # "lowrank" only
+        self.shrink: torch.Tensor
 
     def _block_names(self, model: BayesianModel, sites: str | Sequence[str]) -> list[str]:
         latents = model.likelihood.latent_priors()
@@ -201,13 +227,27 @@ class LaplaceGuide(Guide):
         loc = self.layout.join({name: self._point(name) for name in self.layout.names})
         if self.structure == "full":
             return dist.MultivariateNormal(loc, scale_tril=self.factor)
+        if self.structure == "lowrank":
+            root = SqrtCovariance(loc, self.factor, self.basis, self.shrink)
+            return dist.TransformedDistribution(dist.Normal(torch.zeros_like(loc), 1.0).to_event(1), [root])
         return dist.Normal(loc, self.factor).to_event(1)
 
     def covariance(self) -> torch.Tensor:
         """The D×D covariance P⁻¹ of the block, in ``layout`` order."""
         if self.structure == "full":
             return self.factor @ self.factor.T
+        if self.structure == "lowrank":
+            inner = self.basis @ torch.diag(2 * self.shrink + self.shrink.pow(2)) @ self.basis.T
+            return self.factor[:, None] * (inner + torch.eye(len(self.factor)).to(inner)) * self.factor[None, :]
         return torch.diag(self.factor.pow(2))
+
+    def marginal_sd(self) -> torch.Tensor:
+        """The block's marginal posterior sds, in ``layout`` order, without forming the covariance."""
+        if self.structure == "full":
+            return self.factor.pow(2).sum(-1).sqrt()
+        if self.structure == "lowrank":  # diag of (I + Q d Qᵀ)² = 1 + Σⱼ Qᵢⱼ² (2dⱼ + dⱼ²)
+            return self.factor * (1 + self.basis.pow(2) @ (2 * self.shrink + self.shrink.pow(2))).sqrt()
+        return self.factor
 
     # ------------------------------------------------------- interface
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -237,7 +277,7 @@ class LaplaceGuide(Guide):
             q = torch.as_tensor(qs, dtype=self.factor.dtype, device=self.factor.device).reshape(-1)
             out = {name: value.expand((len(q), *value.shape)).clone() for name, value in point.items()}
             if bool(self.fitted):
-                sd = self.covariance().diagonal().sqrt()
+                sd = self.marginal_sd()
                 loc = self.layout.join({name: point[name] for name in self.layout.names})
                 out.update(self.layout.split(torch.distributions.Normal(loc, sd).icdf(q[:, None])))
             return out
@@ -271,6 +311,7 @@ class LaplaceGuide(Guide):
             "noise": self.noise,
             "predictive": self.predictive,
             "max_dim": max(self.layout.dim, 1),
+            "rank": self.rank,
         }
         return self._spec(LaplaceGuide, "laplace", options)
 
@@ -281,6 +322,7 @@ class LaplaceGuide(Guide):
             "curvature": self.curvature,
             "structure": self.structure,
             "block_dim": self.layout.dim,
+            "rank": self.rank if self.structure == "lowrank" else None,
             "prior_precision": self.prior_precision,
             "prior_factor": float(self.prior_factor),
             "noise": self.noise,
@@ -313,13 +355,17 @@ class LaplaceGuide(Guide):
                 "prior_precision other than 'prior' scales a Normal prior's precision, but a site of the Laplace "
                 "block has another prior; use prior_precision='prior'"
             )
+
+        def evidence_at(block: Block) -> Evidence:
+            return Evidence(block, x, y, likelihood_curvature(block, x, y, self.curvature, self.structure, self.rank))
+
         rounds = MAX_ROUNDS if (tune_scale or tune_tau) else 1
         for _ in range(rounds):
-            evidence = Evidence(block, x, y, likelihood_curvature(block, x, y, self.curvature, self.structure))
+            evidence = evidence_at(block)
             moved = newton_step(block, evidence, x, y, tau)
             if moved is not None:
                 block = moved
-                evidence = Evidence(block, x, y, likelihood_curvature(block, x, y, self.curvature, self.structure))
+                evidence = evidence_at(block)
             scale, new_tau = evidence.maximise(tune_scale, tune_tau, tau)
             settled = abs(new_tau - tau) <= 1e-6 * tau and abs(scale - evidence.scale0) <= 1e-6 * evidence.scale0
             tau = new_tau
@@ -333,33 +379,15 @@ class LaplaceGuide(Guide):
         self._set(block, evidence.precision(ratio, tau), tau, log_z)
         return self
 
-    def _set(self, block: Block, precision: torch.Tensor, tau: float, log_z: float) -> None:
-        if self.structure == "full":
-            chol, info = torch.linalg.cholesky_ex(0.5 * (precision + precision.T))
-            if int(info) != 0:
-                why = (
-                    "its curvature spans more orders of magnitude than the float precision holds (a noise "
-                    "scale near zero does this): fit the model in float64 (model.double()) or use structure='diag'"
-                    if self.curvature == "fisher"
-                    else "the point is no strict mode of the log joint; use curvature='fisher', positive "
-                    "semi-definite by construction, or fit the MAP longer"
-                )
-                raise ValueError(
-                    f"the posterior precision at the MAP is not positive definite (curvature={self.curvature!r}): {why}"
-                )
-            covariance = torch.cholesky_inverse(chol)
-            factor = torch.linalg.cholesky(0.5 * (covariance + covariance.T))
-        else:
-            if not bool((precision > 0).all()):
-                raise ValueError(
-                    f"the diagonal of the posterior precision has entries <= 0 (curvature={self.curvature!r}); "
-                    "use curvature='fisher'"
-                )
-            factor = precision.rsqrt()
+    def _set(self, block: Block, precision: torch.Tensor | LowRankPrecision, tau: float, log_z: float) -> None:
+        factor, basis, shrink = covariance_root(precision, self.curvature)
         with torch.no_grad():
             for name, value in block.point.items():
                 self.value[module_key(name)].copy_(self._transforms[name].inv(value))
             self.factor.copy_(factor.to(self.factor.dtype))
+            if basis is not None and shrink is not None:  # "lowrank"
+                self.basis.copy_(basis.to(self.basis.dtype))
+                self.shrink.copy_(shrink.to(self.shrink.dtype))
             self.prior_factor.fill_(tau)
             self.log_evidence.fill_(log_z)
             self.fitted.fill_(True)
@@ -369,7 +397,3 @@ class LaplaceGuide(Guide):
             f"{super().extra_repr()}, block_dim={self.layout.dim}, curvature={self.curvature!r}, "
             f"structure={self.structure!r}, fitted={bool(self.fitted)}"
         )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
