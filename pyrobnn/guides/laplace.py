@@ -147,10 +147,12 @@ class LaplaceGuide(Guide):
         if structure == "auto":
             structure = "full" if dim <= max_dim else "lowrank"
         if structure == "full" and dim > max_dim:
+            mib = 8 * dim / 2**20  # D float64 numbers, in MiB
             raise ValueError(
-                f"a full Laplace precision over D = {dim} numbers needs a {dim}×{dim} matrix and O(D³) work "
-                f"(limit max_dim={max_dim}). Use structure='lowrank', sites='last_layer', structure='diag', or "
-                "pass max_dim= if you have the memory."
+                f"a full Laplace precision over D = {dim} numbers needs a {dim}×{dim} matrix ({mib * dim:,.0f} MiB "
+                f"in float64) and O(D³) work (limit max_dim={max_dim}). Forms that fit: structure='lowrank' "
+                f"({mib * (min(rank, dim) + 2):,.1f} MiB), structure='diag' ({mib:,.2f} MiB) or sites='last_layer'; "
+                "or pass max_dim= if you have the memory."
             )
         if structure == "lowrank" and (curvature == "hessian" or not rank >= 1):
             raise ValueError(
@@ -179,7 +181,7 @@ class LaplaceGuide(Guide):
         self.factor: torch.Tensor  # the covariance's Cholesky factor ("full"), else sds ("diag": the marginals)
         self.log_evidence: torch.Tensor
         self.prior_factor: torch.Tensor
-        self.basis: torch.Tensor  # "lowrank" only
+        self.basis: torch.Tensor  # "lowrank" only, as is shrink
         self.shrink: torch.Tensor
 
     def _block_names(self, model: BayesianModel, sites: str | Sequence[str]) -> list[str]:
@@ -303,16 +305,9 @@ class LaplaceGuide(Guide):
 
     def spec(self) -> dict[str, Any]:
         """``{"kind": "laplace", ...}`` with the block's sites by name and the options that shape the fit."""
-        options = {
-            "sites": list(self.layout.names),
-            "curvature": self.curvature,
-            "structure": self.structure,
-            "prior_precision": self.prior_precision,
-            "noise": self.noise,
-            "predictive": self.predictive,
-            "max_dim": max(self.layout.dim, 1),
-            "rank": self.rank,
-        }
+        options = {"sites": list(self.layout.names), "max_dim": max(self.layout.dim, 1), "rank": self.rank}
+        for name in ("curvature", "structure", "prior_precision", "noise", "predictive"):
+            options[name] = getattr(self, name)
         return self._spec(LaplaceGuide, "laplace", options)
 
     def summary(self) -> dict[str, Any]:
