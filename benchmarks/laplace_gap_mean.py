@@ -14,7 +14,11 @@ Per task and seed, at the test points in the gap, for ``"laplace"`` with its def
 - ``W1, centred``: W1 after shifting each point's draws so that their mean is the
   reference's (what W1 would be with the reference's centre and the approximation's spread);
 - ``sd ratio``: predictive sd over the reference's;
-- ``MAP |mean error| / sd``: the same distance for the MAP fit's own network output.
+- ``MAP |mean error| / sd``: the same distance for the MAP fit's own network output;
+- ``units centred in the gap``: hidden units whose transition point −b/w (a ReLU's kink, a
+  tanh's centre) lies in the gap, for the MAP fit and, averaged over draws, for the reference.
+  A network with none there is, across the gap, a function that the unit activity pattern of
+  the data's two sides fixes (linear, for ReLU); its linearisation can only move that.
 
     python benchmarks/laplace_gap_mean.py --cache refs/     # about 10 minutes without a cache
     python benchmarks/laplace_gap_mean.py --quick           # smoke run
@@ -54,6 +58,12 @@ def split(pred: pb.Prediction, ref: pb.Prediction) -> dict[str, float]:
     }
 
 
+def centred_in_gap(draws: dict[str, torch.Tensor], gap: tuple[float, float]) -> float:
+    """Hidden units with −b/w in the gap, averaged over draws (a leading draw dim on each site)."""
+    centre = -draws["0.bias"] / draws["0.weight"][..., 0]
+    return float(((centre > gap[0]) & (centre < gap[1])).double().sum(-1).mean())
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name in args.tasks:
@@ -63,7 +73,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             x, y, x_test, _ = task.data(seed)
             lo, hi = task.gap
             x_gap = x_test[((x_test > lo) & (x_test < hi)).squeeze(-1)]
-            ref = reference(args, task, x, y).predict(x_gap, num_samples=args.samples, seed=seed)
+            ref_post = reference(args, task, x, y)
+            ref = ref_post.predict(x_gap, num_samples=args.samples, seed=seed)
+            ref_units = centred_in_gap(ref_post.sample(args.samples, seed=seed), task.gap)
             length = {"num_steps": args.steps, "progress": False, "seed": seed}
             single = pb.fit(task.model(), "laplace", (x, y), **length)
             mixture = pb.ensemble(task.model(), "laplace", (x, y), num_members=args.members, **length)
@@ -71,14 +83,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             map_mean = map_pred.predict(x_gap, num_samples=1, seed=seed).mean.reshape(-1)
             ref_flat = ref.samples.reshape(ref.samples.shape[0], -1)
             map_error = float(((map_mean - ref_flat.mean(0)).abs() / ref_flat.std(0)).mean())
+            point = {name: value.unsqueeze(0) for name, value in single.guide.median().items()}
+            units = {"map_units": centred_in_gap(point, task.gap), "ref_units": ref_units}
             for label, post in (
                 ("laplace", single.posterior()),
                 (f"ensemble:laplace:{args.members}", mixture.posterior()),
             ):
                 pred = post.predict(x_gap, num_samples=args.samples, seed=seed + 1)
-                rows.append(
-                    {"task": name, "seed": seed, "posterior": label, **split(pred, ref), "map_error": map_error}
-                )
+                row = {"task": name, "seed": seed, "posterior": label, **split(pred, ref), "map_error": map_error}
+                rows.append({**row, **units})
             print(rows[-2], rows[-1], sep="\n", flush=True)
     return rows
 
@@ -91,13 +104,15 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         "",
     ]
     lines += [
-        "| task | seed | posterior | W1 | W1, centred | \\|mean error\\| / sd | sd ratio | MAP \\|mean error\\| / sd |"
+        "| task | seed | posterior | W1 | W1, centred | \\|mean error\\| / sd | sd ratio | MAP \\|mean error\\| / sd "
+        "| units centred in the gap: MAP / reference |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += ["|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['seed']} | {r['posterior']} | {r['w1']:.3f} | {r['w1_centred']:.3f} | "
-            f"{r['mean_error']:.2f} | {r['sd_ratio']:.2f} | {r['map_error']:.2f} |"
+            f"{r['mean_error']:.2f} | {r['sd_ratio']:.2f} | {r['map_error']:.2f} | {r['map_units']:.0f} / "
+            f"{r['ref_units']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

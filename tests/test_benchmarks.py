@@ -44,6 +44,11 @@ def test_laplace_lowrank_smoke() -> None:
     assert "8-8-8-1 tanh, D = 153" in out and "| lowrank(3) |" in out and "| diag |" in out
 
 
+def test_laplace_gap_mean_smoke() -> None:
+    out = run("laplace_gap_mean.py", "--quick")
+    assert "| gap | 0 | laplace |" in out and "| gap | 0 | ensemble:laplace:2 |" in out
+
+
 @pytest.mark.skipif(not (UCI / "yacht" / "data.txt").is_file(), reason="needs ../shared/data/uci beside the repo")
 def test_uci_smoke(tmp_path: Path) -> None:
     out = run(

@@ -211,10 +211,11 @@ def laplace_text(results: Mapping[str, FitResult]) -> list[str]:
             if s["predictive"] == "linear"
             else "the network itself at each draw"
         )
+        structure = f"low-rank (rank {s['rank']}) plus diagonal" if s["structure"] == "lowrank" else s["structure"]
         noise = f"; noise scale {s['noise_scale']:.3g} (standardised) by the evidence" if s["noise_scale"] else ""
         lines.append(
             f"*{kind}*: the Laplace approximation: the MAP fit, then a Gaussian with the {s['curvature']} "
-            f"curvature of the log joint there ({s['structure']} precision over {s['block_dim']} weights){noise}. "
+            f"curvature of the log joint there ({structure} precision over {s['block_dim']} weights){noise}. "
             f"Its final_elbo is its estimate of the log evidence, log p(y); its predictions are those of {predictive}."
         )
     return lines
