@@ -135,7 +135,10 @@ def _low_rank(
     only, and what they leave of G's diagonal (summed on the first pass)."""
     root = prior_precision(block).double().sqrt()
     if not bool((root > 0).all()):
-        raise ValueError("structure='lowrank' needs a prior with positive precision at every weight of the block")
+        raise ValueError(
+            "structure='lowrank' whitens by the prior's precision, which is 0 at some weight of the block (a "
+            "Laplace or uniform prior does this): give those weights a Normal prior, or use structure='diag'"
+        )
 
     diagonal: list[torch.Tensor] = []
 

@@ -38,15 +38,15 @@ POWER_ROUNDS = 2
 
 @dataclass(frozen=True)
 class LowRankPrecision:
-    """The matrix diag(c) (τ I + Q diag(λ) Qᵀ) diag(c): D×D, held in O(D k) numbers.
+    """The matrix diag(c) (τ I + Q diag(λ) Qᵀ) diag(c), τ > 0: D×D, held in O(D k) numbers.
 
-    With τ = 0 it is a (whitened) curvature alone; with τ > 0 a posterior precision.
+    :meth:`LowRankCurvature.precision` builds a posterior precision in this form, with τ = 1.
     """
 
-    scale: torch.Tensor  # c, (D,): the prior precision's square root
+    scale: torch.Tensor  # c, (D,)
     basis: torch.Tensor  # Q, (D, k), orthonormal columns
-    eigenvalues: torch.Tensor  # λ, (k,), in the whitened coordinates
-    shift: float = 0.0  # τ
+    eigenvalues: torch.Tensor  # λ, (k,), λ ≥ 0
+    shift: float = 1.0  # τ
 
     def dense(self) -> torch.Tensor:
         """The D×D matrix (for checks on small D)."""
@@ -77,7 +77,11 @@ class LowRankPrecision:
 @dataclass(frozen=True)
 class LowRankCurvature:
     """A curvature G ≈ C Q diag(λ) Qᵀ C + diag(r): its leading eigenpairs (whitened by C), and the
-    rest of its diagonal, r = diag(G) − diag(C Q diag(λ) Qᵀ C) ≥ 0, so that the diagonal is G's own."""
+    rest of its diagonal, r = diag(G) − diag(C Q diag(λ) Qᵀ C), so that the diagonal is G's own.
+
+    Negative eigenvalues and diagonal remainders (a ``"ggn"`` curvature that is indefinite, as a
+    Student t likelihood's can be) count as 0: the precision stays positive definite.
+    """
 
     scale: torch.Tensor  # C's diagonal, (D,)
     basis: torch.Tensor  # Q, (D, k)
