@@ -1,12 +1,11 @@
 """The curvature of a model's log joint in a block of its weights, and the Laplace evidence.
 
-Everything here runs on the lifted network's functional twin (``BayesianModel.evaluate``)
-under ``torch.func``: the network output as a function of the block's vector θ, every other
-site held at a point (:class:`Block`); its Jacobian per chunk of observations, from which the
-generalised Gauss-Newton and Fisher matrices are summed; its Jacobian-vector products (the
-linearised predictive); the exact Hessian of the log-likelihood; and the log evidence of the
-Laplace approximation with the noise scale and a prior precision as its hyperparameters
-(:class:`Evidence`). :class:`pyrobnn.guides.LaplaceGuide` puts them together.
+Everything here runs on the lifted network's functional twin (``BayesianModel.evaluate``) under
+``torch.func``: the network output as a function of the block's vector θ, every other site held
+at a point (:class:`Block`); its Jacobian per chunk of observations, from which the generalised
+Gauss-Newton and Fisher matrices (full, diagonal or low-rank) are summed; its Jacobian-vector
+products (the linearised predictive); the exact Hessian; and the Laplace log evidence with the
+noise scale and a prior precision as hyperparameters (:class:`Evidence`).
 """
 
 from __future__ import annotations
@@ -132,15 +131,14 @@ def _low_rank(
     block: Block, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, curvature: str, rank: int
 ) -> LowRankCurvature:
     """The leading eigenpairs of C⁻¹ G C⁻¹ (C² the prior precision), from products with G = Σᵢ Jᵢᵀ Λᵢ Jᵢ
-    only, and what they leave of G's diagonal (summed on the first pass)."""
+    only, and what they leave of G's diagonal."""
     root = prior_precision(block).double().sqrt()
     if not bool((root > 0).all()):
         raise ValueError(
             "structure='lowrank' whitens by the prior's precision, which is 0 at some weight of the block (a "
             "Laplace or uniform prior does this): give those weights a Normal prior, or use structure='diag'"
         )
-
-    diagonal: list[torch.Tensor] = []
+    diagonal: list[torch.Tensor] = []  # diag(G), summed on the first pass
 
     def matmat(vectors: torch.Tensor) -> torch.Tensor:
         total, diag = torch.zeros_like(vectors), torch.zeros_like(root)
