@@ -434,3 +434,15 @@ def test_regression_predictions_are_drawn_in_original_units(tmp_path: Path, monk
     assert main(argv) == 0
     assert 960 < limits["x"][0] < 1001 and 1099 < limits["x"][1] < 1130  # the data's x, and a quarter beyond
     assert 30 < limits["y"][0] < 46 and 54 < limits["y"][1] < 70  # y around 50 ± 5, with the band
+
+
+def test_only_usage_mistakes_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyrobnn.cli as cli
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise ValueError("a fault inside the library")
+
+    # a ValueError from deeper in the library is no usage mistake: it is not reported as one
+    monkeypatch.setattr(cli, "run", broken)
+    with pytest.raises(ValueError, match="a fault inside the library"):
+        main(["fit", "--data", "builtin:gap1d", "--quiet"])

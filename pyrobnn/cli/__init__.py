@@ -39,6 +39,7 @@ from pyrobnn import datasets, likelihoods
 from pyrobnn.cli import _report
 from pyrobnn.cli._figures import REFERENCE
 from pyrobnn.cli._reference import Reference, add_reference_options, reference_options, sample_reference
+from pyrobnn.cli._usage import UsageError
 from pyrobnn.evaluate.compare import compare
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.infer.ensemble import ensemble
@@ -85,12 +86,21 @@ UNRELIABLE = "⚠"
 MIN_TEST_ROWS = _report.MIN_TEST_ROWS
 
 
-class UsageError(ValueError):
-    """A mistake in the command's arguments (exit status 2)."""
-
-
 def load_data(args: argparse.Namespace) -> datasets.Dataset:
-    """The dataset named by ``--data``, with the options that belong to its form checked."""
+    """The dataset named by ``--data``, with the options that belong to its form checked.
+
+    What the data's readers refuse (a missing file, an unknown column, text where a number
+    belongs) is a mistake in the arguments too: it comes back as a :class:`UsageError`.
+    """
+    try:
+        return _read_data(args)
+    except UsageError:
+        raise
+    except (ValueError, OSError) as err:
+        raise UsageError(str(err)) from err
+
+
+def _read_data(args: argparse.Namespace) -> datasets.Dataset:
     kind, sep, rest = args.data.partition(":")
     if not sep or not rest or kind not in ("builtin", "csv", "uci"):
         raise UsageError(f"unsupported --data {args.data!r}; use {DATA_FORMS}")
@@ -379,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "fit" and len(kinds) != 1:
             raise UsageError(f"fit takes one --guide, got {args.guide!r}; use compare for several")
         return run(args, kinds)
-    except ValueError as err:
+    except UsageError as err:
         print(f"pyrobnn: error: {err}", file=sys.stderr)
         return 2
     except FitError as err:  # anything outside the per-guide loop

@@ -23,6 +23,7 @@ import torch
 
 from pyrobnn.cli._figures import REFERENCE
 from pyrobnn.cli._trust import listing
+from pyrobnn.cli._usage import UsageError
 from pyrobnn.datasets import Standardized
 from pyrobnn.evaluate import nested_rhat
 from pyrobnn.infer.mcmc import KERNELS, mcmc
@@ -111,7 +112,7 @@ def reference_options(args: argparse.Namespace) -> dict[str, int] | None:
         if given and args.reference != kernel:
             now = f"not --reference {args.reference}" if args.reference else "add --reference " + kernel
             verb = "applies" if len(given) == 1 else "apply"
-            raise ValueError(f"{', '.join(given)} only {verb} to --reference {kernel}; {now}")
+            raise UsageError(f"{', '.join(given)} only {verb} to --reference {kernel}; {now}")
     if args.reference is None:
         return None
     defaults = KERNELS["chees"] if args.reference == "chees" else NUTS_DEFAULTS
