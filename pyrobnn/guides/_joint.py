@@ -51,11 +51,9 @@ class JointGuide(Guide):
     and Adam turns the noise of the many whose signal is small into a random walk
     that every marginal sums over: the fit spends its entropy on spurious
     correlations and ends below mean-field's ELBO, although its family contains
-    mean-field's. Measured on ``make demo`` (gap1d, 1-50-1, 3000 steps; ELBO ± Monte
-    Carlo se): full-rank −259.9 ± 0.4 with 8 particles, −244.9 with 16, −232.0 ± 0.3
-    with 32, against mean-field's −237.3 ± 0.5. The network runs once per step for
-    all particles, so on small nets 32 cost about 1.3× the time of 8
-    (``benchmarks/guides_vs_nuts.py``).
+    mean-field's. More particles shrink the noise, and the network runs once per step for
+    all of them; the measurements are in the concepts page, "Why a joint guide fits with
+    more particles", and ``benchmarks/README.md``.
     """
 
     num_particles = 32

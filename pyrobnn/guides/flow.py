@@ -75,9 +75,9 @@ class FlowGuide(GuideList):
         The flow layers' networks learn at this fraction of the fit's learning
         rate (the location and scale at the full rate); default 1 / (last hidden
         width). Adam moves every weight by about the learning rate per step and
-        a conditioner sums ``width`` of them into each shift and log-scale: on a
-        1-50-1 net's 152 weights (width 256), fractions of 1, 0.1 and 0.03 made
-        the fit oscillate or diverge, 0.01 fit as well as mean-field.
+        a conditioner sums ``width`` of them into each shift and log-scale, so larger
+        fractions make the fit oscillate or diverge (measured in
+        ``benchmarks/README.md``, ``flow_gap.py``, and the concepts page).
     scope
         Deprecated since 0.2.0: the former name of ``sites``.
 

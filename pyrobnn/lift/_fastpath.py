@@ -2,10 +2,9 @@
 
 For an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations,
 running ``P`` weight draws is a chain of batched matrix products, which torch
-does faster than ``vmap(functional_call)`` can (on a 13-50-1 net with 10 draws,
-forward and backward take 0.30 ms instead of 0.53; on 784-512-512-10, 66 instead
-of 70). :class:`BayesianNet` uses it where it applies and ``vmap`` everywhere
-else; both give the same outputs for the same draws (``tests/test_fastpath.py``).
+does faster than ``vmap(functional_call)`` can (``benchmarks/step_time.py``; the
+numbers are in ``benchmarks/README.md``). :class:`BayesianNet` uses it where it
+applies and ``vmap`` everywhere else; both give the same outputs for the same draws (``tests/test_fastpath.py``).
 
 The first layer's input is shared by all draws: a weight-drawn first layer
 multiplies it by all ``P`` weight matrices in one product, and one that a handler
