@@ -17,7 +17,6 @@ from pyrobnn import _globs
 from pyrobnn._rng import seeded
 from pyrobnn.evaluate.metrics import calibration_bins, expected_calibration_error
 from pyrobnn.infer.fit import FitResult, History
-from pyrobnn.likelihoods import Bernoulli, Categorical
 from pyrobnn.posterior import Posterior
 
 __all__ = [
@@ -209,9 +208,10 @@ def plot_decision_surface(
     import matplotlib.pyplot as plt
 
     x = torch.as_tensor(np.asarray(x), dtype=torch.get_default_dtype())
-    if not isinstance(post.model.likelihood, Categorical):
+    if not post.model.likelihood.predicts_classes:
         raise ValueError(
-            f"plot_decision_surface draws Categorical class predictions, not {type(post.model.likelihood).__name__}"
+            f"plot_decision_surface draws class predictions (Categorical, Bernoulli), not "
+            f"{type(post.model.likelihood).__name__}"
         )
     if x.dim() != 2 or x.shape[1] != 2:
         raise ValueError(f"plot_decision_surface draws 2-D inputs, got x of shape {tuple(x.shape)}")
@@ -239,7 +239,7 @@ def plot_decision_surface(
 
 def _real_targets(post: Posterior, pred: Any, y: Any, caller: str) -> torch.Tensor:
     """``y`` in the prediction's layout, for real-valued (not class) likelihoods."""
-    if isinstance(post.model.likelihood, (Categorical, Bernoulli)):
+    if post.model.likelihood.predicts_classes:
         raise ValueError(
             f"{caller} draws real-valued predictions; for {type(post.model.likelihood).__name__} "
             "class predictions use pb.plots.plot_reliability"

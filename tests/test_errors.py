@@ -179,7 +179,8 @@ def test_predict_arguments() -> None:
     pred = post.predict(X, num_samples=5)
     with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"):
         pred.interval(90)
-    with pytest.raises(AttributeError, match="probs is defined for Categorical likelihoods, not Gaussian"):
+    classes_only = r"probs is defined for likelihoods of class labels \(Bernoulli, Categorical\), not Gaussian"
+    with pytest.raises(AttributeError, match=classes_only):
         _ = pred.probs
 
 

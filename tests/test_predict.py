@@ -187,3 +187,31 @@ def test_entropies_against_hand_computed_values() -> None:
     torch.testing.assert_close(pred.entropy, torch.tensor([h(0.7, 0.3)]))
     torch.testing.assert_close(pred.expected_entropy, torch.tensor([(h(0.5, 0.5) + h(0.9, 0.1)) / 2]))
     torch.testing.assert_close(pred.mutual_information, pred.entropy - pred.expected_entropy)
+
+
+def test_a_bernoulli_prediction_has_the_class_summaries_of_the_equivalent_categorical() -> None:
+    """Bernoulli with logit f is Categorical with logits (0, f): the same probabilities and entropies."""
+    f = torch.tensor([[[0.0], [2.0]], [[math.log(9.0)], [-1.0]]])  # (draws, points, 1)
+    bern = pb.Prediction(pb.BayesianModel(pb.lift(torch.nn.Linear(1, 1)), pb.likelihoods.Bernoulli()), f, {})
+    cat_logits = torch.cat([torch.zeros_like(f), f], dim=-1)
+    cat = pb.Prediction(pb.BayesianModel(pb.lift(torch.nn.Linear(1, 2)), pb.likelihoods.Categorical()), cat_logits, {})
+    torch.testing.assert_close(bern.probs, cat.probs)
+    torch.testing.assert_close(bern.probs[..., 1], bern.mean)
+    torch.testing.assert_close(bern.entropy, cat.entropy)
+    torch.testing.assert_close(bern.expected_entropy, cat.expected_entropy)
+    # a Prediction is whole when built: its draws of y are there, one per draw of θ
+    assert bern.samples.shape == (2, 2) and cat.samples.shape == (2, 2)
+
+
+@pytest.mark.parametrize("likelihood", [pb.likelihoods.Poisson(), pb.likelihoods.Bernoulli()])
+def test_aleatoric_variance_is_the_term_the_total_variance_adds(likelihood: pb.likelihoods.Likelihood) -> None:
+    model = pb.BayesianModel(pb.lift(torch.nn.Linear(1, 1)), likelihood)
+    pred = pb.Prediction(model, torch.randn(50, 7, 1, generator=torch.Generator().manual_seed(0)), {})
+    torch.testing.assert_close(pred.variance, pred.epistemic_variance + pred.aleatoric_variance)
+    # what the likelihood declares decides which summaries exist
+    if likelihood.predicts_classes:
+        with pytest.raises(AttributeError, match="coverage is defined for likelihoods of real or count targets"):
+            pred.coverage(torch.zeros(7))
+    else:
+        with pytest.raises(AttributeError, match="probs is defined for likelihoods of class labels"):
+            _ = pred.probs

@@ -12,7 +12,6 @@ import torch
 from pyrobnn.evaluate.diagnostics import psis_khat
 from pyrobnn.evaluate.metrics import expected_calibration_error, reference_distance, summarize
 from pyrobnn.infer.fit import FitResult
-from pyrobnn.likelihoods import Bernoulli, Categorical
 from pyrobnn.posterior import ChainSource, Posterior
 
 __all__ = ["compare"]
@@ -152,7 +151,7 @@ def compare(
             row["final_elbo"] = float(evidence)
         row.update(summarize(post, pred, y_test, y_scale=y_scale, level=level, se=True))
         pointwise[name] = _pointwise_log_likelihood(post, pred, y_test, y_scale)
-        if isinstance(post.model.likelihood, (Categorical, Bernoulli)):
+        if post.model.likelihood.predicts_classes:
             row["ece"] = expected_calibration_error(pred, y_test)
         if ref_pred is not None:
             distance = reference_distance(pred, ref_pred)

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from pyrobnn.likelihoods import Bernoulli, Categorical
 from pyrobnn.posterior import Posterior, Prediction
 
 __all__ = [
@@ -78,11 +77,8 @@ def summarize(
     per_obs = y[0].numel() if y.dim() > 1 else 1
     out = {"test_log_likelihood": float(log_lik.mean()) - per_obs * math.log(y_scale)}
     errors = {"test_log_likelihood_se": _mean_se(log_lik)}
-    if isinstance(post.model.likelihood, (Categorical, Bernoulli)):
-        if isinstance(post.model.likelihood, Categorical):
-            correct = (pred.probs.argmax(-1) == y).double()
-        else:
-            correct = ((pred.mean > 0.5).to(y.dtype) == y).double()
+    if post.model.likelihood.predicts_classes:
+        correct = (pred.probs.argmax(-1) == y).double()
         out["accuracy"] = float(correct.mean())
         errors["accuracy_se"] = _share_se(out["accuracy"], correct.numel())
     else:
@@ -108,17 +104,14 @@ def _share_se(share: float, n: int) -> float:
 
 
 def _confidence(pred: Prediction, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-label confidence and correctness per point (Categorical or Bernoulli predictions)."""
-    if isinstance(pred.likelihood, Categorical):
-        conf, label = pred.probs.max(-1)
-        return conf, (label == y).to(conf.dtype)
-    if isinstance(pred.likelihood, Bernoulli):
-        p1 = pred.mean
-        label = (p1 > 0.5).to(y.dtype)
-        return torch.where(p1 > 0.5, p1, 1 - p1), (label == y).to(p1.dtype)
-    raise ValueError(
-        f"calibration is defined for class predictions (Categorical, Bernoulli), not {type(pred.likelihood).__name__}"
-    )
+    """Top-label confidence and correctness per point (predictions of classes)."""
+    if not pred.likelihood.predicts_classes:
+        raise ValueError(
+            "calibration is defined for class predictions (Categorical, Bernoulli), not "
+            f"{type(pred.likelihood).__name__}"
+        )
+    conf, label = pred.probs.max(-1)  # a tie goes to the first class, as p > 0.5 decides for Bernoulli
+    return conf, (label == y).to(conf.dtype)
 
 
 def calibration_bins(pred: Prediction, y: Any, num_bins: int = 10) -> dict[str, torch.Tensor]:
@@ -199,8 +192,8 @@ def reference_distance(pred: Prediction, ref: Prediction) -> dict[str, float]:
             f"reference ({tuple(ref.output.shape[1:])}, {type(ref.likelihood).__name__}) are not of the same "
             "model at the same inputs"
         )
-    if isinstance(pred.likelihood, (Categorical, Bernoulli)):
-        p, q = _class_probs(pred), _class_probs(ref)
+    if pred.likelihood.predicts_classes:
+        p, q = pred.probs, ref.probs
         return {
             "agreement": float((p.argmax(-1) == q.argmax(-1)).double().mean()),
             "total_variation": float(0.5 * (p - q).abs().sum(-1).mean()),
@@ -209,10 +202,3 @@ def reference_distance(pred: Prediction, ref: Prediction) -> dict[str, float]:
         "w1": float(wasserstein1(pred.samples, ref.samples).mean()),
         "sd_ratio": float((pred.std / ref.std).mean()),
     }
-
-
-def _class_probs(pred: Prediction) -> torch.Tensor:
-    if isinstance(pred.likelihood, Categorical):
-        return pred.probs
-    p1 = pred.mean
-    return torch.stack([1 - p1, p1], dim=-1)

@@ -236,6 +236,12 @@ class HeteroscedasticGaussian(Likelihood):
 class Bernoulli(Likelihood):
     """y ∈ {0, 1} ~ Bernoulli(logits = f(x; θ))."""
 
+    predicts_classes = True
+
+    def class_probs(self, output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
+        p = torch.sigmoid(event_output(output, output_shape))
+        return torch.stack([1 - p, p], dim=-1)
+
     def distribution(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> TorchDistribution:
@@ -263,6 +269,11 @@ class Bernoulli(Likelihood):
 
 class Categorical(Likelihood):
     """y ∈ {0, …, C−1} ~ Categorical(logits = f(x; θ)); the net outputs C logits."""
+
+    predicts_classes = True
+
+    def class_probs(self, output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
+        return torch.softmax(output, dim=-1)
 
     def event_shape(self, output_shape: torch.Size) -> torch.Size:
         if len(output_shape) == 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import torch
@@ -22,7 +22,16 @@ ONE = torch.Size([1])
 
 
 class Likelihood(nn.Module):
-    """Base class: the shape rule, value checks and p(y | output, latents)."""
+    """Base class: the shape rule, value checks and p(y | output, latents).
+
+    What a likelihood can do is declared here, not inferred from its type elsewhere:
+    :attr:`predicts_classes` and :meth:`class_probs`; :meth:`mean` and :meth:`variance`
+    (every likelihood); :meth:`output_fisher` (those that know their Fisher information).
+    """
+
+    #: Whether y is a class label (Bernoulli, Categorical): predictions then have class
+    #: probabilities (:meth:`class_probs`), accuracy and calibration, and no RMSE or intervals.
+    predicts_classes: ClassVar[bool] = False
 
     def latent_priors(self) -> dict[str, Prior]:
         """Priors of this likelihood's own latent variables, by site name."""
@@ -80,6 +89,10 @@ class Likelihood(nn.Module):
         return self.distribution(output, latents, output_shape).variance
 
     # ---------------------------------------------------------- curvature
+    def class_probs(self, output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
+        """p(y = c | θ) per draw and observation, the classes last: ``(..., N, *e, C)``."""
+        raise ValueError(f"the {type(self).__name__} likelihood predicts no classes")
+
     def output_fisher(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> torch.Tensor:

@@ -195,7 +195,6 @@ class Posterior:
             output = torch.cat(outputs, dim=0)
             latents = {name: draws[name].reshape(num_samples, 1) for name in self.model.likelihood.latent_priors()}
             prediction = Prediction(self.model, output, latents)
-            prediction._draw_samples()
         return prediction
 
     def chunks(

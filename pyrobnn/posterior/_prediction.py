@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from pyrobnn._tensors import as_tensor
-from pyrobnn.likelihoods import Categorical, Gaussian, HeteroscedasticGaussian, Poisson, StudentT
 from pyrobnn.model import BayesianModel
 
 __all__ = ["Prediction"]
@@ -26,21 +25,33 @@ class Prediction:
     mean, std
         Predictive mean and standard deviation of y (for ``Categorical``, of the
         one-hot vector: ``mean`` is then ``probs``).
+
+    Parameters
+    ----------
+    model, output, latents
+        The model, its network outputs per draw and the likelihood's latent values per
+        draw (each ``(num_samples, 1)``), as :meth:`pyrobnn.Posterior.predict` builds them.
+    samples
+        Draws of y, one per draw of θ; drawn here from p(y | output, latents) with the
+        global torch generator when not given.
     """
 
-    def __init__(self, model: BayesianModel, output: torch.Tensor, latents: dict[str, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        model: BayesianModel,
+        output: torch.Tensor,
+        latents: dict[str, torch.Tensor],
+        samples: torch.Tensor | None = None,
+    ) -> None:
         self.likelihood = model.likelihood
         self.output = output
         self.latents = latents
         self.output_shape = output.shape[2:]
-        self.samples: torch.Tensor
+        self.samples: torch.Tensor = self._per_draw().sample() if samples is None else samples
 
     # ----------------------------------------------------------- per draw
     def _per_draw(self) -> Any:
         return self.likelihood.distribution(self.output, self.latents, self.output_shape)
-
-    def _draw_samples(self) -> None:
-        self.samples = self._per_draw().sample()
 
     @property
     def num_samples(self) -> int:
@@ -62,8 +73,7 @@ class Prediction:
 
     @property
     def aleatoric_variance(self) -> torch.Tensor:
-        """E_θ(Var[y | θ]): the observation noise, averaged over draws."""
-        self._require((Gaussian, HeteroscedasticGaussian, StudentT, Categorical), "aleatoric_variance")
+        """E_θ(Var[y | θ]): the observation noise, averaged over draws (the term :attr:`variance` adds)."""
         return self.likelihood.variance(self.output, self.latents, self.output_shape).mean(0)
 
     @property
@@ -89,7 +99,7 @@ class Prediction:
         Close to ``level`` for a calibrated predictive on held-out data; below it the
         intervals are too narrow. For real-valued targets.
         """
-        self._require((Gaussian, HeteroscedasticGaussian, StudentT, Poisson), "coverage")
+        self._require(False, "coverage")
         y = self._targets(y)
         lo, hi = self.interval(level)
         y = y.to(lo.dtype)
@@ -114,9 +124,10 @@ class Prediction:
     # ------------------------------------------------------ classification
     @property
     def probs(self) -> torch.Tensor:
-        """Predictive class probabilities: E_θ[softmax(f(x; θ))], ``(N, C)``."""
-        self._require((Categorical,), "probs")
-        return torch.softmax(self.output, dim=-1).mean(0)
+        """Predictive class probabilities E_θ[p(y = c | θ)], the classes last: ``(N, *e, C)``
+        (for ``Bernoulli``, C = 2: the probabilities of 0 and 1)."""
+        self._require(True, "probs")
+        return self.likelihood.class_probs(self.output, self.output_shape).mean(0)
 
     @property
     def entropy(self) -> torch.Tensor:
@@ -127,19 +138,20 @@ class Prediction:
     @property
     def expected_entropy(self) -> torch.Tensor:
         """E_θ H[p(y | θ)]: the aleatoric part of the entropy."""
-        self._require((Categorical,), "expected_entropy")
-        log_p = torch.log_softmax(self.output, dim=-1)
-        return (-(log_p.exp() * log_p).sum(-1)).clamp_min(0.0).mean(0)
+        self._require(True, "expected_entropy")
+        p = self.likelihood.class_probs(self.output, self.output_shape)
+        return (-(p * torch.log(p.clamp_min(1e-30))).sum(-1)).clamp_min(0.0).mean(0)
 
     @property
     def mutual_information(self) -> torch.Tensor:
         """I[y; θ] = total − expected entropy: the epistemic part (BALD)."""
         return (self.entropy - self.expected_entropy).clamp_min(0.0)
 
-    def _require(self, kinds: tuple[type, ...], what: str) -> None:
-        if not isinstance(self.likelihood, kinds):
-            names = ", ".join(k.__name__ for k in kinds)
-            raise AttributeError(f"{what} is defined for {names} likelihoods, not {type(self.likelihood).__name__}")
+    def _require(self, classes: bool, what: str) -> None:
+        """Refuse ``what`` unless the likelihood predicts classes (``classes``) or does not."""
+        if self.likelihood.predicts_classes != classes:
+            kinds = "class labels (Bernoulli, Categorical)" if classes else "real or count targets"
+            raise AttributeError(f"{what} is defined for likelihoods of {kinds}, not {type(self.likelihood).__name__}")
 
     def __repr__(self) -> str:
         kind = type(self.likelihood).__name__
