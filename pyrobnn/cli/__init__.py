@@ -89,8 +89,7 @@ MIN_TEST_ROWS = _report.MIN_TEST_ROWS
 def load_data(args: argparse.Namespace) -> datasets.Dataset:
     """The dataset named by ``--data``, with the options that belong to its form checked.
 
-    What the data's readers refuse (a missing file, an unknown column, text where a number
-    belongs) is a mistake in the arguments too: it comes back as a :class:`UsageError`.
+    What the data's readers refuse (a missing file, an unknown column) is a :class:`UsageError` too.
     """
     try:
         return _read_data(args)

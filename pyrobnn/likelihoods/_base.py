@@ -88,11 +88,11 @@ class Likelihood(nn.Module):
         """Var[y | θ] per observation: the aleatoric part of the predictive variance."""
         return self.distribution(output, latents, output_shape).variance
 
-    # ---------------------------------------------------------- curvature
     def class_probs(self, output: torch.Tensor, output_shape: torch.Size) -> torch.Tensor:
         """p(y = c | θ) per draw and observation, the classes last: ``(..., N, *e, C)``."""
         raise ValueError(f"the {type(self).__name__} likelihood predicts no classes")
 
+    # ---------------------------------------------------------- curvature
     def output_fisher(
         self, output: torch.Tensor, latents: Mapping[str, torch.Tensor], output_shape: torch.Size
     ) -> torch.Tensor:
