@@ -8,9 +8,7 @@ The pipeline, one stage per module or package (``docs/architecture.md``)::
                                         ─▶ export.to_arviz, evaluate (metrics, k̂, nested R̂, compare), plots
 """
 
-import sys as _sys
-
-from pyrobnn import datasets, guides, likelihoods, plots, priors
+from pyrobnn import _moved, datasets, guides, likelihoods, plots, priors
 from pyrobnn._version import __version__ as __version__
 from pyrobnn._warnings import DiagnosticWarning
 from pyrobnn.checkpoint import load, save
@@ -62,18 +60,12 @@ __all__ = [
     "to_arviz",
 ]
 
-# Module paths from before the stages became packages (0.1.0 and earlier) still import the
-# same module objects: `from pyrobnn.diagnostics import psis_khat` keeps working.
-for _old, _new in {
-    "elbo": "infer.elbo",
-    "svi": "infer.svi",
-    "fit": "infer.fit",
-    "history": "infer.history",
-    "distributed": "infer.distributed",
-    "mcmc": "infer.mcmc",
-    "metrics": "evaluate.metrics",
-    "diagnostics": "evaluate.diagnostics",
-    "compare": "evaluate.compare",
-}.items():
-    _sys.modules.setdefault(f"{__name__}.{_old}", _sys.modules[f"{__name__}.{_new}"])
-del _old, _new
+# Module paths from before the stages became packages: deprecated (pyrobnn/_moved.py).
+_MOVED = _moved.install(__name__)
+
+
+def __getattr__(name: str) -> object:
+    """``pyrobnn.elbo`` after ``import pyrobnn.elbo``: the deprecated path, which warns when read."""
+    if name in _MOVED:
+        return _MOVED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

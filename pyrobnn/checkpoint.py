@@ -63,7 +63,9 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
     trained as point estimates, the priors' and likelihood's buffers), the
     guide's ``state_dict``, and a config recording the guide kind and options
     (:meth:`pyrobnn.guides.Guide.spec`), each latent site's shape and prior,
-    and the likelihood. Neither the network nor the guide is pickled:
+    and the likelihood; saved from a :class:`pyrobnn.FitResult`, also the
+    fit's settings (its ``config``, under ``"fit"``; empty from a
+    ``Posterior``). Neither the network nor the guide is pickled:
     :func:`load` needs the model rebuilt by the caller.
 
     Examples
@@ -71,6 +73,7 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
     >>> pb.save("fit.pt", result.posterior())          # doctest: +SKIP
     >>> post = pb.load("fit.pt", model)                 # doctest: +SKIP
     """
+    fit_record = _plain(getattr(posterior, "config", None) or {})  # a FitResult's settings, resolved
     if not isinstance(posterior, Posterior):
         to_posterior = getattr(posterior, "posterior", None)
         made = to_posterior() if callable(to_posterior) else None
@@ -87,6 +90,7 @@ def save(path: PathLike, posterior: Posterior | FitResult) -> None:
         "sites": _site_table(model),
         "likelihood": _describe(model.likelihood),
         "dtype": str(next(iter(state.values())).dtype),
+        "fit": fit_record,
     }
     checkpoint = {
         "config": config,
@@ -210,6 +214,16 @@ def _source_spec(source: DrawSource) -> dict[str, Any]:
             f"flow, map), the draws of pb.mcmc and ensembles of them, not a {type(source).__name__}: {err}. Save "
             "guide.state_dict() with torch.save yourself and load it into a guide built the same way."
         ) from err
+
+
+def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``record`` that a checkpoint can hold without pickling (plain values, lists of them)."""
+    simple = (str, int, float, bool, type(None))
+    return {
+        key: list(value) if isinstance(value, (list, tuple)) else value
+        for key, value in record.items()
+        if isinstance(value, simple) or (isinstance(value, (list, tuple)) and all(isinstance(v, simple) for v in value))
+    }
 
 
 def _saved_spec(config: Mapping[str, Any]) -> Mapping[str, Any]:

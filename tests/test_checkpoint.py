@@ -97,6 +97,10 @@ def test_save_takes_a_fit_result_and_records_the_options(tmp_path: Path) -> None
     assert config["likelihood"] == "Gaussian(scale ~ HalfNormal(scale=1))"
     loaded = pb.load(tmp_path / "fit.pt", build())
     assert not loaded.guide.guides[1].analytic_kl  # type: ignore[attr-defined]
+    # The fit's settings, as FitResult.config records them: what checkpoints and results share.
+    assert config["fit"] == dict(result.config) and config["fit"]["lr"] == 0.05 and config["fit"]["num_steps"] == 5
+    pb.save(tmp_path / "post.pt", result.posterior())  # a Posterior knows no fit
+    assert torch.load(tmp_path / "post.pt", weights_only=True)["config"]["fit"] == {}
 
 
 def test_a_flow_built_past_the_defaults_loads_as_built(tmp_path: Path) -> None:

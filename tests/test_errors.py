@@ -126,11 +126,14 @@ def test_guide_options() -> None:
     [
         ({"num_particles": 0}, "num_particles must be an integer >= 1, got 0"),
         ({"num_steps": 10, "epochs": 2}, "give num_steps or epochs, not both"),
-        ({"num_steps": 0}, "num_steps must be a positive integer"),
-        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"num_steps": 0}, "num_steps must be an integer >= 1, got 0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\]"),
-        ({"batch_size": 0}, "batch_size must be a positive integer or None"),
-        ({"kl_weight": -1.0}, "the KL weight must be >= 0"),
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0 \(None for the default\)"),
+        ({"kl_weight": -1.0}, "kl_weight must be a number >= 0 or a schedule step -> weight, got -1.0"),
+        ({"lr": 0.0}, "lr must be a finite number > 0, got 0.0"),
+        ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+        ({"vectorize_particles": "yes"}, "vectorize_particles must be True or False"),
     ],
 )
 def test_fit_arguments(kwargs: dict, message: str) -> None:

@@ -153,7 +153,7 @@ def test_divergence_through_the_step_restores_the_last_finite_parameters() -> No
 
 def test_init_refuses_what_fit_refuses() -> None:
     x, y = regression()
-    with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+    with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):
         pb.svi.init(mlp_model(), "meanfield", (x, y), num_steps=0)
     with pytest.raises(TypeError, match=r"guide options \['rank'\] only apply when guide is a kind string"):
         pb.svi.init(mlp_model(), pb.guides.make_guide("meanfield", mlp_model()), (x, y), rank=2)

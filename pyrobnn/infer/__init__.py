@@ -3,6 +3,8 @@
 - :mod:`pyrobnn.infer.elbo`: ``ELBO``, Pyro's ``Trace_ELBO`` with the KL kept apart.
 - :mod:`pyrobnn.infer.svi`: ``init`` and ``SVIState.step``, SVI for a loop of one's own.
 - :mod:`pyrobnn.infer.fit`: ``fit``, the front door over them, and ``FitResult``.
+- :mod:`pyrobnn.infer.settings`: ``FitSettings``, the settings of a fit held once, which
+  ``fit``, ``init``, the state, the result and the checkpoints read.
 - :mod:`pyrobnn.infer.history`: ``History``, the per-step record and its checks, ``FitError``
   and ``FitWarning``.
 - :mod:`pyrobnn.infer.distributed`: data-parallel fitting over ``torch.distributed``.

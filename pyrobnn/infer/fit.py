@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 from pyrobnn._rng import seeded
 from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.guides import Guide, LaplaceGuide
+from pyrobnn.infer import svi as _svi
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, FitWarning, History
-from pyrobnn.infer.svi import init
+from pyrobnn.infer.settings import FitSettings
 from pyrobnn.model import BayesianModel
 from pyrobnn.posterior import Posterior
 
@@ -48,12 +49,17 @@ class FitResult:
         Wall-clock seconds of all ``num_steps`` optimiser steps, the first included
         (building the guide and the optimiser before them is not counted).
     config
-        The settings, as plain data.
+        The settings as plain data, with what the fit resolved (the number of
+        steps and particles, the guide's kind, the dataset's size);
+        :func:`pyrobnn.save` writes it into the checkpoint.
     first_step_s
         Seconds of the first step alone, which is part of ``elapsed_s``. It carries
         one-time costs: Pyro's shape checks, which run on the first step only, and, in
         the first fit of a process, torch's loading and warming of its kernels. For
         the time a step takes once warm, use ``(elapsed_s - first_step_s) / (num_steps - 1)``.
+    settings
+        The :class:`~pyrobnn.infer.settings.FitSettings` the fit ran with, as given
+        (``None`` for a fit made otherwise, e.g. an ensemble member trained in a batch).
     """
 
     model: BayesianModel
@@ -64,6 +70,7 @@ class FitResult:
     elapsed_s: float
     config: Mapping[str, Any] = field(default_factory=dict)
     first_step_s: float = math.nan
+    settings: FitSettings | None = None
 
     def __repr__(self) -> str:
         kind = self.config.get("guide", type(self.guide).__name__)
@@ -237,27 +244,11 @@ def fit(
     the end a little in a settled fit too, which the last two thresholds leave
     room for; a fit that passes may still gain from more steps.
     """
-    state = init(
-        model,
-        guide,
-        data,
-        num_steps=num_steps,
-        epochs=epochs,
-        batch_size=batch_size,
-        num_particles=num_particles,
-        vectorize_particles=vectorize_particles,
-        lr=lr,
-        optimizer=optimizer,
-        lr_decay=lr_decay,
-        kl_weight=kl_weight,
-        device=device,
-        seed=seed,
-        distributed=distributed,
-        **guide_options,
-    )
+    settings = FitSettings.of_call(locals())
+    state = _svi.start(model, guide, data, settings, guide_options)
     total = state.num_steps
     refresh = max(1, total // 200)
-    show = progress and state.rank == 0
+    show = settings.progress and state.rank == 0
     bar = tqdm(total=total, desc=f"fit {type(state.guide).__name__}", unit="step", disable=not show)
     with bar, state.session():
         start = time.perf_counter()
@@ -283,11 +274,11 @@ def fit(
                 ) from err
         elapsed = time.perf_counter() - start
     history = state.history
-    if check and state.rank == 0:
+    if settings.check and state.rank == 0:
         problem = history.check()
         if problem is not None:
             warnings.warn(f"fitting {state.config['guide']}: {problem}", FitWarning, stacklevel=2)
-    return FitResult(model, state.guide, history, total, seed, elapsed, state.config, first)
+    return FitResult(model, state.guide, history, total, settings.seed, elapsed, state.config, first, settings)
 
 
 def estimate_elbo(

@@ -41,10 +41,8 @@ state and a step that advances it, and makes the step a method of a mutable stat
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from collections.abc import Iterator, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -60,6 +58,7 @@ from pyrobnn.infer._guide_args import build_guide, describe_guide
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec, kl_weight_at, lr_decay_schedule, make_optimizer
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, History
+from pyrobnn.infer.settings import FitSettings
 from pyrobnn.model import BayesianModel
 
 __all__ = ["SVIState", "init"]
@@ -100,8 +99,11 @@ class SVIState:
         Where the fit runs.
     rank, world_size
         This process's place in a data-parallel fit (0 and 1 otherwise).
+    settings
+        The :class:`~pyrobnn.infer.settings.FitSettings` it was built with (frozen).
     config
-        The settings, as the ``config`` of a :class:`~pyrobnn.FitResult` records them.
+        The same as plain data, with what was resolved (steps, particles, data size),
+        as the ``config`` of a :class:`~pyrobnn.FitResult` records them.
     """
 
     def __init__(
@@ -114,39 +116,49 @@ class SVIState:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         batches: Batches,
+        settings: FitSettings,
         num_steps: int,
-        kl_weight: KLWeight,
         rng: RNGStream,
         device: torch.device,
-        distributed: bool,
         rank: int,
         world_size: int,
-        config: Mapping[str, Any],
     ) -> None:
         self.model = model
         self.guide = guide
         self.elbo = elbo
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.kl_weight = kl_weight
+        self.settings = settings
+        self.kl_weight = settings.kl_weight
         self.num_steps = num_steps
         self.step_count = 0
         self.last: Terms | None = None
         self.dataset_size = batches.size
         self.device = device
         self.rank, self.world_size = rank, world_size
-        self.config = config
         self._loss = loss  # the ELBO module, in DistributedDataParallel when distributed
         self._batches = batches
         self._next_batch = iter(batches)
         self._rng = rng
-        self._distributed = distributed
         self._validate = pyro.infer.util.is_validation_enabled()  # the caller's, for the first step
         self._params = [p for p in loss.parameters() if p.requires_grad]
         self._last_good = [p.detach().clone() for p in self._params]
         self._rows: list[tuple[float, float, float, float, float]] = []
         self._in_session = False
         self._kind = describe_guide(guide)
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The settings as plain data, with what the fit resolved (``FitResult.config`` is this)."""
+        return self.settings.record(
+            guide=type(self.guide).__name__,
+            num_steps=self.num_steps,
+            dataset_size=self.dataset_size,
+            num_particles=self.elbo.num_particles,
+            optimizer=type(self.optimizer).__name__,
+            device=str(self.device),
+            world_size=self.world_size,
+        )
 
     @property
     def history(self) -> History:
@@ -220,7 +232,7 @@ class SVIState:
             loss = self._loss(x, y, dataset_size=self.dataset_size)
         terms = self.elbo.last
         assert terms is not None
-        if self._distributed:  # one record for all processes; a divergence anywhere stops all of them
+        if self.settings.distributed:  # one record for all processes; a divergence anywhere stops all of them
             values = _dist.mean_over_processes([terms.loss, terms.log_likelihood, terms.kl], self.device)
             terms = Terms(values[0], values[1], values[2], terms.kl_weight)
         with torch.no_grad():
@@ -231,7 +243,7 @@ class SVIState:
                 raise FitError(
                     f"fitting the {self._kind}: the loss became {terms.loss} at step {step} (last finite "
                     f"loss: {last:.6g}). The guide was restored to its last finite state (err.guide). Likely "
-                    f"causes: a learning rate too high (lr={self.config['lr']}), an initial scale too large, or "
+                    f"causes: a learning rate too high (lr={self.settings.lr}), an initial scale too large, or "
                     "inputs on a wildly different scale than the prior (standardise x and y).",
                     step=step,
                     history=self.history,
@@ -277,11 +289,12 @@ def init(
 ) -> SVIState:
     """Check the arguments and build the state of a fit, ready for its first :meth:`~SVIState.step`.
 
-    The arguments are :func:`pyrobnn.fit`'s (but ``progress``) and mean the same;
-    ``num_steps`` (or ``epochs``) is the horizon of the learning-rate schedule, and
-    how long to go on is up to your loop. The guide is built (from a kind string),
-    initialised and moved under ``seed``; the caller's global torch RNG state is
-    left as it was.
+    The arguments are :func:`pyrobnn.fit`'s (but ``progress`` and ``check``) and mean
+    the same; they are held as one :class:`~pyrobnn.infer.settings.FitSettings`,
+    the state's ``settings``. ``num_steps`` (or ``epochs``) is the horizon of the
+    learning-rate schedule, and how long to go on is up to your loop. The guide is
+    built (from a kind string), initialised and moved under ``seed``; the caller's
+    global torch RNG state is left as it was.
 
     Returns
     -------
@@ -296,65 +309,42 @@ def init(
     RuntimeError
         With ``distributed=True`` and no initialised process group.
     """
+    return start(model, guide, data, FitSettings.of_call(locals()), guide_options)
+
+
+def start(model: BayesianModel, guide: Guide | str, data: Any, settings: FitSettings, guide_options: Any) -> SVIState:
+    """:func:`init` from settings already held: what :func:`pyrobnn.fit` calls."""
     if not isinstance(model, BayesianModel):
         raise TypeError(f"fit needs a pb.BayesianModel, got {type(model).__name__}")
-    if num_steps is not None and epochs is not None:
-        raise ValueError("give num_steps or epochs, not both")
-    if num_particles is not None and not (isinstance(num_particles, int) and num_particles >= 1):
-        raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
-    if not 0.0 < lr_decay <= 1.0:
-        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
-    rank, world_size = _dist.process_group() if distributed else (0, 1)
-    target = torch.device(device) if device is not None else model_device(model)
+    s = settings
+    rank, world_size = _dist.process_group() if s.distributed else (0, 1)
+    target = torch.device(s.device) if s.device is not None else model_device(model)
     model.to(target)
 
-    with seeded(seed, target), pyro.settings.context(module_local_params=True):
-        guide = build_guide(model, guide, guide_options, own=_fit_keywords())
-        num_particles = guide.num_particles if num_particles is None else num_particles
+    with seeded(s.seed, target), pyro.settings.context(module_local_params=True):
+        guide = build_guide(model, guide, guide_options, own=FitSettings.names())
+        num_particles = guide.num_particles if s.num_particles is None else s.num_particles
         guide.to(target)
-        shard = (rank, world_size) if distributed else None
-        batches = Batches(data, model, batch_size=batch_size, device=target, seed=seed, shard=shard)
-        if epochs is not None:
-            if not (isinstance(epochs, int) and epochs >= 1):
-                raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-            num_steps = epochs * batches.steps_per_epoch
-        num_steps = 1000 if num_steps is None else num_steps
-        if not (isinstance(num_steps, int) and num_steps >= 1):
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+        shard = (rank, world_size) if s.distributed else None
+        batches = Batches(data, model, batch_size=s.batch_size, device=target, seed=s.seed, shard=shard)
+        num_steps = s.epochs * batches.steps_per_epoch if s.epochs is not None else s.num_steps or 1000
 
-        elbo = ELBO(num_particles, vectorize_particles, kl_weight_at(kl_weight, 0))
+        elbo = ELBO(num_particles, s.vectorize_particles, kl_weight_at(s.kl_weight, 0))
         loss: torch.nn.Module = elbo(model, guide)
         # DDP gives every process rank 0's parameters, then averages the gradients.
-        if distributed:
+        if s.distributed:
             loss = _dist.wrap(loss, target)
-            torch.manual_seed(_dist.rank_seed(seed, rank))  # each process draws its own particles
+            torch.manual_seed(_dist.rank_seed(s.seed, rank))  # each process draws its own particles
         # The model's deterministic parameters at lr; a guide may train some of its own groups
         # at a fraction of it (a flow's conditioner networks), applied through the schedule.
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
         groups = [g for g in groups + guide.param_groups() if g["params"]]
-        opt = make_optimizer(optimizer, groups, lr)
+        opt = make_optimizer(s.optimizer, groups, s.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, [lr_decay_schedule(num_steps, lr_decay, g.get("lr_scale", 1.0)) for g in opt.param_groups]
+            opt, [lr_decay_schedule(num_steps, s.lr_decay, g.get("lr_scale", 1.0)) for g in opt.param_groups]
         )
         rng = RNGStream.capture(target)  # the stream the particles are drawn from, from here on
 
-    config = {
-        "guide": type(guide).__name__,
-        "num_steps": num_steps,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "dataset_size": batches.size,
-        "num_particles": num_particles,
-        "vectorize_particles": vectorize_particles,
-        "lr": lr,
-        "lr_decay": lr_decay,
-        "optimizer": type(opt).__name__,
-        "kl_weight": kl_weight if isinstance(kl_weight, (int, float)) else repr(kl_weight),
-        "device": str(target),
-        "seed": seed,
-        "distributed": distributed,
-        "world_size": world_size,
-    }
     return SVIState(
         model=model,
         guide=guide,
@@ -363,18 +353,10 @@ def init(
         optimizer=opt,
         scheduler=scheduler,
         batches=batches,
+        settings=settings,
         num_steps=num_steps,
-        kl_weight=kl_weight,
         rng=rng,
         device=target,
-        distributed=distributed,
         rank=rank,
         world_size=world_size,
-        config=MappingProxyType(config),
     )
-
-
-def _fit_keywords() -> list[str]:
-    """The keywords of :func:`pyrobnn.fit`: ``init``'s, and two of fit's own."""
-    skip = ("model", "guide", "data", "guide_options")
-    return [*(name for name in inspect.signature(init).parameters if name not in skip), "progress", "check"]
