@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import pyro
 import torch
@@ -114,17 +114,22 @@ def likelihood_curvature(
     dim = len(theta)
     # summed in float64: a float32 sum of many Jᵢᵀ Λᵢ Jᵢ loses the small eigenvalues to rounding
     total = theta.new_zeros((dim, dim) if structure == "full" else (dim,), dtype=torch.float64)
-    with torch.enable_grad(), pyro.validation_enabled(False):
-        for lo in range(0, len(x), POINTS_PER_CHUNK):
-            xs, ys = x[lo : lo + POINTS_PER_CHUNK], y[lo : lo + POINTS_PER_CHUNK]
-            if curvature == "hessian":
-                part = hessian(lambda t: -block.log_likelihood(block.output(t, xs), ys))(theta)  # noqa: B023
-                total += (part if structure == "full" else part.diagonal()).double()
-            else:
-                jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
-                equation = "nad,nab,nbe->de" if structure == "full" else "nad,nab,nbd->d"
-                total += torch.einsum(equation, jac, info, jac)
+    for xs, ys in _chunks(x, y):
+        if curvature == "hessian":
+            part = hessian(lambda t: -block.log_likelihood(block.output(t, xs), ys))(theta)  # noqa: B023
+            total += (part if structure == "full" else part.diagonal()).double()
+        else:
+            jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
+            equation = "nad,nab,nbe->de" if structure == "full" else "nad,nab,nbd->d"
+            total += torch.einsum(equation, jac, info, jac)
     return total.detach()
+
+
+def _chunks(x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The data ``POINTS_PER_CHUNK`` observations at a time, each used with autograd on and Pyro's checks off."""
+    for lo in range(0, len(x), POINTS_PER_CHUNK):
+        with torch.enable_grad(), pyro.validation_enabled(False):
+            yield x[lo : lo + POINTS_PER_CHUNK], y[lo : lo + POINTS_PER_CHUNK]
 
 
 def _low_rank(
@@ -143,13 +148,11 @@ def _low_rank(
     def matmat(vectors: torch.Tensor) -> torch.Tensor:
         total, diag = torch.zeros_like(vectors), torch.zeros_like(root)
         whitened = vectors / root[:, None]
-        with torch.enable_grad(), pyro.validation_enabled(False):
-            for lo in range(0, len(x), POINTS_PER_CHUNK):
-                xs, ys = x[lo : lo + POINTS_PER_CHUNK], y[lo : lo + POINTS_PER_CHUNK]
-                jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
-                total += torch.einsum("nad,nab,nbk->dk", jac, info, torch.einsum("nbe,ek->nbk", jac, whitened))
-                if not diagonal:
-                    diag += torch.einsum("nad,nab,nbd->d", jac, info, jac)
+        for xs, ys in _chunks(x, y):
+            jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
+            total += torch.einsum("nad,nab,nbk->dk", jac, info, torch.einsum("nbe,ek->nbk", jac, whitened))
+            if not diagonal:
+                diag += torch.einsum("nad,nab,nbd->d", jac, info, jac)
         if not diagonal:
             diagonal.append(diag)
         return total.detach() / root[:, None]
@@ -310,9 +313,7 @@ def newton_step(block: Block, evidence: Evidence, x: torch.Tensor, y: torch.Tens
         (grad,) = torch.autograd.grad(before, t)
     precision = evidence.precision(1.0, tau)
     g = grad.double()
-    if isinstance(precision, LowRankPrecision):
-        if not bool((precision.eigenvalues + precision.shift > 0).all()):
-            return None
+    if isinstance(precision, LowRankPrecision):  # positive definite by construction
         step = precision.solve(g)
     elif precision.dim() == 2:
         chol, info = torch.linalg.cholesky_ex(0.5 * (precision + precision.T))
@@ -341,9 +342,7 @@ def covariance_root(
     positive definite raises a ValueError that names the cause and the fix.
     """
     not_definite = f"the posterior precision at the MAP is not positive definite (curvature={curvature!r})"
-    if isinstance(precision, LowRankPrecision):
-        if not bool((precision.eigenvalues + precision.shift > 0).all()):
-            raise ValueError(f"{not_definite}: use curvature='fisher', positive semi-definite by construction")
+    if isinstance(precision, LowRankPrecision):  # positive definite by construction
         s, d = precision.sqrt_covariance()
         return s, precision.basis, d
     if precision.dim() == 1:

@@ -20,7 +20,6 @@ much the data say about it (``benchmarks/README.md``, "Low-rank Laplace", measur
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,40 +37,34 @@ POWER_ROUNDS = 2
 
 @dataclass(frozen=True)
 class LowRankPrecision:
-    """The matrix diag(c) (τ I + Q diag(λ) Qᵀ) diag(c), τ > 0: D×D, held in O(D k) numbers.
+    """The matrix diag(c) (I + Q diag(λ) Qᵀ) diag(c), c > 0, λ ≥ 0: D×D, held in O(D k) numbers.
 
-    :meth:`LowRankCurvature.precision` builds a posterior precision in this form, with τ = 1.
+    Positive definite by construction, which :meth:`LowRankCurvature.precision` guarantees.
     """
 
     scale: torch.Tensor  # c, (D,)
     basis: torch.Tensor  # Q, (D, k), orthonormal columns
     eigenvalues: torch.Tensor  # λ, (k,), λ ≥ 0
-    shift: float = 1.0  # τ
 
     def dense(self) -> torch.Tensor:
         """The D×D matrix (for checks on small D)."""
         inner = self.basis @ torch.diag(self.eigenvalues) @ self.basis.T
-        inner = inner + self.shift * torch.eye(len(self.scale), dtype=inner.dtype, device=inner.device)
+        inner = inner + torch.eye(len(self.scale), dtype=inner.dtype, device=inner.device)
         return self.scale[:, None] * inner * self.scale[None, :]
 
     def solve(self, g: torch.Tensor) -> torch.Tensor:
         """P⁻¹ g, by the Woodbury identity on the whitened matrix."""
         a = g / self.scale
-        tau = self.shift
-        coeffs = (1 / (tau + self.eigenvalues) - 1 / tau) * (self.basis.T @ a)
-        return (a / tau + self.basis @ coeffs) / self.scale
+        coeffs = (1 / (1 + self.eigenvalues) - 1) * (self.basis.T @ a)
+        return (a + self.basis @ coeffs) / self.scale
 
     def log_det(self) -> torch.Tensor:
-        """log det P = 2 Σ log c + (D − k) log τ + Σ log(τ + λ)."""
-        dim, rank = self.basis.shape
-        dropped = (dim - rank) * math.log(self.shift)
-        return 2 * self.scale.log().sum() + dropped + (self.shift + self.eigenvalues).log().sum()
+        """log det P = 2 Σ log c + Σ log(1 + λ)."""
+        return 2 * self.scale.log().sum() + torch.log1p(self.eigenvalues).sum()
 
     def sqrt_covariance(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, d) with P⁻¹ = S Sᵀ, S = diag(s) (I + Q diag(d) Qᵀ): s = 1/(c√τ), d = (1 + λ/τ)^(−½) − 1."""
-        s = 1 / (self.scale * math.sqrt(self.shift))
-        d = torch.rsqrt(1 + self.eigenvalues / self.shift) - 1
-        return s, d
+        """(s, d) with P⁻¹ = S Sᵀ, S = diag(s) (I + Q diag(d) Qᵀ): s = 1/c, d = (1 + λ)^(−½) − 1."""
+        return 1 / self.scale, torch.rsqrt(1 + self.eigenvalues) - 1
 
 
 @dataclass(frozen=True)
@@ -109,7 +102,7 @@ class LowRankCurvature:
         """P = diag(√d) (I + U diag(σ²) Uᵀ) diag(√d), from the thin SVD U diag(σ) Wᵀ of diag(1/√d) V."""
         d, v = self._parts(ratio, tau, prior)
         u, sigma, _ = torch.linalg.svd(v / d.sqrt()[:, None], full_matrices=False)
-        return LowRankPrecision(d.sqrt(), u, sigma.pow(2), shift=1.0)
+        return LowRankPrecision(d.sqrt(), u, sigma.pow(2))
 
 
 class SqrtCovariance(Transform):
