@@ -26,13 +26,11 @@ pyrobnn's ELBO applies the one handler that answers it,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 import torch
 from pyro.poutine.runtime import effectful
-from torch import nn
 
 __all__ = ["LINEAR_OVERRIDE", "LOCAL_REPARAM", "LinearOverride", "linear_override"]
 
@@ -44,34 +42,35 @@ LINEAR_OVERRIDE = "linear_override"
 
 
 class LinearOverride(Protocol):
-    """How a handler runs the ``nn.Linear`` layers it took over, for one run of a lifted network.
+    """What the ``nn.Linear`` layers a handler took over compute, for one run of a lifted network.
 
-    A covered layer runs at :attr:`values` (the same for every draw; what was
-    drawn at those sites is ignored), and its output then goes through
-    :meth:`output` (batched draws, the MLP path) or the forward hooks of
-    :meth:`hooks` (any other network, one pass per draw).
+    It states the mathematics only. A covered layer (one of :attr:`layers`) runs at
+    :attr:`values`, the same for every draw (what was drawn at those sites is
+    ignored), and :meth:`perturb` turns its output there into its output. How the
+    network runs with it, in batched products or in a forward pass per draw, is
+    the lifted network's business (``pyrobnn/lift/_run.py``): it calls
+    :meth:`perturb` once per covered layer and pass, on that layer's input of one
+    row per observation, and raises where a forward pass shows that it cannot
+    (a layer called twice or not at all, an input that is not a table of rows).
     """
+
+    @property
+    def layers(self) -> Collection[str]:
+        """Module paths of the covered layers (a subset of those offered)."""
+        ...
 
     @property
     def values(self) -> Mapping[str, torch.Tensor]:
         """Values of the covered layers' random parameters, by site name, shared by every draw."""
         ...
 
-    def output(self, path: str, h: torch.Tensor, out: torch.Tensor, num: int) -> torch.Tensor:
-        """The output of layer ``path`` for ``num`` draws at once.
+    def perturb(self, path: str, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The output of covered layer ``path`` on input ``h``, given ``out``, its output at :attr:`values`.
 
-        ``h`` is its input, ``(N, in)`` shared by all draws or ``(num, N, in)``;
-        ``out`` its output at :attr:`values`, ``(N, out)`` or ``(num, N, out)``.
-        Returns ``(num, N, out)``, or ``out`` itself for a layer not covered.
-        """
-        ...
-
-    def hooks(self, net: nn.Module, num_rows: int) -> AbstractContextManager[None]:
-        """A context for one forward pass of ``net`` on ``num_rows`` observations.
-
-        Inside it the covered layers (submodules of ``net``, by path) give their
-        output for one draw; it may raise where the pass shows that they cannot be
-        run this way (e.g. a layer called twice).
+        ``h`` is ``(N, in)`` (one input shared by every draw) or ``(num, N, in)``;
+        ``out`` is ``(N, out)`` (one draw) or ``(num, N, out)``, already shaped as
+        the result is: whatever is random is drawn here, one value per element of
+        ``out``, independently.
         """
         ...
 

@@ -2,9 +2,11 @@
 
 ``BayesianNet.run_batched`` runs a plain ``nn.Sequential`` of ``nn.Linear`` layers and
 elementwise activations as batched matrix products; everything else runs under
-``vmap(functional_call)``. For the same draws both must give the same outputs and
-gradients (compared in float64), and with local reparameterisation, whose noise the
-two paths draw differently, outputs with the same distribution.
+``vmap(functional_call)``, and ``bnet.fast_path = False`` sends a plain MLP there too.
+For the same draws both must give the same outputs and gradients (compared in float64);
+with a handler's override of some layers (``pyrobnn/_effects.py``) the same outputs for
+a deterministic override, and under local reparameterisation, the same outputs from the
+same seed and the distribution of drawn weights.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.func import functional_call
 
@@ -34,9 +37,11 @@ def prior_draws(bnet: pb.BayesianNet, num: int, seed: int = 0) -> dict[str, torc
 
 def run_vmap(bnet: pb.BayesianNet, draws: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``run_batched`` with the fast path switched off."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bnet._twin, "mlp", None)
+    bnet.fast_path = False
+    try:
         return bnet.run_batched(draws, x)
+    finally:
+        bnet.fast_path = True
 
 
 def run_each(bnet: pb.BayesianNet, draws: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +52,7 @@ def run_each(bnet: pb.BayesianNet, draws: dict[str, torch.Tensor], x: torch.Tens
 
 @pytest.fixture
 def fast_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records every pass through the fast path (so a test knows which path ran)."""
+    """Records every pass through the fast path (so a test knows which path ran; it changes nothing)."""
     runs: list[int] = []
     original = MLPPlan.run
 
@@ -141,6 +146,51 @@ def test_a_plan_applies_to_a_table_of_rows_only() -> None:
     assert plan.applies(torch.randn(5, 3))
     assert not plan.applies(torch.randn(3))
     assert not plan.applies(torch.randn(4, 5, 3))
+
+
+@pytest.mark.parametrize(
+    ("make_net", "on"),
+    [(lambda: mlp(nn.Tanh()), True), (shared_activation, True), (TwoLayer, False), (shared_linear, False)],
+    ids=["mlp", "shared-activation", "custom-module", "same-linear-twice"],
+)
+def test_fast_path_is_on_exactly_for_the_nets_with_a_plan(make_net: Callable[[], nn.Module], on: bool) -> None:
+    net = make_net()
+    assert pb.lift(net).fast_path is on
+    assert (MLPPlan.of(net) is not None) is on
+
+
+def test_the_switch_sends_a_plain_mlp_through_vmap_and_back(fast_runs: list[int]) -> None:
+    torch.manual_seed(0)
+    bnet = pb.lift(mlp(nn.Tanh())).double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    draws = prior_draws(bnet, S)
+    fast = bnet.run_batched(draws, x)
+    assert len(fast_runs) == 1
+    bnet.fast_path = False
+    assert not bnet.fast_path
+    vmapped = bnet.run_batched(draws, x)
+    assert len(fast_runs) == 1  # vmap ran it
+    bnet.fast_path = True
+    assert bnet.fast_path
+    torch.testing.assert_close(bnet.run_batched(draws, x), fast, rtol=0, atol=0)
+    assert len(fast_runs) == 2
+    torch.testing.assert_close(vmapped, fast)
+
+
+@pytest.mark.parametrize(
+    ("make_net", "message"),
+    [
+        (TwoLayer, r"this network is a TwoLayer"),
+        (shared_linear, r"this network is an nn\.Sequential of Linear, Tanh, Linear, Linear"),
+    ],
+    ids=["custom-module", "same-linear-twice"],
+)
+def test_the_fast_path_cannot_be_switched_on_for_another_net(make_net: Callable[[], nn.Module], message: str) -> None:
+    bnet = pb.lift(make_net())
+    with pytest.raises(ValueError, match=rf"fast_path=True needs an nn\.Sequential of nn\.Linear layers.*{message}"):
+        bnet.fast_path = True
+    assert not bnet.fast_path
+    bnet.fast_path = False  # what it is already: nothing to refuse
 
 
 # --------------------------------------------------------------------------- 2. same draws, same outputs
@@ -260,7 +310,7 @@ def test_a_forward_hook_turns_the_fast_path_off_and_is_honoured(hook: str, fast_
     assert len(fast_runs) == 1
     handle = HOOKS[hook](bnet.net)
     try:
-        assert bnet._twin.mlp is not None and not bnet._twin.mlp.applies(x)
+        assert bnet.fast_path  # on, but this pass cannot take it
         hooked = bnet.run_batched(draws, x)
         reference = run_each(bnet, draws, x)
     finally:
@@ -277,7 +327,7 @@ def test_a_forward_hook_turns_the_fast_path_off_and_is_honoured(hook: str, fast_
 def test_a_linear_used_twice_runs_on_the_vmap_path(random: str, fast_runs: list[int]) -> None:
     torch.manual_seed(0)
     bnet = pb.lift(shared_linear(), sites="3.*" if random == "untied-only" else None).double()
-    assert bnet._twin.mlp is None  # tied weights are one site used twice: not a chain of independent layers
+    assert not bnet.fast_path  # tied weights are one site used twice: not a chain of independent layers
     x = torch.randn(7, 3, dtype=torch.float64)
     draws = prior_draws(bnet, S)
     out = bnet.run_batched(draws, x)
@@ -344,10 +394,9 @@ def test_local_noise_has_the_same_distribution_on_both_paths(local: str, fast_ru
             name: (q[name][0].expand(num, 1, *value.shape[2:]) if name in LOCAL[local] else value)
             for name, value in drawn.items()
         }
-        with LocalReparamMessenger() as scope, pytest.MonkeyPatch.context() as patch:
+        bnet.fast_path = path == "fast"
+        with LocalReparamMessenger() as scope:
             scope.sites.update({name: q[name] for name in LOCAL[local]})
-            if path == "vmap":
-                patch.setattr(bnet._twin, "mlp", None)
             outputs[path] = bnet.run(draws, x)
     assert len(fast_runs) == 2
     ref_mean, ref_mean_se, ref_var, ref_var_se = _moments(reference)
@@ -374,3 +423,121 @@ def test_an_in_place_dropout_on_the_input_runs_and_leaves_the_input_alone(fast_r
     out = bnet.run_batched(prior_draws(bnet, S), x)
     assert fast_runs and out.shape == (S, 7, 1)
     assert torch.equal(x, before)  # each draw's mask applied to its own copy, not to the caller's tensor
+
+
+# --------------------------------------------------------------------------- 5. any override, both paths
+class Shift:
+    """A deterministic ``LinearOverride``: covered layers run at fixed values, then add ``tanh(h) @ mix``.
+
+    It records each call's path and the shapes of ``h`` and ``out`` (inside ``vmap``, one draw's).
+    """
+
+    def __init__(self, values: dict[str, torch.Tensor], mix: dict[str, torch.Tensor]) -> None:
+        self.layers = list(mix)
+        self.values = values
+        self.mix = mix
+        self.calls: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+
+    def perturb(self, path: str, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        self.calls.append((path, tuple(h.shape), tuple(out.shape)))
+        return out + torch.tanh(h) @ self.mix[path]
+
+
+class Offer(Messenger):
+    """The handler answering a network's offer of its ``nn.Linear`` layers with a given override."""
+
+    def __init__(self, override: Shift) -> None:
+        super().__init__()
+        self.override = override
+
+    def _pyro_linear_override(self, msg: Any) -> None:
+        msg["value"] = self.override
+
+
+@pytest.mark.parametrize("lead", [(S, 1), ()], ids=["particles", "one-draw"])
+def test_an_override_gives_the_same_outputs_and_gradients_on_both_paths(
+    lead: tuple[int, ...], fast_runs: list[int]
+) -> None:
+    """The running is lift's and the same on both paths: covered layers at the shared values, perturbed once."""
+    torch.manual_seed(0)
+    bnet = pb.lift(mlp(nn.Tanh())).double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    # Layer 0 wholly covered; layer 2 covered by its bias only, its weight drawn.
+    values = {
+        name: torch.randn(bnet.sites[name].shape, generator=g, dtype=torch.float64)
+        for name in ("0.weight", "0.bias", "2.bias")
+    }
+    mix = {
+        "0": torch.randn(3, 6, generator=g, dtype=torch.float64),
+        "2": torch.randn(6, 2, generator=g, dtype=torch.float64),
+    }
+    weight = prior_draws(bnet, S)["2.weight"]
+    if not lead:
+        weight = weight[0]
+    inputs = [weight, *values.values(), *mix.values()]
+    for tensor in inputs:
+        tensor.requires_grad_()
+    draws = {site.name: torch.zeros(*lead, *site.shape, dtype=torch.float64) for site in bnet.sites}
+    draws["2.weight"] = weight.reshape(*lead, 2, 6)  # the covered sites' draws are ignored
+    # The reference, by hand: each draw's layer 2 weight, everything else shared.
+    w2 = weight if lead else weight.unsqueeze(0)
+    h0 = x @ values["0.weight"].T + values["0.bias"] + torch.tanh(x) @ mix["0"]
+    a = torch.tanh(h0)
+    expected = a @ w2.transpose(1, 2) + values["2.bias"] + torch.tanh(a) @ mix["2"]
+    expected = expected if lead else expected[0]
+    outputs, calls = {}, {}
+    for path in ("fast", "vmap"):
+        bnet.fast_path = path == "fast"
+        shift = Shift(values, mix)
+        before = len(fast_runs)
+        with Offer(shift):
+            outputs[path] = bnet.run(draws, x)
+        assert len(fast_runs) - before == (path == "fast"), path
+        calls[path] = shift.calls
+        weights = torch.linspace(-1, 1, expected.numel(), dtype=torch.float64).reshape(expected.shape)
+        grads = torch.autograd.grad((outputs[path] * weights).sum(), inputs)
+        expected_grads = torch.autograd.grad((expected * weights).sum(), inputs, retain_graph=True)
+        for fast, exact in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(fast, exact)
+        torch.testing.assert_close(outputs[path], expected.reshape(*lead[:-1], 7, 2))
+    # Once per covered layer and pass, on its input rows; the fast path hands it the draws' dim
+    # where the output has one (a shared input, its output given the draws' dim first).
+    num = S if lead else 1
+    assert calls["fast"] == [("0", (7, 3), (num, 7, 6)), ("2", (num, 7, 6), (num, 7, 2))]
+    assert calls["vmap"] == [("0", (7, 3), (7, 6)), ("2", (7, 6), (7, 2))]  # one pass, traced once by vmap
+
+
+@pytest.mark.parametrize("local", list(LOCAL))
+def test_local_noise_is_the_same_on_both_paths_from_the_same_seed(local: str, fast_runs: list[int]) -> None:
+    """Each covered layer's noise is drawn in one place, as one ``(draws, rows, out)`` tensor on both paths.
+
+    ``vmap(randomness="different")`` draws a random op's batch from the global generator as one
+    tensor, as the fast path does: the same seed gives the same outputs and gradients.
+    """
+    torch.manual_seed(0)
+    bnet = pb.lift(mlp(nn.Tanh())).double()
+    g = torch.Generator().manual_seed(1)
+    q = {
+        site.name: (
+            torch.randn(site.shape, generator=g, dtype=torch.float64).requires_grad_(),
+            (0.2 + 0.4 * torch.rand(site.shape, generator=g, dtype=torch.float64)).requires_grad_(),
+        )
+        for site in bnet.sites
+    }
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    drawn = {name: torch.distributions.Normal(loc, scale).sample((S, 1)) for name, (loc, scale) in q.items()}
+    leaves = [t for name in LOCAL[local] for t in q[name]]
+    outputs, grads = {}, {}
+    for path in ("fast", "vmap"):
+        bnet.fast_path = path == "fast"
+        torch.manual_seed(2)
+        with LocalReparamMessenger() as scope:
+            scope.sites.update({name: q[name] for name in LOCAL[local]})
+            outputs[path] = bnet.run(drawn, x)
+        grads[path] = torch.autograd.grad(outputs[path].sum(), leaves)
+    assert len(fast_runs) == 1
+    torch.testing.assert_close(outputs["fast"], outputs["vmap"])
+    for fast, vmapped in zip(grads["fast"], grads["vmap"], strict=True):
+        torch.testing.assert_close(fast, vmapped)
+    assert not torch.allclose(outputs["fast"][0], outputs["fast"][1])  # the noise differs across draws

@@ -169,7 +169,7 @@ def single_linear(path: str) -> tuple[pb.BayesianModel, MeanFieldGuide, int]:
 @pytest.mark.parametrize("path", list(SINGLE_LINEAR))
 def test_the_expected_log_likelihood_is_the_closed_form(path: str) -> None:
     model, guide, num_particles = single_linear(path)
-    assert (model.net._twin.mlp is not None) == (path == "fastpath")
+    assert model.net.fast_path == (path == "fastpath")
     x, y = regression_data()
     num_batches = 200 if num_particles > 1 else 1000
     log_lik, _, _ = elbo_draws(model, guide, x, y, num_particles=num_particles, num_batches=num_batches)

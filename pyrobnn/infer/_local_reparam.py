@@ -18,9 +18,9 @@ minibatches, where those covariances are positive, but not always (see
 It is exact only where each row's output depends on the weights through this one
 product: a layer used once per forward pass, on an input of one row per
 observation, in a network whose rows do not interact (no batch normalisation).
-:class:`pyrobnn.lift.BayesianNet` offers only the layers that can qualify; the
-checks that only a forward pass can make (how often a layer ran, on what shape)
-are made here, on every pass.
+:class:`pyrobnn.lift.BayesianNet` offers only the layers that can qualify, and
+makes the checks that only a forward pass can make (how often a layer ran, on
+what shape) on every pass it runs with an override.
 
 This is the training side's half; neither the network nor the guide knows it.
 :class:`LocalReparamMessenger` is a Pyro effect handler that :class:`pyrobnn.ELBO`
@@ -34,8 +34,9 @@ wraps around its guide and its model, and it acts on the two effects of
    and the closed-form KL sees the guide's true Normal;
 2. when the lifted network, run by the model under the same handler, offers its
    ``nn.Linear`` layers (``linear_override``), it takes over those whose sites it
-   kept: they run at q's means, and their pre-activation noise is added to each
-   row, in the MLP path's batched products or with forward hooks.
+   kept: they run at q's means, and :meth:`PreActivations.perturb` adds each
+   row's pre-activation noise to their outputs (the network decides where it
+   calls it: between the MLP path's batched products, or in forward hooks).
 
 Outside this handler (prediction, any other Pyro inference) the guide draws weights
 and the network uses them.
@@ -43,15 +44,13 @@ and the network uses them.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
-from torch import nn
 
 from pyrobnn._effects import LOCAL_REPARAM
 
@@ -127,9 +126,17 @@ class LocalReparamMessenger(Messenger):
 
 
 class PreActivations:
-    """The layers a :class:`LocalReparamMessenger` took over, run at q's means plus each row's noise.
+    """The layers a :class:`LocalReparamMessenger` took over: q's means plus each row's noise.
 
     Implements ``pyrobnn._effects.LinearOverride`` for one run of a network.
+
+    Attributes
+    ----------
+    layers
+        Module path of each covered layer -> the site names of its weight and bias
+        taken over (``None`` where that parameter is drawn or deterministic).
+    values
+        q's locations of those sites, by site name: the covered layers run at them.
     """
 
     def __init__(self, layers: Layers, sites: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -138,23 +145,20 @@ class PreActivations:
         self.values = {name: sites[name][0] for name in names}
         self.variances = {name: sites[name][1].square() for name in names}
 
-    def _variances(self, path: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def perturb(self, path: str, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Layer ``path``'s pre-activations: ``out`` (their mean, at q's locations) plus Normal noise.
+
+        The noise has the standard deviation :func:`pre_activation_std` gives for
+        the input row ``h`` of each element of ``out`` (``h`` may lack ``out``'s
+        leading dim of draws), and is drawn here, independently for every element.
+        """
         weight, bias = self.layers[path]
-        return (
+        std = pre_activation_std(
+            h,
             None if weight is None else self.variances[weight],
             None if bias is None else self.variances[bias],
         )
-
-    def output(self, path: str, h: torch.Tensor, out: torch.Tensor, num: int) -> torch.Tensor:
-        """Layer ``path``'s output for ``num`` draws: ``out`` (at the means) plus each row's noise."""
-        if path not in self.layers:
-            return out
-        std = pre_activation_std(h, *self._variances(path))
-        return out + std * torch.randn((num, h.shape[-2], out.shape[-1]), dtype=out.dtype, device=out.device)
-
-    def hooks(self, net: nn.Module, num_rows: int) -> contextlib.AbstractContextManager[None]:
-        """Forward hooks adding each covered layer's noise, for one pass (see :func:`linear_noise`)."""
-        return linear_noise(net, {path: self._variances(path) for path in self.layers}, num_rows)
+        return out + std * torch.randn(out.shape, dtype=out.dtype, device=out.device)
 
 
 class LocalNormal(dist.Normal):
@@ -200,67 +204,6 @@ def _unbroadcast(name: str, value: torch.Tensor, event_dim: int) -> torch.Tensor
             f"but q's parameters vary along the batch dims of shape {tuple(value.shape[:batch_dims])}"
         )
     return value[(0,) * batch_dims]
-
-
-@contextlib.contextmanager
-def linear_noise(
-    net: nn.Module, layers: Mapping[str, tuple[torch.Tensor | None, torch.Tensor | None]], num_rows: int
-) -> Iterator[None]:
-    """Add each covered layer's pre-activation noise to its output, for one forward pass.
-
-    ``layers`` maps a module path to q's elementwise variances of its weight and
-    bias (``None`` where not locally reparameterised). The layers themselves must
-    run with the locs as their parameters, so that their output is the mean of the
-    pre-activation. Enter it once per pass (inside the function ``vmap`` batches);
-    it raises if a covered layer ran other than once in the pass or saw anything
-    but one row per observation.
-    """
-    calls: dict[str, int] = {}
-    handles = []
-    for path, (weight_var, bias_var) in layers.items():
-        calls[path] = 0
-        hook = _noise_hook(path, weight_var, bias_var, num_rows, calls)
-        handles.append(net.get_submodule(path).register_forward_hook(hook))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-    wrong = {path: count for path, count in calls.items() if count != 1}
-    if wrong:
-        path, count = next(iter(wrong.items()))
-        why = (
-            "its weights are used without calling the layer (e.g. F.linear(x, layer.weight)), or not at all"
-            if count == 0
-            else "weights used more than once per pass are shared across those uses"
-        )
-        raise ValueError(
-            f"local reparameterisation needs each nn.Linear layer it covers to run once per forward "
-            f"pass, but layer {path!r} ran {count} times: {why}, and must be drawn. Build the guide "
-            "with local_reparam=False, or exclude that layer from the prior."
-        )
-
-
-def _noise_hook(
-    path: str,
-    weight_var: torch.Tensor | None,
-    bias_var: torch.Tensor | None,
-    num_rows: int,
-    calls: dict[str, int],
-) -> Any:
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-        calls[path] += 1
-        (h,) = inputs
-        if h.dim() != 2 or h.shape[0] != num_rows:
-            raise ValueError(
-                f"local reparameterisation draws one pre-activation per observation, but layer {path!r} "
-                f"got an input of shape {tuple(h.shape)} for {num_rows} observations (it needs "
-                f"({num_rows}, in_features)): its weights are shared across positions within an "
-                "observation and must be drawn. Build the guide with local_reparam=False."
-            )
-        return output + pre_activation_std(h, weight_var, bias_var) * torch.randn_like(output)
-
-    return hook
 
 
 def pre_activation_std(h: torch.Tensor, weight_var: torch.Tensor | None, bias_var: torch.Tensor | None) -> torch.Tensor:

@@ -9,7 +9,7 @@ runs the twin on all draws at once through
 ``vmap``; only deterministic code runs inside it. This is what lets one forward
 pass serve any number of vectorized particles. A plain ``nn.Sequential`` MLP runs
 its draws as a chain of batched matrix products instead (``pyrobnn/lift/_fastpath.py``),
-with the same results, faster.
+with the same results, faster (:attr:`BayesianNet.fast_path` switches it).
 
 The package: this module is its public surface (:func:`lift`, :func:`lift_`);
 ``_convert.py`` chooses the random parameters and makes the twin, ``_net.py`` is

@@ -9,7 +9,7 @@ applies and ``vmap`` everywhere else; both give the same outputs for the same dr
 The first layer's input is shared by all draws: a weight-drawn first layer
 multiplies it by all ``P`` weight matrices in one product, and one that a handler
 took over (``pyrobnn/_effects.py``: local reparameterisation) runs once at its shared
-values before the handler adds what differs per draw.
+values before the handler's ``perturb`` adds what differs per draw.
 """
 
 from __future__ import annotations
@@ -88,15 +88,19 @@ class MLPPlan:
         """Outputs ``(num, N, out)`` for ``draws`` (each ``(num, *shape)``) on rows ``x`` ``(N, in)``.
 
         The layers ``override`` covers run at its values, common to all draws, and
-        their outputs then go through ``override.output``. Parameters neither drawn
-        nor overridden keep the net's own values.
+        their outputs, given a leading dim of draws, then go through
+        ``override.perturb``. Parameters neither drawn nor overridden keep the net's
+        own values.
         """
         shared = override.values if override is not None else {}
+        covered = override.layers if override is not None else ()
         h = x  # (N, ·) while no draw has entered, then (num, N, ·)
         for name, module in self.layers:
             if isinstance(module, nn.Linear):
                 out = self._linear(name, module, h, draws, shared, num)
-                h = out if override is None else override.output(name, h, out, num)
+                if override is not None and name in covered:
+                    out = override.perturb(name, h, out.expand(num, *out.shape) if out.dim() == 2 else out)
+                h = out
             elif isinstance(module, nn.Dropout) and module.training and module.p > 0:
                 # a mask per draw; never in place, which an expanded input would refuse
                 h = F.dropout(h.expand(num, *h.shape) if h.dim() == 2 else h, module.p, training=True)

@@ -33,6 +33,9 @@ class BayesianNet(nn.Module):
     the shape of the original net's output; under Pyro plates the leading batch
     dimensions of the sampled weights come first, aligned so that the data
     dimension of the output sits at plate dim ``-1``.
+
+    A plain MLP runs its draws as batched matrix products rather than under
+    ``torch.func.vmap``; :attr:`fast_path` says whether it does, and switches it.
     """
 
     def __init__(
@@ -134,6 +137,49 @@ class BayesianNet(nn.Module):
         return [name for pair in self._linear_layers.values() for name in pair if name is not None]
 
     @property
+    def fast_path(self) -> bool:
+        """Whether the draws run as a chain of batched matrix products (the MLP fast path).
+
+        It is on by default for an ``nn.Sequential`` of ``nn.Linear`` layers, each
+        used once, and elementwise layers (activations, ``nn.Dropout``); such a net
+        then runs a 2-D input without forward hooks that way instead of under
+        ``torch.func.vmap``, which is faster. Any other net, and any other input,
+        runs under ``vmap``. Set it to ``False`` to run every pass under ``vmap``
+        (to time or check one path against the other); ``True`` turns it back on.
+
+        Both paths give the same outputs and gradients for the same draws, up to
+        floating-point rounding. Under local reparameterisation
+        (``MeanFieldGuide(local_reparam=True)``) they draw the same pre-activation
+        noise from the same seed, except where ``vmap`` cannot batch the net and its
+        draws run one at a time.
+
+        Raises
+        ------
+        ValueError
+            On setting it to ``True`` for a net that is not such an ``nn.Sequential``.
+
+        Examples
+        --------
+        >>> import torch, pyrobnn as pb
+        >>> bnet = pb.lift(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)))
+        >>> bnet.fast_path
+        True
+        >>> bnet.fast_path = False  # every pass under torch.func.vmap
+        >>> pb.lift(torch.nn.Linear(3, 1)).fast_path
+        False
+        """
+        return self._twin.mlp is not None
+
+    @fast_path.setter
+    def fast_path(self, on: bool) -> None:
+        if not self._twin.use_fast_path(on) and on:
+            raise ValueError(
+                "fast_path=True needs an nn.Sequential of nn.Linear layers, each used once, and elementwise "
+                f"layers (activations, nn.Dropout), but this network is {_describe(self.net)}; it runs under "
+                "torch.func.vmap. Leave fast_path False."
+            )
+
+    @property
     def no_local_reason(self) -> str | None:
         """Why no site can be locally reparameterised, if none can."""
         return self._no_local_reason
@@ -190,7 +236,7 @@ class BayesianNet(nn.Module):
         run one row at a time, the latter found on the first call, with a warning.
         An ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations
         on a 2-D input runs as a chain of batched matrix products instead, which
-        is faster and gives the same result.
+        is faster and gives the same result (unless :attr:`fast_path` is off).
         """
         num = self.batch_shape(draws)[0] if draws else 0
         return self._twin.batched(dict(draws), num, x, None)
@@ -219,3 +265,10 @@ class BayesianNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"random sites: {len(self._names)} ({self.sites.num_random} scalars)"
+
+
+def _describe(net: nn.Module) -> str:
+    """What a network is, for an error message: its type, and for an ``nn.Sequential`` its layers' types."""
+    if type(net) is nn.Sequential:
+        return "an nn.Sequential of " + ", ".join(type(m).__name__ for m in net._modules.values() if m is not None)
+    return f"a {type(net).__name__}"

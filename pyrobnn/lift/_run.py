@@ -5,6 +5,11 @@ elementwise layers on a 2-D input runs as a chain of batched matrix products
 (``_fastpath.py``); any other net runs under ``torch.func.vmap(functional_call)``;
 a net ``vmap`` cannot batch (:data:`UNBATCHABLE` layers, or code it cannot trace,
 found on the first call) runs one draw at a time. :class:`Twin` holds that choice.
+
+A handler's override of some ``nn.Linear`` layers (``pyrobnn/_effects.py``) states
+what those layers compute; this module decides where it is called: between the
+MLP path's batched products, and in forward hooks (:func:`_perturbed`) on the
+other two paths, which also check that the pass lets it be called there.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,9 +35,11 @@ UNBATCHABLE: tuple[type[nn.Module], ...] = (nn.RNNBase,)
 class Twin:
     """The twin network and how it runs many draws: the MLP fast path, ``vmap``, or a loop.
 
-    ``vmap_ok`` is false for a net ``vmap`` cannot batch, known from its layers or
-    learned from a failed first call (then with a warning); ``vmap_worked`` turns
-    true after the first batched pass, after which a ``vmap`` error is the net's own.
+    ``mlp`` is the MLP fast path's plan, ``None`` for a net that is not a plain MLP
+    or where the fast path is switched off (:meth:`use_fast_path`). ``vmap_ok`` is
+    false for a net ``vmap`` cannot batch, known from its layers or learned from a
+    failed first call (then with a warning); ``vmap_worked`` turns true after the
+    first batched pass, after which a ``vmap`` error is the net's own.
     """
 
     def __init__(self, net: nn.Module) -> None:
@@ -39,6 +47,11 @@ class Twin:
         self.mlp = MLPPlan.of(net)  # plain MLPs run their draws as batched products, without vmap
         self.vmap_ok = not any(isinstance(m, UNBATCHABLE) for m in net.modules())
         self.vmap_worked = False
+
+    def use_fast_path(self, on: bool) -> bool:
+        """Switch the MLP fast path on or off; whether it is on (never for a net that is not a plain MLP)."""
+        self.mlp = MLPPlan.of(self.net) if on else None
+        return self.mlp is not None
 
     def single(
         self, draws: Mapping[str, torch.Tensor], x: torch.Tensor, override: LinearOverride | None
@@ -57,7 +70,7 @@ class Twin:
         """One functional pass; the layers ``override`` covers run its way."""
         if override is None:
             return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
-        with override.hooks(self.net, x.shape[0]):
+        with _perturbed(self.net, override, x.shape[0]):
             return functional_call(self.net, dict(params), (x,))  # type: ignore[no-any-return]
 
     def _mlp_path(
@@ -113,6 +126,56 @@ class Twin:
             return looped
         self.vmap_worked = True
         return out  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _perturbed(net: nn.Module, override: LinearOverride, num_rows: int) -> Iterator[None]:
+    """Pass each covered layer's output through ``override.perturb``, for one forward pass of ``net``.
+
+    The layers themselves must run at ``override.values``. Enter it once per pass
+    (inside the function ``vmap`` batches); it raises if a covered layer ran other
+    than once in the pass or saw anything but one row per observation, where
+    ``perturb``'s draw for each row would not be the layer's output. The messages
+    name the fix for the one override pyrobnn has, local reparameterisation.
+    """
+    calls = dict.fromkeys(override.layers, 0)
+    handles = [net.get_submodule(path).register_forward_hook(_hook(override, path, num_rows, calls)) for path in calls]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+    wrong = {path: count for path, count in calls.items() if count != 1}
+    if wrong:
+        path, count = next(iter(wrong.items()))
+        why = (
+            "its weights are used without calling the layer (e.g. F.linear(x, layer.weight)), or not at all"
+            if count == 0
+            else "weights used more than once per pass are shared across those uses"
+        )
+        raise ValueError(
+            f"local reparameterisation needs each nn.Linear layer it covers to run once per forward "
+            f"pass, but layer {path!r} ran {count} times: {why}, and must be drawn. Build the guide "
+            "with local_reparam=False, or exclude that layer from the prior."
+        )
+
+
+def _hook(override: LinearOverride, path: str, num_rows: int, calls: dict[str, int]) -> Any:
+    """The forward hook of covered layer ``path``: count the call, check the input, perturb the output."""
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+        calls[path] += 1
+        (h,) = inputs
+        if h.dim() != 2 or h.shape[0] != num_rows:
+            raise ValueError(
+                f"local reparameterisation draws one pre-activation per observation, but layer {path!r} "
+                f"got an input of shape {tuple(h.shape)} for {num_rows} observations (it needs "
+                f"({num_rows}, in_features)): its weights are shared across positions within an "
+                "observation and must be drawn. Build the guide with local_reparam=False."
+            )
+        return override.perturb(path, h, output)
+
+    return hook
 
 
 @contextlib.contextmanager
