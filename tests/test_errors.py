@@ -126,7 +126,7 @@ def test_guide_options() -> None:
     [
         ({"num_particles": 0}, "num_particles must be an integer >= 1, got 0"),
         ({"num_steps": 10, "epochs": 2}, "give num_steps or epochs, not both"),
-        ({"num_steps": 0}, "num_steps must be an integer >= 1, got 0"),
+        ({"num_steps": 0}, 'num_steps must be an integer >= 1 or "auto", got 0'),
         ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"lr_decay": 0.0}, r"lr_decay must be in \(0, 1\]"),
         ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0 \(None for the default\)"),

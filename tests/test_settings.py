@@ -45,7 +45,8 @@ def test_a_fit_and_its_state_hold_the_settings_they_were_given() -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"num_steps": 1.0}, "num_steps must be an integer >= 1, got 1.0"),
+        ({"num_steps": 1.0}, 'num_steps must be an integer >= 1 or "auto", got 1.0'),
+        ({"num_steps": "long"}, "num_steps must be an integer >= 1 or \"auto\", got 'long'"),
         ({"num_particles": True}, "num_particles must be an integer >= 1, got True"),
         ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
         ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\] \(1.0 keeps the rate constant\), got 1.5"),

@@ -39,7 +39,7 @@ from pyrobnn import datasets, likelihoods
 from pyrobnn.cli import _report
 from pyrobnn.cli._figures import REFERENCE
 from pyrobnn.cli._reference import Reference, add_reference_options, reference_options, sample_reference
-from pyrobnn.cli._usage import UsageError
+from pyrobnn.cli._usage import UsageError, fraction, positive, steps
 from pyrobnn.evaluate.compare import compare
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.infer.ensemble import ensemble
@@ -303,20 +303,6 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrobnn", description="Bayesian neural networks on Pyro.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,30 +319,32 @@ def _parser() -> argparse.ArgumentParser:
         )
         data.add_argument(
             "--test-fraction",
-            type=_fraction,
+            type=fraction,
             help=f"csv: share of rows held out, split by --seed (default: enough for {MIN_TEST_ROWS} test rows, "
             "at least 0.1 and at most 0.3)",
         )
         data.add_argument("--split", type=int, help="uci: which train/test split, 0 … n_splits − 1")
         model = p.add_argument_group("model and fit")
-        model.add_argument("--hidden", type=_positive, default=50, help="hidden units of the one-hidden-layer MLP (50)")
+        model.add_argument("--hidden", type=positive, default=50, help="hidden units of the one-hidden-layer MLP (50)")
         length = model.add_mutually_exclusive_group()
-        length.add_argument("--steps", type=_positive, help=f"SVI steps per guide ({DEFAULT_STEPS})")
-        length.add_argument("--epochs", type=_positive, help="passes over the training data per guide")
-        model.add_argument("--batch-size", type=_positive, help="minibatch size (default: the whole training set)")
+        length.add_argument(
+            "--steps", type=steps, help=f"SVI steps per guide, or auto: until the ELBO levels off ({DEFAULT_STEPS})"
+        )
+        length.add_argument("--epochs", type=positive, help="passes over the training data per guide")
+        model.add_argument("--batch-size", type=positive, help="minibatch size (default: the whole training set)")
         model.add_argument(
             "--particles",
-            type=_positive,
+            type=positive,
             default=None,
             help="particles per step (default: the guide's, 8 for meanfield and map, 32 for the others)",
         )
         model.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (0.01)")
         model.add_argument("--seed", type=int, default=0, help="seeds the fit, the draws and a csv split (0)")
-        add_reference_options(p.add_argument_group("reference posterior (pb.mcmc)"), _positive)
+        add_reference_options(p.add_argument_group("reference posterior (pb.mcmc)"), positive)
         out = p.add_argument_group("output")
-        out.add_argument("--samples", type=_positive, default=1000, help="posterior draws for metrics and plots (1000)")
+        out.add_argument("--samples", type=positive, default=1000, help="posterior draws for metrics and plots (1000)")
         out.add_argument(
-            "--export-samples", type=_positive, default=200, help="posterior draws in each ArviZ netCDF file (200)"
+            "--export-samples", type=positive, default=200, help="posterior draws in each ArviZ netCDF file (200)"
         )
         out.add_argument("--out", help="directory for report.md, the PNG plots and one <guide>.nc per guide")
         out.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -102,6 +102,9 @@ def report_text(
     ds = data.dataset
     first = next(iter(results.values()))
     length = f"{args.epochs} epochs ({first.num_steps} steps)" if args.epochs else f"{first.num_steps} steps"
+    if getattr(args, "steps", None) == "auto":
+        taken = sorted({result.num_steps for result in results.values()})
+        length = f"until the ELBO levelled off ({taken[0]}–{taken[-1]} steps)"
     batch = f"minibatches of {args.batch_size}" if args.batch_size else "the whole training set per step"
     title = "pyrobnn fit" if getattr(args, "command", "compare") == "fit" else "pyrobnn guide comparison"
     regression = ds.task == "regression"

@@ -1,13 +1,18 @@
-"""The optimiser of a fit and its two schedules: the learning rate's decay and the KL weight."""
+"""The optimiser of a fit and its schedules: the learning rate's decay (over a fixed length, or until the
+ELBO levels off) and the KL weight."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["KLWeight", "OptimizerSpec", "kl_weight_at", "lr_decay_schedule", "make_optimizer"]
+from pyrobnn.infer._checks import segment_mean
+
+__all__ = ["KLWeight", "OptimizerSpec", "UntilConverged", "kl_weight_at", "lr_decay_schedule", "make_optimizer"]
 
 #: What ``optimizer=`` accepts: an optimiser, or a callable taking parameter groups and returning one.
 OptimizerSpec = torch.optim.Optimizer | Callable[[Iterable[Any]], torch.optim.Optimizer]
@@ -50,3 +55,62 @@ def make_optimizer(spec: OptimizerSpec | None, groups: list[dict[str, Any]], lr:
     if callable(spec):
         return spec(groups)
     raise TypeError(f"optimizer must be a torch optimizer or a callable params -> optimizer, got {spec!r}")
+
+
+#: ``num_steps="auto"``: no check before this many steps, then one every ``AUTO_CHECK_EVERY``.
+AUTO_MIN_STEPS = 1000
+AUTO_CHECK_EVERY = 100
+#: ... the decay starts here at the latest, whatever the ELBO does.
+AUTO_MAX_STEPS = 40_000
+#: ... the nats by which the last quarter's mean ELBO may exceed the quarter's before it and count as level.
+AUTO_TOL = 0.5
+#: ... and that gain's standard errors (batch means) under which it counts as level too.
+AUTO_SE = 2.0
+#: ... in this many checks in a row, so that one noisy stretch does not end the fit.
+AUTO_CONFIRM = 3
+
+
+class UntilConverged:
+    """The length and learning-rate schedule of a fit with ``num_steps="auto"``.
+
+    The rate stays at ``lr`` while the ELBO rises. From ``AUTO_MIN_STEPS`` on, every
+    ``AUTO_CHECK_EVERY`` steps, the mean per-step ELBO over the last quarter of the steps so
+    far is set against the quarter before it; once it exceeds it by less than ``AUTO_TOL``
+    nats, or than ``AUTO_SE`` standard errors of the difference where the ELBO is noisier
+    than that can resolve, the fit is level at this rate, and the rate falls geometrically
+    to ``lr * lr_decay`` over half as many steps again, as the fixed schedule's second
+    half does. A fit of n steps that gains less than half a nat over its last quarter has
+    little left to gain from four times as many (``benchmarks/fit_optimum.py`` measures it).
+    """
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.decay_start: int | None = None
+        self.num_steps = AUTO_MAX_STEPS + AUTO_MAX_STEPS // 2  # the horizon until the decay is placed
+        self._elbo: list[float] = []
+        self._level = 0  # checks in a row that found the ELBO level
+
+    def multiplier(self, scale: float = 1.0) -> Callable[[int], float]:
+        """A ``LambdaLR`` multiplier that follows the decay once :meth:`record` has placed it."""
+
+        def multiplier(step: int) -> float:
+            if self.decay_start is None or step <= self.decay_start:
+                return scale
+            span = max(self.num_steps - 1 - self.decay_start, 1)
+            return scale * self.factor ** ((step - self.decay_start) / span)
+
+        return multiplier
+
+    def record(self, elbo: float) -> None:
+        """Take one step's ELBO; place the decay where the ELBO has levelled off."""
+        self._elbo.append(elbo)
+        n = len(self._elbo)
+        if self.decay_start is not None or n < AUTO_MIN_STEPS or n % AUTO_CHECK_EVERY:
+            return
+        values, quarter = np.asarray(self._elbo), n // 4
+        before, before_se, _ = segment_mean(values[n - 2 * quarter : n - quarter])
+        last, last_se, _ = segment_mean(values[n - quarter :])
+        level = last - before < max(AUTO_TOL, AUTO_SE * math.hypot(before_se, last_se))
+        self._level = self._level + 1 if level else 0
+        if self._level >= AUTO_CONFIRM or n >= AUTO_MAX_STEPS:
+            self.decay_start, self.num_steps = n, n + n // 2

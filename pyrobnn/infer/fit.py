@@ -106,7 +106,7 @@ def fit(
     guide: Guide | str,
     data: Any,
     *,
-    num_steps: int | None = None,
+    num_steps: int | str | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     num_particles: int | None = None,
@@ -246,20 +246,23 @@ def fit(
     """
     settings = FitSettings.of_call(locals())
     state = _svi.start(model, guide, data, settings, guide_options)
-    total = state.num_steps
-    refresh = max(1, total // 200)
+    refresh = max(1, state.num_steps // 200)
     show = settings.progress and state.rank == 0
-    bar = tqdm(total=total, desc=f"fit {type(state.guide).__name__}", unit="step", disable=not show)
+    bar = tqdm(total=state.num_steps, desc=f"fit {type(state.guide).__name__}", unit="step", disable=not show)
     with bar, state.session():
         start = time.perf_counter()
         first = math.nan
-        for step in range(total):
+        while state.step_count < state.num_steps:
             terms = state.step()
+            step = state.step_count - 1
             if step == 0:
                 first = time.perf_counter() - start
-            if step % refresh == 0 or step == total - 1:
+            if bar.total != state.num_steps:  # num_steps="auto" has just placed the end of the fit
+                bar.total = state.num_steps
+            if step % refresh == 0 or step == state.num_steps - 1:
                 bar.set_postfix(loss=f"{terms.loss:.4g}", refresh=False)
                 bar.update(step + 1 - bar.n)
+        total = state.num_steps
         if isinstance(state.guide, LaplaceGuide):  # the second phase: the curvature at the MAP
             bar.set_postfix(loss=f"{terms.loss:.4g}", phase="curvature", refresh=True)
             try:

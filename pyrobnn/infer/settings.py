@@ -48,7 +48,7 @@ class FitSettings:
     0.005
     """
 
-    num_steps: int | None = None
+    num_steps: int | str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     num_particles: int | None = None
@@ -68,8 +68,11 @@ class FitSettings:
             raise ValueError("give num_steps or epochs, not both")
         for name in ("num_steps", "epochs", "batch_size", "num_particles"):
             value = getattr(self, name)
+            if name == "num_steps" and value == "auto":
+                continue
             if value is not None and not (_is_int(value) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r} (None for the default)")
+                also = ' or "auto"' if name == "num_steps" else ""
+                raise ValueError(f"{name} must be an integer >= 1{also}, got {value!r} (None for the default)")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not (isinstance(self.lr_decay, (int, float)) and 0.0 < self.lr_decay <= 1.0):

@@ -55,7 +55,14 @@ from pyrobnn.guides import Guide
 from pyrobnn.infer import distributed as _dist
 from pyrobnn.infer._batching import Batches
 from pyrobnn.infer._guide_args import build_guide, describe_guide
-from pyrobnn.infer._optim import KLWeight, OptimizerSpec, kl_weight_at, lr_decay_schedule, make_optimizer
+from pyrobnn.infer._optim import (
+    KLWeight,
+    OptimizerSpec,
+    UntilConverged,
+    kl_weight_at,
+    lr_decay_schedule,
+    make_optimizer,
+)
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, History
 from pyrobnn.infer.settings import FitSettings
@@ -88,7 +95,9 @@ class SVIState:
         β: a number or a schedule ``step -> weight``, read at every step.
     num_steps
         The planned length of the fit, the horizon of the learning-rate schedule. Your
-        loop may stop before it or go past it.
+        loop may stop before it or go past it. Under ``num_steps="auto"`` it is the
+        longest the fit may run until the ELBO levels off, then the step at which the
+        rate's decay ends (it changes once, during a step).
     step_count
         The optimiser steps taken so far.
     last
@@ -118,6 +127,7 @@ class SVIState:
         batches: Batches,
         settings: FitSettings,
         num_steps: int,
+        length: UntilConverged | None,
         rng: RNGStream,
         device: torch.device,
         rank: int,
@@ -131,6 +141,7 @@ class SVIState:
         self.settings = settings
         self.kl_weight = settings.kl_weight
         self.num_steps = num_steps
+        self._length = length
         self.step_count = 0
         self.last: Terms | None = None
         self.dataset_size = batches.size
@@ -257,6 +268,9 @@ class SVIState:
         self.optimizer.step()
         self.scheduler.step()
         self._rows.append((terms.loss, terms.log_likelihood, terms.kl, terms.kl_weight, lr_now))
+        if self._length is not None:  # num_steps="auto": the length is set once the ELBO levels off
+            self._length.record(-terms.loss)
+            self.num_steps = self._length.num_steps
         self.last = terms
         self.step_count += 1
         return terms
@@ -273,7 +287,7 @@ def init(
     guide: Guide | str,
     data: Any,
     *,
-    num_steps: int | None = None,
+    num_steps: int | str | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     num_particles: int | None = None,
@@ -327,7 +341,13 @@ def start(model: BayesianModel, guide: Guide | str, data: Any, settings: FitSett
         guide.to(target)
         shard = (rank, world_size) if s.distributed else None
         batches = Batches(data, model, batch_size=s.batch_size, device=target, seed=s.seed, shard=shard)
-        num_steps = s.epochs * batches.steps_per_epoch if s.epochs is not None else s.num_steps or 1000
+        length = UntilConverged(s.lr_decay) if s.num_steps == "auto" else None
+        if length is not None:
+            num_steps = length.num_steps
+        elif s.epochs is not None:
+            num_steps = s.epochs * batches.steps_per_epoch
+        else:
+            num_steps = int(s.num_steps or 1000)
 
         elbo = ELBO(num_particles, s.vectorize_particles, kl_weight_at(s.kl_weight, 0))
         loss: torch.nn.Module = elbo(model, guide)
@@ -340,9 +360,12 @@ def start(model: BayesianModel, guide: Guide | str, data: Any, settings: FitSett
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
         groups = [g for g in groups + guide.param_groups() if g["params"]]
         opt = make_optimizer(s.optimizer, groups, s.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, [lr_decay_schedule(num_steps, s.lr_decay, g.get("lr_scale", 1.0)) for g in opt.param_groups]
-        )
+        scales = [g.get("lr_scale", 1.0) for g in opt.param_groups]
+        schedules = [
+            length.multiplier(scale) if length is not None else lr_decay_schedule(num_steps, s.lr_decay, scale)
+            for scale in scales
+        ]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedules)
         rng = RNGStream.capture(target)  # the stream the particles are drawn from, from here on
 
     return SVIState(
@@ -355,6 +378,7 @@ def start(model: BayesianModel, guide: Guide | str, data: Any, settings: FitSett
         batches=batches,
         settings=settings,
         num_steps=num_steps,
+        length=length,
         rng=rng,
         device=target,
         rank=rank,

@@ -1,0 +1,73 @@
+"""num_steps="auto": the rate stays up while the ELBO rises, then decays over half as many steps again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pyrobnn as pb
+from pyrobnn.infer import _optim
+from pyrobnn.infer._optim import AUTO_CHECK_EVERY, AUTO_CONFIRM, AUTO_MAX_STEPS, AUTO_MIN_STEPS, UntilConverged
+
+
+def place(elbo: np.ndarray) -> UntilConverged:
+    length = UntilConverged(0.01)
+    for value in elbo:
+        length.record(float(value))
+    return length
+
+
+def test_a_level_elbo_ends_at_the_first_confirmed_check() -> None:
+    noise = np.random.default_rng(0).normal(0.0, 1.0, 5000)  # level from the start: sd 1 per step
+    length = place(-100 + noise)
+    first = AUTO_MIN_STEPS + (AUTO_CONFIRM - 1) * AUTO_CHECK_EVERY
+    assert length.decay_start == first and length.num_steps == first + first // 2
+
+
+def test_a_rising_elbo_keeps_the_rate_up_until_it_levels() -> None:
+    steps = np.arange(8000)
+    # Rises by 30 nats with a time constant of 800 steps: level (under 0.5 nats a quarter) only late.
+    elbo = -100 - 30 * np.exp(-steps / 800) + np.random.default_rng(1).normal(0.0, 0.3, len(steps))
+    length = place(elbo)
+    assert length.decay_start is not None
+    n = length.decay_start
+    q = n // 4
+    # At the decay the last quarter gained less than the tolerance on the noiseless curve ...
+    curve = -30 * np.exp(-steps / 800)
+    assert curve[n - q :].mean() - curve[n - 2 * q : n - q].mean() < _optim.AUTO_TOL
+    # ... and at the check before the first confirming one it had not: no early stop.
+    m = n - AUTO_CONFIRM * AUTO_CHECK_EVERY
+    r = m // 4
+    assert curve[m - r : m].mean() - curve[m - 2 * r : m - r].mean() > 0.5 * _optim.AUTO_TOL
+
+
+def test_an_elbo_that_never_levels_decays_at_the_cap() -> None:
+    length = place(np.linspace(-1000.0, 0.0, AUTO_MAX_STEPS + 10))
+    assert length.decay_start == AUTO_MAX_STEPS
+
+
+def test_the_rate_is_constant_then_falls_to_lr_times_lr_decay() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g)
+    y = x @ torch.tensor([1.0, -1.0]) + 0.3 * torch.randn(64, generator=g)
+    model = pb.BayesianModel(pb.lift(torch.nn.Linear(2, 1)), pb.likelihoods.Gaussian(scale=0.3))
+    result = pb.fit(model, "meanfield", (x, y), num_steps="auto", lr=0.02, lr_decay=0.1, progress=False)
+    n = result.num_steps
+    assert len(result.history) == n < AUTO_MAX_STEPS and result.config["num_steps"] == n
+    assert result.settings is not None and result.settings.num_steps == "auto"
+    start = n * 2 // 3  # the decay takes the last third: half as many steps as before it
+    lr = result.history.lr
+    assert np.all(lr[: start + 1] == pytest.approx(0.02))
+    assert np.all(np.diff(lr[start:]) < 0) and lr[-1] == pytest.approx(0.002, rel=0.01)
+
+
+def test_the_command_line_takes_auto_or_a_positive_number_of_steps() -> None:
+    import argparse
+
+    from pyrobnn.cli._usage import steps
+
+    assert steps("auto") == "auto" and steps("250") == 250
+    for wrong in ("0", "many", "-3"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"must be a positive integer or 'auto', got {wrong}"):
+            steps(wrong)
