@@ -71,3 +71,30 @@ def test_the_command_line_takes_auto_or_a_positive_number_of_steps() -> None:
     for wrong in ("0", "many", "-3"):
         with pytest.raises(argparse.ArgumentTypeError, match=f"must be a positive integer or 'auto', got {wrong}"):
             steps(wrong)
+
+
+def test_the_command_line_runs_each_guide_until_its_elbo_levels_off_by_default(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from pyrobnn.cli import main
+
+    out = Path(str(tmp_path))
+    argv = ["fit", "--data", "builtin:gap1d", "--guide", "map", "--hidden", "4", "--samples", "40"]
+    assert main([*argv, "--export-samples", "20", "--quiet", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    taken = int(report.split("until the ELBO levelled off (")[1].split(" steps)")[0])
+    assert taken >= AUTO_MIN_STEPS * 1.5 and "decayed over half as many steps again" in report
+
+
+def test_an_ensemble_under_auto_fits_each_member_to_its_own_length() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 1, generator=g)
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(40, generator=g)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale=0.1))
+    with pytest.raises(ValueError, match=r"a fixed num_steps .*num_steps='auto'"):
+        pb.ensemble(model, "map", (x, y), num_members=2, num_steps="auto", batched=True, progress=False)
+    result = pb.ensemble(model, "map", (x, y), num_members=2, num_steps="auto", progress=False)
+    assert not result.config["batched"]
+    assert all(m.num_steps >= AUTO_MIN_STEPS * 1.5 and m.settings.num_steps == "auto" for m in result.members)

@@ -54,8 +54,10 @@ __all__ = ["main"]
 DEFAULT_MEMBERS = 8
 GUIDE_FORMS = f"{', '.join(GUIDE_KINDS)}, or ensemble:KIND:K (K members of one kind, e.g. ensemble:map:8)"
 DATA_FORMS = "builtin:NAME (see `pyrobnn datasets`), csv:PATH (with --target COLUMN) or uci:DIR (with --split K)"
-#: SVI steps per guide when neither --steps nor --epochs is given.
-DEFAULT_STEPS = 3000
+#: SVI steps per guide when neither --steps nor --epochs is given: until the ELBO levels off.
+DEFAULT_STEPS = "auto"
+#: ... and per member of an ensemble, whose members then train as one batch.
+DEFAULT_MEMBER_STEPS = 3000
 
 #: Columns of pb.compare's table shown by the command, in this order; a column with a
 #: ``<column>_se`` beside it is shown as "value ± se".
@@ -188,6 +190,7 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
     reference_options(args)  # misplaced --chees-*/--nuts-* options refused before any fit
     data = datasets.standardize(load_data(args))
     length = {"epochs": args.epochs} if args.epochs is not None else {"num_steps": args.steps or DEFAULT_STEPS}
+    member_length = length if args.epochs is not None or args.steps else {"num_steps": DEFAULT_MEMBER_STEPS}
     results: dict[str, FitResult] = {}
     failed: dict[str, str] = {}
     for kind in kinds:
@@ -202,7 +205,7 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
                     member,
                     (data.x_train, data.y_train),
                     num_members=count,
-                    **length,
+                    **member_length,
                     **settings,
                     progress=not args.quiet,
                 )
@@ -328,7 +331,10 @@ def _parser() -> argparse.ArgumentParser:
         model.add_argument("--hidden", type=positive, default=50, help="hidden units of the one-hidden-layer MLP (50)")
         length = model.add_mutually_exclusive_group()
         length.add_argument(
-            "--steps", type=steps, help=f"SVI steps per guide, or auto: until the ELBO levels off ({DEFAULT_STEPS})"
+            "--steps",
+            type=steps,
+            help=f"SVI steps per guide, or auto: until the ELBO levels off ({DEFAULT_STEPS}; "
+            f"{DEFAULT_MEMBER_STEPS} per ensemble member)",
         )
         length.add_argument("--epochs", type=positive, help="passes over the training data per guide")
         model.add_argument("--batch-size", type=positive, help="minibatch size (default: the whole training set)")

@@ -102,9 +102,14 @@ def report_text(
     ds = data.dataset
     first = next(iter(results.values()))
     length = f"{args.epochs} epochs ({first.num_steps} steps)" if args.epochs else f"{first.num_steps} steps"
-    if getattr(args, "steps", None) == "auto":
-        taken = sorted({result.num_steps for result in results.values()})
-        length = f"until the ELBO levelled off ({taken[0]}–{taken[-1]} steps)"
+    decay = "decayed over the second half"
+    if not args.epochs and getattr(args, "steps", None) in (None, "auto"):  # the default: --steps auto
+        singles = sorted({r.num_steps for kind, r in results.items() if not kind.startswith("ensemble")})
+        members = sorted({r.num_steps for kind, r in results.items() if kind.startswith("ensemble")})
+        span = "–".join(str(n) for n in dict.fromkeys(singles[:1] + singles[-1:]))  # "6150" or "5700–6150"
+        length = f"until the ELBO levelled off ({span} steps)" if singles else ""
+        length += ("; ensemble members " if singles else "") + (f"{members[0]} steps" if members else "")
+        decay = "kept until then, then decayed over half as many steps again"
     batch = f"minibatches of {args.batch_size}" if args.batch_size else "the whole training set per step"
     title = "pyrobnn fit" if getattr(args, "command", "compare") == "fit" else "pyrobnn guide comparison"
     regression = ds.task == "regression"
@@ -125,8 +130,7 @@ def report_text(
             if regression
             else ", Categorical likelihood."
         ),
-        f"Fit: {length}, {batch}, {particles_text(args, results)}, Adam lr {args.lr} decayed over the second half, "
-        f"seed {args.seed}.",
+        f"Fit: {length}, {batch}, {particles_text(args, results)}, Adam lr {args.lr} {decay}, seed {args.seed}.",
         "",
         table,
         "",

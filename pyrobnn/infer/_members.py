@@ -43,7 +43,7 @@ def fit_members(
     seeds: Sequence[int],
     inits: Sequence[Init],
     *,
-    num_steps: int | None,
+    num_steps: int | str | None,
     options: dict[str, Any],
     guide_options: dict[str, Any],
     batched: bool,
@@ -53,7 +53,7 @@ def fit_members(
     """Member ``members[i]`` fitted from ``inits[i]`` under ``seeds[i]``; failures keyed by member number."""
     numbers = list(range(len(seeds))) if members is None else list(members)
     if batched:
-        steps = 1000 if num_steps is None else num_steps  # fit's default length
+        steps = 1000 if num_steps is None else int(num_steps)  # fit's default length
         results, failures, elapsed = _fit_batched(
             model, kind, data, seeds, inits, steps, options, progress, guide_options, numbers
         )
@@ -66,7 +66,7 @@ def map_starts(
     model: BayesianModel,
     data: Any,
     seeds: Sequence[int],
-    num_steps: int | None,
+    num_steps: int | str | None,
     options: dict[str, Any],
     *,
     progress: bool,
@@ -83,7 +83,7 @@ def map_starts(
         num_steps=num_steps,
         options=map_options,
         guide_options={},
-        batched=isinstance(data, (tuple, list)),
+        batched=isinstance(data, (tuple, list)) and num_steps != "auto",  # "auto": each MAP fit its own length
         progress=progress,
     )
 
@@ -94,7 +94,7 @@ def _fit_each(
     data: Any,
     seeds: Sequence[int],
     inits: Sequence[Init],
-    steps: int | None,
+    steps: int | str | None,
     options: dict[str, Any],
     progress: bool,
 ) -> Members:
