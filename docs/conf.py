@@ -99,9 +99,10 @@ nitpick_ignore = [
     # pyrobnn.checkpoint's alias for ``str | os.PathLike[str]``: save/load's signatures show it
     # by name because their other annotations only import under TYPE_CHECKING.
     ("py:class", "PathLike"),
-    # Two private helpers in the signature of SVIState's constructor, which pb.svi.init calls
+    # Private helpers in the signature of SVIState's constructor, which pb.svi.init calls
     # (users build the state with init, never by hand).
     ("py:class", "pyrobnn.infer._batching.Batches"),
+    ("py:class", "pyrobnn.infer._optim.UntilConverged"),
     ("py:class", "pyrobnn._rng.RNGStream"),
     # Private modules the module docstrings of pb.mcmc and the CLI point a maintainer to (no API
     # page by design). Stop-gap: reword those docstrings as plain ``literals`` at the next
