@@ -98,6 +98,18 @@ def test_compare_takes_ensembles_as_rows(tmp_path: Path, capsys: pytest.CaptureF
         assert idata.posterior.sizes["chain"] == 1
 
 
+def test_compare_keeps_the_best_of_several_fits_as_one_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import arviz as az
+
+    assert (
+        main(["compare", "--data", "builtin:gap1d", "--guides", "best:meanfield:2", *FAST, "--out", str(tmp_path)]) == 0
+    )
+    assert " best:meanfield:2 |" in capsys.readouterr().out
+    check_report(tmp_path, ["best-meanfield-2"])
+    # the kept fit is one guide, not a mixture: its draws are one chain
+    assert az.from_netcdf(tmp_path / "best-meanfield-2.nc").posterior.sizes["chain"] == 1
+
+
 #: The reference runs of the tests: tiny, so the chains need not mix (the report then says so).
 TINY_REFERENCE = {
     "chees": ["--chees-chains", "8", "--chees-warmup", "20", "--chees-samples", "8"],
@@ -232,8 +244,13 @@ def test_fit_on_a_uci_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["fit", "--data", "csv:{csv}", "--target", "price", "--features", "size,colour"], "colour"),
         (["fit", "--data", "csv:{csv}", "--target", "price", "--features", ","], "--features names no column"),
         (["compare", "--data", "builtin:gap1d", "--reference", "hmc"], "invalid choice: 'hmc' (choose from"),
-        (["compare", "--data", "builtin:gap1d", "--guides", "ensemble:mapp:4"], "write an ensemble as ensemble:KIND:K"),
-        (["compare", "--data", "builtin:gap1d", "--guides", "ensemble:map:1"], "K >= 2 members"),
+        (
+            ["compare", "--data", "builtin:gap1d", "--guides", "ensemble:mapp:4"],
+            "write it as ensemble:KIND:K or best:KIND:K",
+        ),
+        (["compare", "--data", "builtin:gap1d", "--guides", "ensemble:map:1"], "K >= 2 fits"),
+        (["compare", "--data", "builtin:gap1d", "--guides", "best:meanfield:1"], "K >= 2 fits"),
+        (["compare", "--data", "builtin:gap1d", "--guides", "best:flows:4"], "best:KIND:K"),
         (["compare", "--data", "builtin:gap1d", "--guides", "ensemble:map:four"], "ensemble:KIND:K"),
         (
             ["compare", "--data", "builtin:gap1d", "--reference", "nuts", "--chees-chains", "8"],

@@ -21,7 +21,9 @@ one each guide's distance is measured to (:mod:`pyrobnn.cli._reference`).
 
 A guide written ``ensemble:KIND:K`` (``ensemble:map:8``, a deep ensemble) fits K
 members of that kind from independent starts with :func:`pyrobnn.ensemble` and
-compares their mixture as one row; ``ensemble:KIND`` has 8 members.
+compares their mixture as one row; ``ensemble:KIND`` has 8 members. ``best:KIND:K``
+fits K the same way and keeps the one whose ELBO ended highest
+(:meth:`pyrobnn.EnsembleResult.best`): restarts, for an ELBO with several optima.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pyrobnn import datasets, likelihoods
 from pyrobnn.cli import _report
 from pyrobnn.cli._figures import REFERENCE
 from pyrobnn.cli._reference import Reference, add_reference_options, reference_options, sample_reference
-from pyrobnn.cli._usage import UsageError, fraction, positive, steps
+from pyrobnn.cli._usage import GUIDE_FORMS, SEVERAL, UsageError, fraction, parse_guides, positive, several, steps
 from pyrobnn.evaluate.compare import compare
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.infer.ensemble import ensemble
@@ -50,9 +52,6 @@ from pyrobnn.posterior import Posterior
 
 __all__ = ["main"]
 
-#: Members of an ``ensemble:KIND`` written without a count.
-DEFAULT_MEMBERS = 8
-GUIDE_FORMS = f"{', '.join(GUIDE_KINDS)}, or ensemble:KIND:K (K members of one kind, e.g. ensemble:map:8)"
 DATA_FORMS = "builtin:NAME (see `pyrobnn datasets`), csv:PATH (with --target COLUMN) or uci:DIR (with --split K)"
 #: SVI steps per guide when neither --steps nor --epochs is given: until the ELBO levels off.
 DEFAULT_STEPS = "auto"
@@ -160,32 +159,6 @@ def build_model(data: datasets.Standardized, hidden: int, seed: int) -> Bayesian
     return BayesianModel(lift(net), likelihood)
 
 
-def parse_guides(text: str) -> list[str]:
-    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in GUIDE_KINDS and not k.startswith("ensemble")]
-    if unknown or not kinds:
-        raise UsageError(f"unknown guide(s) {', '.join(unknown) or '(none)'}; valid guides: {GUIDE_FORMS}")
-    for k in kinds:
-        if k.startswith("ensemble"):
-            ensemble_kind(k)  # refuses a malformed one before any fit
-    if len(set(kinds)) < len(kinds):
-        raise UsageError(f"a guide is listed twice in {text!r}")
-    return kinds
-
-
-def ensemble_kind(text: str) -> tuple[str, int]:
-    """``("map", 8)`` from ``"ensemble:map:8"`` (or ``"ensemble:map"``), or a UsageError naming the form."""
-    parts = text.split(":")
-    form = f"write an ensemble as ensemble:KIND:K, KIND one of {', '.join(GUIDE_KINDS)} and K >= 2 members"
-    if parts[0] != "ensemble" or not 2 <= len(parts) <= 3 or parts[1] not in GUIDE_KINDS:
-        raise UsageError(f"unknown guide {text!r}: {form}")
-    if len(parts) == 2:
-        return parts[1], DEFAULT_MEMBERS
-    if not parts[2].isdigit() or int(parts[2]) < 2:
-        raise UsageError(f"{text!r} has {parts[2]!r} members: {form}")
-    return parts[1], int(parts[2])
-
-
 def run(args: argparse.Namespace, kinds: list[str]) -> int:
     reference_options(args)  # misplaced --chees-*/--nuts-* options refused before any fit
     data = datasets.standardize(load_data(args))
@@ -198,17 +171,18 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
         print(f"fitting {kind} on {data.dataset.name} ...", file=sys.stderr)
         settings = dict(batch_size=args.batch_size, num_particles=args.particles, lr=args.lr, seed=args.seed)
         try:
-            if kind.startswith("ensemble"):
-                member, count = ensemble_kind(kind)
-                results[kind] = ensemble(
+            if kind.split(":")[0] in SEVERAL:
+                form, member, count = several(kind)
+                runs = ensemble(
                     model,
                     member,
                     (data.x_train, data.y_train),
                     num_members=count,
-                    **member_length,
+                    **(member_length if form == "ensemble" else length),  # best: restarts of a single fit
                     **settings,
                     progress=not args.quiet,
                 )
+                results[kind] = runs if form == "ensemble" else runs.best()
             else:
                 train = (data.x_train, data.y_train)
                 results[kind] = fit(model, kind, train, **length, **settings, progress=not args.quiet)

@@ -1,10 +1,32 @@
-"""The command line's own error, a mistake in its arguments, and the argument types that catch some early."""
+"""The command line's own error, a mistake in its arguments, the argument types that catch some early, and
+the guide forms of ``--guides``."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["UsageError", "fraction", "positive", "steps"]
+from pyrobnn.guides import GUIDE_KINDS
+
+__all__ = [
+    "DEFAULT_MEMBERS",
+    "GUIDE_FORMS",
+    "SEVERAL",
+    "UsageError",
+    "fraction",
+    "parse_guides",
+    "positive",
+    "several",
+    "steps",
+]
+
+#: Fits of an ``ensemble:KIND`` or ``best:KIND`` written without a count.
+DEFAULT_MEMBERS = 8
+#: How many fits a guide of several takes: ``ensemble:KIND:K`` pools K, ``best:KIND:K`` keeps the best of K.
+SEVERAL = ("ensemble", "best")
+GUIDE_FORMS = (
+    f"{', '.join(GUIDE_KINDS)}, ensemble:KIND:K (K fits of one kind pooled, e.g. ensemble:map:8) or best:KIND:K "
+    "(the fit with the highest ELBO of K, e.g. best:fullrank:4)"
+)
 
 
 class UsageError(ValueError):
@@ -39,3 +61,30 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text}")
     return value
+
+
+def parse_guides(text: str) -> list[str]:
+    """The guides of ``--guides``, checked before any fit: a UsageError names the valid forms."""
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in GUIDE_KINDS and k.split(":")[0] not in SEVERAL]
+    if unknown or not kinds:
+        raise UsageError(f"unknown guide(s) {', '.join(unknown) or '(none)'}; valid guides: {GUIDE_FORMS}")
+    for k in kinds:
+        if k.split(":")[0] in SEVERAL:
+            several(k)  # refuses a malformed one before any fit
+    if len(set(kinds)) < len(kinds):
+        raise UsageError(f"a guide is listed twice in {text!r}")
+    return kinds
+
+
+def several(text: str) -> tuple[str, str, int]:
+    """``("ensemble", "map", 8)`` from ``"ensemble:map:8"`` (or ``"ensemble:map"``; ``best:`` likewise)."""
+    parts = text.split(":")
+    form = f"write it as ensemble:KIND:K or best:KIND:K, KIND one of {', '.join(GUIDE_KINDS)} and K >= 2 fits"
+    if parts[0] not in SEVERAL or not 2 <= len(parts) <= 3 or parts[1] not in GUIDE_KINDS:
+        raise UsageError(f"unknown guide {text!r}: {form}")
+    if len(parts) == 2:
+        return parts[0], parts[1], DEFAULT_MEMBERS
+    if not parts[2].isdigit() or int(parts[2]) < 2:
+        raise UsageError(f"{text!r} has {parts[2]!r} fits: {form}")
+    return parts[0], parts[1], int(parts[2])
