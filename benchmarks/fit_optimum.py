@@ -18,10 +18,11 @@ table gives the default's shortfall to the best of the five and whether it is wi
 whether each joint guide's default reaches mean-field's default (its family contains
 mean-field's).
 
-    OMP_NUM_THREADS=1 python benchmarks/fit_optimum.py --datasets gap1d     # about 25 minutes
+    OMP_NUM_THREADS=1 python benchmarks/fit_optimum.py --datasets gap1d     # hours; --kinds for fewer guides
     python benchmarks/fit_optimum.py --quick                                 # smoke run
 
-Writes ``fit-optimum.md`` (``fit-optimum-DATASETS.md`` for other datasets) into ``--out``.
+Writes ``fit-optimum.md`` (``fit-optimum-DATASETS.md`` for other datasets, ``-steps-N`` added for
+a fixed length) into ``--out``, after every row, so a run cut short keeps the rows it finished.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +72,12 @@ def best_of_map_starts(args: argparse.Namespace, data: Any, kind: str, seed: int
     return float(terms.elbo), float(se), best.num_steps, runs.elapsed_s
 
 
-def rows_for(args: argparse.Namespace, name: str, seed: int) -> list[dict[str, Any]]:
+def rows_for(args: argparse.Namespace, name: str, seed: int) -> Iterator[dict[str, Any]]:
     data = pb.datasets.standardize(pb.datasets.load(name))
     train = (data.x_train, data.y_train)
     map_fit = pb.fit(
         build_model(data, args.hidden, seed), "map", train, num_steps=args.steps, seed=seed, progress=False
     )
-    rows = []
     for kind in args.kinds:
         default = elbo(args, data, kind, seed, args.steps)
         runs = {
@@ -89,12 +90,11 @@ def rows_for(args: argparse.Namespace, name: str, seed: int) -> list[dict[str, A
             "4x steps": elbo(args, data, kind, seed, 4 * default[2]),  # four times the default's own length
             "best of 4 MAP starts": best_of_map_starts(args, data, kind, seed),
         }
-        rows.append({"data": name, "seed": seed, "kind": kind, **runs})
         print(
             f"{name} seed {seed} {kind}: " + ", ".join(f"{k} {v[0]:.1f} ({v[2]} steps)" for k, v in runs.items()),
             file=sys.stderr,
         )
-    return rows
+        yield {"data": name, "seed": seed, "kind": kind, **runs}
 
 
 def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
@@ -146,14 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.particles, args.hidden, args.kinds = 10, 64, 8, args.kinds[:2]
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", pb.FitWarning)  # unsettled fits are what is measured
-    rows = [row for name in args.datasets for seed in args.seeds for row in rows_for(args, name, seed)]
-    text = markdown(args, rows)
-    print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "fit-optimum" + ("" if args.datasets == ["gap1d"] else "-" + "-".join(args.datasets))
-    name += "" if args.seeds == [0] else "-seeds-" + "-".join(map(str, args.seeds))
-    (out / f"{name}{'-quick' if args.quick else ''}.md").write_text(text)
+    stem = "fit-optimum" + ("" if args.datasets == ["gap1d"] else "-" + "-".join(args.datasets))
+    stem += "" if args.seeds == [0] else "-seeds-" + "-".join(map(str, args.seeds))
+    stem += "" if args.steps == DEFAULT_STEPS or args.quick else f"-steps-{args.steps}"
+    path = out / f"{stem}{'-quick' if args.quick else ''}.md"
+    rows: list[dict[str, Any]] = []
+    for row in (row for name in args.datasets for seed in args.seeds for row in rows_for(args, name, seed)):
+        rows.append(row)
+        path.write_text(markdown(args, rows))  # after every row: a run cut short keeps the rows it finished
+    print(markdown(args, rows))
     return 0
 
 

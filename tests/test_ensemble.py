@@ -279,7 +279,8 @@ def test_best_keeps_the_member_with_the_highest_elbo() -> None:
     assert best is runs.members[int(np.argmax(ends))]
     precise = [pb.estimate_elbo(model, m.guide, x, y, num_particles=4096)[0].elbo for m in runs.members]
     assert np.ptp(precise) > 2, "the members found one optimum: the test would not tell a ranking from chance"
-    # The ranking by the fits' own end (150 step estimates) agrees with the precise one to within 1 nat.
+    # The fits' own end (the mean of their last 30 step estimates) lies within 0.5 nats of the precise
+    # ELBO here, so the member it picks is within 1 nat of the precise best.
     assert precise[runs.members.index(best)] >= max(precise) - 1.0
 
 
