@@ -56,17 +56,9 @@ def elbo(
 def best_of_map_starts(args: argparse.Namespace, data: Any, kind: str, seed: int) -> tuple[float, float, int, float]:
     """(ELBO, its se, the steps, the seconds) of the best of 4 members started at their own MAP fits."""
     model = build_model(data, args.hidden, seed)
-    init = "reset" if kind in ("map", "laplace") else "map"
-    runs = pb.ensemble(
-        model,
-        kind,
-        (data.x_train, data.y_train),
-        num_members=4,
-        num_steps=args.steps,
-        init=init,
-        seed=seed,
-        progress=False,
-    )
+    # pb.ensemble's default start: a MAP fit of each member's own (MAP and Laplace members fit one themselves)
+    train = (data.x_train, data.y_train)
+    runs = pb.ensemble(model, kind, train, num_members=4, num_steps=args.steps, seed=seed, progress=False)
     best = runs.best()
     terms, se = pb.estimate_elbo(model, best.guide, data.x_train, data.y_train, num_particles=args.particles)
     return float(terms.elbo), float(se), best.num_steps, runs.elapsed_s
@@ -153,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     stem += "" if args.steps == DEFAULT_STEPS or args.quick else f"-steps-{args.steps}"
     path = out / f"{stem}{'-quick' if args.quick else ''}.md"
     rows: list[dict[str, Any]] = []
+    text = ""
     for row in (row for name in args.datasets for seed in args.seeds for row in rows_for(args, name, seed)):
         rows.append(row)
-        path.write_text(markdown(args, rows))  # after every row: a run cut short keeps the rows it finished
-    print(markdown(args, rows))
+        text = markdown(args, rows)
+        path.write_text(text)  # after every row: a run cut short keeps the rows it finished
+    print(text)
     return 0
 
 
