@@ -248,8 +248,12 @@ def test_laplace_goes_through_save_load_export_and_compare(tmp_path: Path) -> No
     idata = pb.to_arviz(post, x, y, num_samples=100)
     assert idata.posterior.attrs["laplace_predictive"] == "linear"
     assert idata.posterior.attrs["laplace_log_evidence"] == pytest.approx(float(post.source.log_evidence))
-    table = pb.compare({"laplace": result}, x, y)
+    table = pb.compare({"laplace": result, "bare": post}, x, y)
+    # with its fit or without, compare shows the log evidence where guides show their ELBO
     assert table.loc["laplace", "final_elbo"] == pytest.approx(float(post.source.log_evidence))
+    assert table.loc["bare", "final_elbo"] == pytest.approx(float(post.source.log_evidence))
+    assert result.end_objective() == pytest.approx(float(post.source.log_evidence))
+    assert result.end_objective() != pytest.approx(result.final_elbo())  # the MAP phase's log joint differs
 
 
 @pytest.mark.slow

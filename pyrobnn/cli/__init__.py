@@ -41,7 +41,7 @@ from pyrobnn import datasets, likelihoods
 from pyrobnn.cli import _report
 from pyrobnn.cli._figures import REFERENCE
 from pyrobnn.cli._reference import Reference, add_reference_options, reference_options, sample_reference
-from pyrobnn.cli._usage import GUIDE_FORMS, SEVERAL, UsageError, fraction, parse_guides, positive, several, steps
+from pyrobnn.cli._usage import GUIDE_FORMS, UsageError, form_of, fraction, parse_guides, positive, several, steps
 from pyrobnn.evaluate.compare import compare
 from pyrobnn.guides import GUIDE_KINDS
 from pyrobnn.infer.ensemble import ensemble
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace, kinds: list[str]) -> int:
         print(f"fitting {kind} on {data.dataset.name} ...", file=sys.stderr)
         settings = dict(batch_size=args.batch_size, num_particles=args.particles, lr=args.lr, seed=args.seed)
         try:
-            if kind.split(":")[0] in SEVERAL:
+            if form_of(kind) is not None:
                 form, member, count = several(kind)
                 runs = ensemble(
                     model,

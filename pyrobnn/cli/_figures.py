@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyrobnn.cli._usage import form_of
 from pyrobnn.datasets import Standardized
 from pyrobnn.infer.fit import FitResult
 from pyrobnn.posterior import Posterior
@@ -74,7 +75,7 @@ def write_figures(
             "two parts, the expected log-likelihood and KL(q‖p). The y-range leaves out the first steps."
             + (
                 " An ensemble's panel shows its first member's fit."
-                if any(k.startswith("ensemble") for k in results)
+                if any(form_of(k) == "ensemble" for k in results)
                 else ""
             )
             + (

@@ -17,6 +17,7 @@ from typing import Any
 from pyrobnn.cli._figures import LEVEL, REFERENCE, Figure, write_figures
 from pyrobnn.cli._reference import KERNEL_LABELS, Reference, reference_text
 from pyrobnn.cli._trust import loo_text, trust_text
+from pyrobnn.cli._usage import form_of
 from pyrobnn.datasets import Standardized
 from pyrobnn.infer.fit import FitResult
 from pyrobnn.posterior import Posterior
@@ -104,8 +105,8 @@ def report_text(
     length = f"{args.epochs} epochs ({first.num_steps} steps)" if args.epochs else f"{first.num_steps} steps"
     decay = "decayed over the second half"
     if not args.epochs and getattr(args, "steps", None) in (None, "auto"):  # the default: --steps auto
-        singles = sorted({r.num_steps for kind, r in results.items() if not kind.startswith("ensemble")})
-        members = sorted({r.num_steps for kind, r in results.items() if kind.startswith("ensemble")})
+        singles = sorted({r.num_steps for kind, r in results.items() if form_of(kind) != "ensemble"})
+        members = sorted({r.num_steps for kind, r in results.items() if form_of(kind) == "ensemble"})
         span = "–".join(str(n) for n in dict.fromkeys(singles[:1] + singles[-1:]))  # "6150" or "5700–6150"
         length = f"until the ELBO levelled off ({span} steps)" if singles else ""
         length += ("; ensemble members " if singles else "") + (f"{members[0]} steps" if members else "")

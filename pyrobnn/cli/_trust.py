@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyrobnn.cli._figures import LEVEL, REFERENCE
+from pyrobnn.cli._usage import form_of
 
 __all__ = ["listing", "loo_text", "trust_text"]
 
@@ -95,8 +96,8 @@ def trust_text(frame: Any, task: str, point_mass: Sequence[str] = (), reference:
         lines.append(
             f"The distance to the {reference} reference below says which guide comes closest to the posterior itself."
         )
-    points = [k for k in point_mass if k in guides.index and not k.startswith("ensemble")]
-    mixed = [k for k in point_mass if k in guides.index and k.startswith("ensemble")]
+    points = [k for k in point_mass if k in guides.index and form_of(k) != "ensemble"]
+    mixed = [k for k in point_mass if k in guides.index and form_of(k) == "ensemble"]
     if points:
         lines.append(
             f"{listing(points)} {'is a point estimate' if len(points) == 1 else 'are point estimates'}: "

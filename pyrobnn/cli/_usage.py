@@ -12,6 +12,7 @@ __all__ = [
     "GUIDE_FORMS",
     "SEVERAL",
     "UsageError",
+    "form_of",
     "fraction",
     "parse_guides",
     "positive",
@@ -63,14 +64,20 @@ def fraction(text: str) -> float:
     return value
 
 
+def form_of(guide: str) -> str | None:
+    """``"ensemble"`` or ``"best"`` for a guide of several fits (``ensemble:map:8``), ``None`` for one fit."""
+    head = guide.split(":")[0]
+    return head if head in SEVERAL else None
+
+
 def parse_guides(text: str) -> list[str]:
     """The guides of ``--guides``, checked before any fit: a UsageError names the valid forms."""
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in GUIDE_KINDS and k.split(":")[0] not in SEVERAL]
+    unknown = [k for k in kinds if k not in GUIDE_KINDS and form_of(k) is None]
     if unknown or not kinds:
         raise UsageError(f"unknown guide(s) {', '.join(unknown) or '(none)'}; valid guides: {GUIDE_FORMS}")
     for k in kinds:
-        if k.split(":")[0] in SEVERAL:
+        if form_of(k) is not None:
             several(k)  # refuses a malformed one before any fit
     if len(set(kinds)) < len(kinds):
         raise UsageError(f"a guide is listed twice in {text!r}")

@@ -145,9 +145,11 @@ def compare(
         has_density = spread and source.has_density
         pred = post.predict(x_test, num_samples=num_samples, seed=seed)
         row: dict[str, Any] = {"name": name, "guide": type(source).__name__}
-        row["final_elbo"] = result.final_elbo() if result is not None and has_density else math.nan
+        row["final_elbo"] = math.nan  # a point estimate's end objective is its log joint, no ELBO
         evidence = getattr(source, "log_evidence", None)  # a Laplace approximation's estimate of log p(y)
-        if evidence is not None and spread:
+        if result is not None and has_density:
+            row["final_elbo"] = result.end_objective()  # the ELBO, or a Laplace fit's log evidence
+        elif evidence is not None and spread:  # a Laplace posterior passed without its fit
             row["final_elbo"] = float(evidence)
         row.update(summarize(post, pred, y_test, y_scale=y_scale, level=level, se=True))
         pointwise[name] = _pointwise_log_likelihood(post, pred, y_test, y_scale)

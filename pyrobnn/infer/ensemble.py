@@ -74,11 +74,12 @@ class EnsembleResult(FitResult):
     def member_elbos(self) -> np.ndarray:
         """Each kept member's objective at the end of its fit, in ``members``' order.
 
-        :meth:`FitResult.final_elbo` (for MAP members the log joint), or for Laplace
-        members the Laplace estimate of the log evidence. Differences under about a
-        nat are within its noise; :func:`pyrobnn.estimate_elbo` measures a member precisely.
+        :meth:`FitResult.end_objective`: the ELBO at the end of the fit (for MAP members the
+        log joint), or for Laplace members the Laplace estimate of the log evidence.
+        Differences under about a nat are within its noise; :func:`pyrobnn.estimate_elbo`
+        measures a member precisely.
         """
-        return np.array([_end_objective(member) for member in self.members])
+        return np.array([member.end_objective() for member in self.members])
 
     def best(self) -> FitResult:
         """The member that reached the highest ELBO (:meth:`member_elbos`): restarts that keep the best.
@@ -391,9 +392,3 @@ def _check_kind(kind: Any) -> str:
         valid = ", ".join(GUIDE_KINDS)
         raise ValueError(f"unknown member kind {kind!r}{hint}; an ensemble's members are one of {valid}")
     return kind.lower()
-
-
-def _end_objective(result: FitResult) -> float:
-    """A fit's ELBO at its end; a Laplace fit's log evidence."""
-    evidence = getattr(result.guide, "log_evidence", None)
-    return float(evidence) if evidence is not None else result.final_elbo()

@@ -89,6 +89,13 @@ class FitResult:
         k = max(1, int(len(self.history) * window))
         return float(self.history.elbo[-k:].mean())
 
+    def end_objective(self) -> float:
+        """What the fit ended at, to rank fits of one model by: a Laplace fit's estimate of the log
+        evidence (``guide.log_evidence``), otherwise :meth:`final_elbo` (a point estimate's is its
+        log joint density, which ranks point estimates but is no ELBO)."""
+        evidence = getattr(self.guide, "log_evidence", None)
+        return float(evidence) if evidence is not None else self.final_elbo()
+
 
 def linear_annealing(warmup_steps: int, start: float = 0.0) -> Callable[[int], float]:
     """A KL weight rising linearly from ``start`` to 1 over ``warmup_steps`` steps, then 1."""
