@@ -93,8 +93,18 @@ def test_an_ensemble_under_auto_fits_each_member_to_its_own_length() -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
     model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale=0.1))
-    with pytest.raises(ValueError, match=r"a fixed num_steps .*num_steps='auto'"):
-        pb.ensemble(model, "map", (x, y), num_members=2, num_steps="auto", batched=True, progress=False)
-    result = pb.ensemble(model, "map", (x, y), num_members=2, num_steps="auto", progress=False)
-    assert not result.config["batched"]
-    assert all(m.num_steps >= AUTO_MIN_STEPS * 1.5 and m.settings.num_steps == "auto" for m in result.members)
+    batch = pb.ensemble(model, "map", (x, y), num_members=3, num_steps="auto", progress=False)
+    separate = pb.ensemble(model, "map", (x, y), num_members=3, num_steps="auto", batched=False, progress=False)
+    assert batch.config["batched"] and not separate.config["batched"]
+    for a, b in zip(batch.members, separate.members, strict=True):
+        # Each member of the batch keeps its own schedule: the rate at lr until its own ELBO levels
+        # off, then down to lr * lr_decay at its own last step.
+        assert a.config["num_steps"] == "auto" and a.num_steps == len(a.history) >= AUTO_MIN_STEPS * 1.5
+        assert a.history.lr[0] == pytest.approx(1e-2) and a.history.lr[-1] == pytest.approx(1e-4)
+        # MAP's objective has no Monte Carlo noise, so the batch takes the steps of separate pb.fit
+        # runs from the same starts up to float32 summation order: the same checks find the ELBO
+        # level (one check, 100 steps, of slack for a difference at a threshold), and the fits end
+        # at the same point (observed within 1e-5).
+        assert abs(a.num_steps - b.num_steps) <= 150
+        for name, value in a.guide.median().items():
+            torch.testing.assert_close(value, b.guide.median()[name], rtol=1e-3, atol=1e-3)

@@ -31,7 +31,7 @@ from torch.distributions import Normal, constraints
 
 from pyrobnn._globs import module_key
 from pyrobnn.guides import Guide, MAPGuide
-from pyrobnn.infer._optim import lr_decay_schedule
+from pyrobnn.infer._optim import UntilConverged, lr_decay_schedule
 from pyrobnn.infer.history import History
 from pyrobnn.model import BayesianModel, LatentSite
 
@@ -78,13 +78,21 @@ def fit_batch(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    num_steps: int,
+    num_steps: int | str,
     lr: float,
     lr_decay: float,
     num_particles: int,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[int, float, int], None] | None = None,
 ) -> BatchRun:
-    """Train ``guides`` (all MAP or all mean-field, over every site of ``model``) as one batch, in place."""
+    """Train ``guides`` (all MAP or all mean-field, over every site of ``model``) as one batch, in place.
+
+    Under ``num_steps="auto"`` each member has its own length and rate schedule
+    (:class:`~pyrobnn.infer._optim.UntilConverged` on its own ELBO): Adam steps all members at
+    ``lr`` and each member's move is scaled by its own schedule's multiplier, which is Adam
+    at that member's rate, since Adam's moments do not depend on the rate. A member whose fit
+    has ended stays where it is while the others go on. ``progress(step, loss, end)`` gets
+    the step, the running members' mean loss and the last step planned so far.
+    """
     terms = _Terms(model, x, y)
     kind = "map" if isinstance(guides[0], MAPGuide) else "meanfield"
     names = terms.layout.names
@@ -99,44 +107,59 @@ def fit_batch(
         opt = torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError):
         opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_decay_schedule(num_steps, lr_decay))
-    record = {key: np.full((k, num_steps), np.nan) for key in ("loss", "log_likelihood", "kl", "lr")}
-    alive = torch.ones(k, dtype=torch.bool, device=loc.device)
+    lengths = [UntilConverged(lr_decay) for _ in range(k)] if num_steps == "auto" else []
+    horizon = lengths[0].num_steps if lengths else int(num_steps)
+    sched = None if lengths else torch.optim.lr_scheduler.LambdaLR(opt, lr_decay_schedule(horizon, lr_decay))
+    schedules = [length.multiplier() for length in lengths]
+    record = {key: np.full((k, horizon), np.nan) for key in ("loss", "log_likelihood", "kl", "lr")}
+    ends = [horizon] * k
+    running = torch.ones(k, dtype=torch.bool, device=loc.device)  # neither diverged nor ended
     failures: dict[int, str] = {}
     objective = _map_objective if kind == "map" else _meanfield_objective
     start = time.perf_counter()
     first = math.nan
-    for step in range(num_steps):
+    step = 0
+    while step < max(ends) and bool(running.any()):
         saved = [p.detach().clone() for p in params]
         opt.zero_grad(set_to_none=False)
         with pyro.validation_enabled(False):  # a diverging member carries NaN: caught below, member by member
             log_lik, kl = objective(terms, loc, raw, num_particles)
         loss = kl - log_lik
         finite = torch.isfinite(loss)
-        torch.where(alive & finite, loss, torch.zeros_like(loss)).sum().backward()
+        torch.where(running & finite, loss, torch.zeros_like(loss)).sum().backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         grads_ok = torch.stack([torch.isfinite(g).reshape(k, -1).all(-1) for g in grads]).all(0)
-        for member in (~(finite & grads_ok) & alive).nonzero().flatten().tolist():
+        for member in (~(finite & grads_ok) & running).nonzero().flatten().tolist():
             why = "loss" if not bool(finite[member]) else "gradient"
             failures[member] = f"the {why} became NaN or infinite at step {step} (lr={lr})"
-            alive[member] = False
+            running[member], ends[member] = False, step
         for p in params:
-            p.grad[~alive] = 0.0  # type: ignore[index]
-        opt.step()
-        with torch.no_grad():  # a stopped member stays at its last finite state (Adam's momentum would move it)
-            for p, before in zip(params, saved, strict=True):
-                p[~alive] = before[~alive]
+            p.grad[~running] = 0.0  # type: ignore[index]
         rate = opt.param_groups[0]["lr"]
-        sched.step()
+        rates = [rate * schedule(step) for schedule in schedules] if schedules else [rate] * k
+        opt.step()
+        with torch.no_grad():  # each member's move at its own rate; a stopped one stays at its last state
+            scale = torch.tensor(rates, dtype=loc.dtype, device=loc.device) / rate * running
+            for p, before in zip(params, saved, strict=True):
+                p.copy_(torch.lerp(before, p, scale.view(-1, *([1] * (p.dim() - 1)))))
+        if sched is not None:
+            sched.step()
         record["loss"][:, step] = loss.detach().cpu().numpy()
         record["log_likelihood"][:, step] = log_lik.detach().cpu().numpy()
         record["kl"][:, step] = kl.detach().cpu().numpy()
-        record["lr"][:, step] = rate
+        record["lr"][:, step] = rates
+        for member, length in enumerate(lengths):
+            if bool(running[member]):
+                length.record(-float(record["loss"][member, step]))
+                ends[member] = length.num_steps
+                if step + 1 >= length.num_steps:
+                    running[member] = False
         if step == 0:
             first = time.perf_counter() - start
         if progress is not None:
-            mean_loss = float(loss.detach()[alive].mean()) if bool(alive.any()) else math.nan
-            progress(step, mean_loss)
+            mean_loss = float(loss.detach()[running].mean()) if bool(running.any()) else math.nan
+            progress(step, mean_loss, max(ends))
+        step += 1
     elapsed = time.perf_counter() - start
     with torch.no_grad():
         for member, guide in enumerate(guides):
@@ -148,13 +171,14 @@ def fit_batch(
         if member in failures:
             histories.append(None)
             continue
+        n = ends[member]
         histories.append(
             History(
-                loss=record["loss"][member],
-                log_likelihood=record["log_likelihood"][member],
-                kl=record["kl"][member],
-                kl_weight=np.ones(num_steps),
-                lr=record["lr"][member],
+                loss=record["loss"][member, :n],
+                log_likelihood=record["log_likelihood"][member, :n],
+                kl=record["kl"][member, :n],
+                kl_weight=np.ones(n),
+                lr=record["lr"][member, :n],
             )
         )
     return BatchRun(histories, failures, elapsed, first)

@@ -53,7 +53,7 @@ def fit_members(
     """Member ``members[i]`` fitted from ``inits[i]`` under ``seeds[i]``; failures keyed by member number."""
     numbers = list(range(len(seeds))) if members is None else list(members)
     if batched:
-        steps = 1000 if num_steps is None else int(num_steps)  # fit's default length
+        steps = 1000 if num_steps is None else num_steps  # fit's default length
         results, failures, elapsed = _fit_batched(
             model, kind, data, seeds, inits, steps, options, progress, guide_options, numbers
         )
@@ -83,7 +83,7 @@ def map_starts(
         num_steps=num_steps,
         options=map_options,
         guide_options={},
-        batched=isinstance(data, (tuple, list)) and num_steps != "auto",  # "auto": each MAP fit its own length
+        batched=isinstance(data, (tuple, list)),
         progress=progress,
     )
 
@@ -118,7 +118,7 @@ def _fit_batched(
     data: Any,
     seeds: Sequence[int],
     inits: Sequence[Init],
-    steps: int,
+    steps: int | str,
     options: dict[str, Any],
     progress: bool,
     guide_options: dict[str, Any],
@@ -132,11 +132,12 @@ def _fit_batched(
         with seeded(member_seed, model_device(model)):
             guides.append(make_guide(kind, model, init=init, **guide_options).to(model_device(model)))
     particles = options["num_particles"] or guides[0].num_particles
-    bar = tqdm(total=steps, desc=f"ensemble of {len(seeds)} {kind}", unit="step", disable=not progress)
-    refresh = max(1, steps // 200)
+    bar = tqdm(desc=f"ensemble of {len(seeds)} {kind}", unit="step", disable=not progress)
 
-    def show(step: int, loss: float) -> None:
-        if step % refresh == 0 or step == steps - 1:
+    def show(step: int, loss: float, end: int) -> None:
+        if bar.total != end:  # num_steps="auto": the members' ends are placed as they level off
+            bar.total = end
+        if step % max(1, end // 200) == 0 or step == end - 1:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             bar.update(step + 1 - bar.n)
 
@@ -161,6 +162,6 @@ def _fit_batched(
             warnings.warn(f"fitting ensemble member {numbers[member]} ({kind}): {problem}", FitWarning, stacklevel=4)
         share = run.elapsed_s / len(guides)
         results.append(
-            FitResult(model, guide, history, steps, seeds[member], share, config, run.first_step_s / len(guides))
+            FitResult(model, guide, history, len(history), seeds[member], share, config, run.first_step_s / len(guides))
         )
     return results, run.failures, run.elapsed_s

@@ -145,8 +145,8 @@ def ensemble(
     num_steps, lr, lr_decay, num_particles, seed, progress, check, \*\*fit_options
         As for :func:`pyrobnn.fit`, per member. ``seed`` seeds the members'
         own seeds, drawn from it. Under ``num_steps="auto"`` each member (and
-        each member's MAP start) runs until its own ELBO levels off, so the
-        members are fitted one after another, not as a batch.
+        each member's MAP start) runs until its own ELBO levels off, in a
+        batch too: a member that has ended waits for the others.
     batched
         Train the members as one batch (the member as a leading dimension,
         one network pass for all): possible for ``"map"`` and ``"meanfield"``
@@ -244,14 +244,12 @@ def ensemble(
     generator = torch.Generator().manual_seed(int(seed))
     seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (num_members,), generator=generator)]
     unbatched = sorted(set(fit_options) - set(BATCHED_OPTIONS.get(kind, ())))
-    # num_steps="auto" ends each member where its own ELBO levels off: members run one after another.
-    can_batch = kind in BATCHED_OPTIONS and isinstance(data, (tuple, list)) and not unbatched and num_steps != "auto"
+    can_batch = kind in BATCHED_OPTIONS and isinstance(data, (tuple, list)) and not unbatched
     if batched and not can_batch:
         raise ValueError(
-            f"batched=True needs {' or '.join(BATCHED_OPTIONS)} members, (x, y) data in memory, a fixed num_steps "
-            f"and no options but {BATCHED_OPTIONS} (got kind {kind!r}, {type(data).__name__} data, num_steps="
-            f"{num_steps!r}, options {unbatched}); "
-            "pass batched=None to fit them one after another"
+            f"batched=True needs {' or '.join(BATCHED_OPTIONS)} members, (x, y) data in memory "
+            f"and no options but {BATCHED_OPTIONS} (got kind {kind!r}, {type(data).__name__} data, "
+            f"options {unbatched}); pass batched=None to fit them one after another"
         )
     options = dict(lr=lr, lr_decay=lr_decay, num_particles=num_particles, check=check, **fit_options)
     members, failures, elapsed = list(range(num_members)), dict[int, str](), 0.0
