@@ -47,6 +47,31 @@ def test_an_elbo_that_never_levels_decays_at_the_cap() -> None:
     assert length.decay_start == AUTO_MAX_STEPS
 
 
+def test_a_warm_up_of_the_kl_weight_is_left_out_of_the_checks() -> None:
+    # Over a linear warm-up the objective falls as the KL weight rises, which the checks would take
+    # for a level ELBO; they start afresh once the weight stops changing.
+    warm, rng = 3000, np.random.default_rng(2)
+    weights = np.minimum(1.0, np.arange(warm + 4000) / warm)
+    objective = -100 - 50 * weights + rng.normal(0.0, 1.0, len(weights))
+    first = AUTO_MIN_STEPS + (AUTO_CONFIRM - 1) * AUTO_CHECK_EVERY
+    assert place(objective).decay_start == first  # blind to the weight: level in the warm-up
+    length = UntilConverged(0.01)
+    for value, weight in zip(objective, weights, strict=True):
+        length.record(float(value), float(weight))
+    assert length.decay_start == warm + first  # the weight is 1 from step `warm` on
+
+
+def test_a_fit_with_a_warm_up_levels_off_only_after_it() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g)
+    y = x @ torch.tensor([1.0, -1.0]) + 0.3 * torch.randn(64, generator=g)
+    model = pb.BayesianModel(pb.lift(torch.nn.Linear(2, 1)), pb.likelihoods.Gaussian(scale=0.3))
+    warm = pb.linear_annealing(1500, start=0.01)
+    result = pb.fit(model, "meanfield", (x, y), num_steps="auto", kl_weight=warm, progress=False)
+    decay_start = int(np.argmax(result.history.lr < result.history.lr[0]))
+    assert decay_start >= 1500 + AUTO_MIN_STEPS + (AUTO_CONFIRM - 1) * AUTO_CHECK_EVERY
+
+
 def test_the_rate_is_constant_then_falls_to_lr_times_lr_decay() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 2, generator=g)

@@ -87,6 +87,8 @@ class UntilConverged:
         self.factor = factor
         self.decay_start: int | None = None
         self.num_steps = AUTO_MAX_STEPS + AUTO_MAX_STEPS // 2  # the horizon until the decay is placed
+        self._steps = 0
+        self._weight: float | None = None  # the KL weight of the steps in _elbo
         self._elbo: list[float] = []
         self._level = 0  # checks in a row that found the ELBO level
 
@@ -101,10 +103,20 @@ class UntilConverged:
 
         return multiplier
 
-    def record(self, elbo: float) -> None:
-        """Take one step's ELBO; place the decay where the ELBO has levelled off."""
+    def record(self, elbo: float, kl_weight: float = 1.0) -> None:
+        """Take one step's objective; place the decay where it has levelled off.
+
+        ``elbo`` is the step's objective at its KL weight. Steps are compared only with steps
+        of the same weight: where the weight changes (a warm-up, ``linear_annealing``), the
+        objective does too, and the checks start afresh, ``AUTO_MIN_STEPS`` later.
+        """
+        self._steps += 1
+        if kl_weight != self._weight:
+            self._elbo, self._level, self._weight = [], 0, kl_weight
         self._elbo.append(elbo)
         n = len(self._elbo)
+        if self.decay_start is None and self._steps >= AUTO_MAX_STEPS:
+            self.decay_start, self.num_steps = self._steps, self._steps + self._steps // 2
         if self.decay_start is not None or n < AUTO_MIN_STEPS or n % AUTO_CHECK_EVERY:
             return
         values, quarter = np.asarray(self._elbo), n // 4
@@ -112,5 +124,5 @@ class UntilConverged:
         last, last_se, _ = segment_mean(values[n - quarter :])
         level = last - before < max(AUTO_TOL, AUTO_SE * math.hypot(before_se, last_se))
         self._level = self._level + 1 if level else 0
-        if self._level >= AUTO_CONFIRM or n >= AUTO_MAX_STEPS:
-            self.decay_start, self.num_steps = n, n + n // 2
+        if self._level >= AUTO_CONFIRM:
+            self.decay_start, self.num_steps = self._steps, self._steps + self._steps // 2

@@ -269,7 +269,7 @@ class SVIState:
         self.scheduler.step()
         self._rows.append((terms.loss, terms.log_likelihood, terms.kl, terms.kl_weight, lr_now))
         if self._length is not None:  # num_steps="auto": the length is set once the ELBO levels off
-            self._length.record(-terms.loss)
+            self._length.record(-terms.loss, terms.kl_weight)
             self.num_steps = self._length.num_steps
         self.last = terms
         self.step_count += 1
