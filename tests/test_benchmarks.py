@@ -138,3 +138,9 @@ def test_fit_optimum_smoke(tmp_path: Path) -> None:
     out = run("fit_optimum.py", "--quick", "--out", str(tmp_path))
     assert "| gap1d | 0 | meanfield |" in out and "| gap1d | 0 | lowrank |" in out
     assert "best of 4 restarts" in out and (tmp_path / "fit-optimum-quick.md").read_text() in out
+
+
+def test_kl_warm_up_smoke(tmp_path: Path) -> None:
+    out = run("kl_warm_up.py", "--quick", "--out", str(tmp_path))
+    assert "| gap1d | 0 | lowrank |" in out and "| β = 1 |" in out and "| warm-up 3000 |" in out
+    assert (tmp_path / "kl-warm-up-gap1d-seeds-0-quick.md").read_text() in out

@@ -72,6 +72,23 @@ def test_a_fit_with_a_warm_up_levels_off_only_after_it() -> None:
     assert decay_start >= 1500 + AUTO_MIN_STEPS + (AUTO_CONFIRM - 1) * AUTO_CHECK_EVERY
 
 
+def test_auto_warms_up_the_kl_weight_for_guides_that_correlate_the_sites() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g)
+    y = x @ torch.tensor([1.0, -1.0]) + 0.3 * torch.randn(64, generator=g)
+    model = pb.BayesianModel(pb.lift(torch.nn.Linear(2, 1)), pb.likelihoods.Gaussian(scale=0.3))
+    warm = pb.fit(model, "fullrank", (x, y), num_steps="auto", lr=0.05, progress=False)
+    beta = warm.history.kl_weight
+    assert warm.config["kl_weight"] == f"linear_annealing({_optim.AUTO_WARM_UP})"
+    np.testing.assert_allclose(beta[: _optim.AUTO_WARM_UP], np.arange(_optim.AUTO_WARM_UP) / _optim.AUTO_WARM_UP)
+    assert np.all(beta[_optim.AUTO_WARM_UP :] == 1.0) and len(beta) > _optim.AUTO_WARM_UP + AUTO_MIN_STEPS
+    # given a weight, a fixed length, or a guide without correlations: no warm-up
+    for kind, options in [("fullrank", {"kl_weight": 1.0}), ("fullrank", {"num_steps": 300}), ("meanfield", {})]:
+        options = {"num_steps": "auto", **options}
+        result = pb.fit(model, kind, (x, y), lr=0.05, progress=False, **options)  # type: ignore[arg-type]
+        assert np.all(result.history.kl_weight == 1.0) and result.config["kl_weight"] == 1.0
+
+
 def test_the_rate_is_constant_then_falls_to_lr_times_lr_decay() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 2, generator=g)

@@ -42,6 +42,9 @@ class Guide(nn.Module):
     has_chains: bool = False
     #: whether the source mixes other sources: never for a guide (see ``pyrobnn.posterior.Ensemble``)
     has_members: bool = False
+    #: whether q correlates the sites (low-rank, full-rank, a flow): under ``num_steps="auto"`` such a
+    #: fit starts with a warm-up of the KL weight (``pyrobnn.infer._optim.fit_kl_weight``)
+    correlates: bool = False
 
     def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:
         super().__init__()

@@ -56,6 +56,8 @@ class JointGuide(Guide):
     more particles", and ``benchmarks/README.md``.
     """
 
+    correlates = True
+
     num_particles = 32
 
     def __init__(self, model: BayesianModel, sites: Sequence[str] | None = None) -> None:

@@ -89,6 +89,8 @@ class FlowGuide(GuideList):
     Durkan et al. (2019). Neural spline flows. NeurIPS.
     """
 
+    correlates = True
+
     def __init__(
         self,
         model: BayesianModel,

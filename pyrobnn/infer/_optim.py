@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,12 +13,59 @@ import torch
 
 from pyrobnn.infer._checks import segment_mean
 
-__all__ = ["KLWeight", "OptimizerSpec", "UntilConverged", "kl_weight_at", "lr_decay_schedule", "make_optimizer"]
+__all__ = [
+    "KLWeight",
+    "LinearAnnealing",
+    "OptimizerSpec",
+    "UntilConverged",
+    "fit_kl_weight",
+    "kl_weight_at",
+    "lr_decay_schedule",
+    "make_optimizer",
+]
 
 #: What ``optimizer=`` accepts: an optimiser, or a callable taking parameter groups and returning one.
 OptimizerSpec = torch.optim.Optimizer | Callable[[Iterable[Any]], torch.optim.Optimizer]
 #: What ``kl_weight=`` accepts: a number, or a schedule ``step -> weight``.
 KLWeight = float | Callable[[int], float]
+
+
+@dataclass(frozen=True)
+class LinearAnnealing:
+    """A KL weight rising linearly from ``start`` to 1 over ``warmup_steps`` steps, then 1
+    (what :func:`pyrobnn.linear_annealing` returns)."""
+
+    warmup_steps: int
+    start: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.warmup_steps >= 1:
+            raise ValueError(f"warmup_steps must be >= 1, got {self.warmup_steps}")
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, self.start + (1.0 - self.start) * step / self.warmup_steps)
+
+    def __repr__(self) -> str:
+        start = f", start={self.start}" if self.start else ""
+        return f"linear_annealing({self.warmup_steps}{start})"
+
+
+#: ``num_steps="auto"`` for a guide that correlates the sites: the KL weight's warm-up, in steps.
+AUTO_WARM_UP = 3000
+
+
+def fit_kl_weight(kl_weight: KLWeight | None, correlates: bool, num_steps: int | str | None) -> KLWeight:
+    """The KL weight a fit runs with: ``kl_weight`` as given, or by default 1, except under
+    ``num_steps="auto"`` for a guide that correlates the sites (``Guide.correlates``), where it
+    rises from 0 to 1 over the first ``AUTO_WARM_UP`` steps.
+
+    Why: from their default start, low-rank and full-rank fits of a 1-50-1 net on ``gap1d``
+    end about 24 nats higher after a warm-up (``benchmarks/README.md``, ``fit_optimum.py``).
+    Mean-field is left at 1: its default fits gained nothing from a warm-up there.
+    """
+    if kl_weight is not None:
+        return kl_weight
+    return LinearAnnealing(AUTO_WARM_UP) if correlates and num_steps == "auto" else 1.0
 
 
 def kl_weight_at(kl_weight: KLWeight, step: int) -> float:

@@ -23,7 +23,7 @@ from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.guides import Guide, LaplaceGuide
 from pyrobnn.infer import svi as _svi
 from pyrobnn.infer._batching import prepare_targets
-from pyrobnn.infer._optim import KLWeight, OptimizerSpec
+from pyrobnn.infer._optim import KLWeight, LinearAnnealing, OptimizerSpec
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, FitWarning, History
 from pyrobnn.infer.settings import FitSettings
@@ -99,13 +99,7 @@ class FitResult:
 
 def linear_annealing(warmup_steps: int, start: float = 0.0) -> Callable[[int], float]:
     """A KL weight rising linearly from ``start`` to 1 over ``warmup_steps`` steps, then 1."""
-    if warmup_steps < 1:
-        raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
-
-    def weight(step: int) -> float:
-        return min(1.0, start + (1.0 - start) * step / warmup_steps)
-
-    return weight
+    return LinearAnnealing(warmup_steps, start)
 
 
 def fit(
@@ -121,7 +115,7 @@ def fit(
     lr: float = 1e-2,
     optimizer: OptimizerSpec | None = None,
     lr_decay: float = 0.01,
-    kl_weight: KLWeight = 1.0,
+    kl_weight: KLWeight | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -164,7 +158,11 @@ def fit(
         jittering around it. ``1.0`` keeps it constant.
     kl_weight
         β, the weight of the KL term: a number or a schedule ``step -> weight``
-        (e.g. :func:`linear_annealing`). Only β = 1 maximises the ELBO.
+        (e.g. :func:`linear_annealing`). Only β = 1 maximises the ELBO. By default
+        1, except under ``num_steps="auto"`` for the guides that correlate the
+        sites (low-rank, full-rank, flow): there β rises from 0 to 1 over the first
+        3000 steps, a warm-up that lets the network fit the data before the prior
+        pulls on it (``docs/concepts.md``, "How long a fit runs").
     device
         Where to fit (model and guide are moved there); default: the model's.
     seed

@@ -22,7 +22,7 @@ import torch
 
 from pyrobnn.infer._optim import KLWeight, OptimizerSpec
 
-__all__ = ["FitSettings"]
+__all__ = ["FitSettings", "plain_kl_weight"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class FitSettings:
     lr: float = 1e-2
     optimizer: OptimizerSpec | None = None
     lr_decay: float = 0.01
-    kl_weight: KLWeight = 1.0
+    kl_weight: KLWeight | None = None
     device: str | torch.device | None = None
     seed: int = 0
     distributed: bool = False
@@ -77,7 +77,9 @@ class FitSettings:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not (isinstance(self.lr_decay, (int, float)) and 0.0 < self.lr_decay <= 1.0):
             raise ValueError(f"lr_decay must be in (0, 1] (1.0 keeps the rate constant), got {self.lr_decay!r}")
-        if not callable(self.kl_weight) and not (isinstance(self.kl_weight, (int, float)) and self.kl_weight >= 0):
+        if not (self.kl_weight is None or callable(self.kl_weight)) and not (
+            isinstance(self.kl_weight, (int, float)) and self.kl_weight >= 0
+        ):
             raise ValueError(f"kl_weight must be a number >= 0 or a schedule step -> weight, got {self.kl_weight!r}")
         if self.optimizer is not None and not (
             isinstance(self.optimizer, torch.optim.Optimizer) or callable(self.optimizer)
@@ -111,10 +113,15 @@ class FitSettings:
         """
         plain = {name: getattr(self, name) for name in self.names()}
         plain["optimizer"] = None if self.optimizer is None else _name_of(self.optimizer)
-        plain["kl_weight"] = self.kl_weight if isinstance(self.kl_weight, (int, float)) else repr(self.kl_weight)
+        plain["kl_weight"] = plain_kl_weight(self.kl_weight)
         plain["device"] = None if self.device is None else str(self.device)
         del plain["progress"]  # how the fit was shown, not how it ran
         return MappingProxyType({**plain, **resolved})
+
+
+def plain_kl_weight(kl_weight: Any) -> Any:
+    """A KL weight as plain data: a number or ``None`` as it is, a schedule by its ``repr``."""
+    return kl_weight if kl_weight is None or isinstance(kl_weight, (int, float)) else repr(kl_weight)
 
 
 def _is_int(value: Any) -> bool:

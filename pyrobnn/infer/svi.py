@@ -59,13 +59,14 @@ from pyrobnn.infer._optim import (
     KLWeight,
     OptimizerSpec,
     UntilConverged,
+    fit_kl_weight,
     kl_weight_at,
     lr_decay_schedule,
     make_optimizer,
 )
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, History
-from pyrobnn.infer.settings import FitSettings
+from pyrobnn.infer.settings import FitSettings, plain_kl_weight
 from pyrobnn.model import BayesianModel
 
 __all__ = ["SVIState", "init"]
@@ -126,6 +127,7 @@ class SVIState:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         batches: Batches,
         settings: FitSettings,
+        kl_weight: KLWeight,
         num_steps: int,
         length: UntilConverged | None,
         rng: RNGStream,
@@ -139,7 +141,7 @@ class SVIState:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.settings = settings
-        self.kl_weight = settings.kl_weight
+        self.kl_weight = kl_weight
         self.num_steps = num_steps
         self._length = length
         self.step_count = 0
@@ -169,6 +171,7 @@ class SVIState:
             optimizer=type(self.optimizer).__name__,
             device=str(self.device),
             world_size=self.world_size,
+            kl_weight=plain_kl_weight(self.kl_weight),
         )
 
     @property
@@ -295,7 +298,7 @@ def init(
     lr: float = 1e-2,
     optimizer: OptimizerSpec | None = None,
     lr_decay: float = 0.01,
-    kl_weight: KLWeight = 1.0,
+    kl_weight: KLWeight | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
     distributed: bool = False,
@@ -349,7 +352,8 @@ def start(model: BayesianModel, guide: Guide | str, data: Any, settings: FitSett
         else:
             num_steps = int(s.num_steps or 1000)
 
-        elbo = ELBO(num_particles, s.vectorize_particles, kl_weight_at(s.kl_weight, 0))
+        kl_weight = fit_kl_weight(s.kl_weight, guide.correlates, s.num_steps)
+        elbo = ELBO(num_particles, s.vectorize_particles, kl_weight_at(kl_weight, 0))
         loss: torch.nn.Module = elbo(model, guide)
         # DDP gives every process rank 0's parameters, then averages the gradients.
         if s.distributed:
@@ -377,6 +381,7 @@ def start(model: BayesianModel, guide: Guide | str, data: Any, settings: FitSett
         scheduler=scheduler,
         batches=batches,
         settings=settings,
+        kl_weight=kl_weight,
         num_steps=num_steps,
         length=length,
         rng=rng,
