@@ -59,9 +59,10 @@ def fit_kl_weight(kl_weight: KLWeight | None, correlates: bool, num_steps: int |
     ``num_steps="auto"`` for a guide that correlates the sites (``Guide.correlates``), where it
     rises from 0 to 1 over the first ``AUTO_WARM_UP`` steps.
 
-    Why: from their default start, low-rank and full-rank fits of a 1-50-1 net on ``gap1d``
-    end about 24 nats higher after a warm-up (``benchmarks/README.md``, ``fit_optimum.py``).
-    Mean-field is left at 1: its default fits gained nothing from a warm-up there.
+    Why: from their default start, low-rank, full-rank and flow fits of a 1-50-1 net on
+    ``gap1d`` end 31-41 nats higher after a warm-up, and 5-6 higher on ``friedman``, for 0.5-1.8
+    nats lost on ``hetero1d``. Mean-field is left at 1: a warm-up lost it 24 and 4 nats on
+    ``hetero1d`` and ``friedman`` and gained 24 on ``gap1d`` (``benchmarks/kl_warm_up.py``).
     """
     if kl_weight is not None:
         return kl_weight
