@@ -4,7 +4,9 @@ that a MAP start, 4 restarts, 4 times the steps or the best of 4 MAP-started fit
 On the built-in datasets with the command line's model (1-50-1 tanh, N(0, 1) priors, learned
 noise, standardised data; ``gap1d`` is ``make demo``'s), per guide kind and seed:
 
-- ``default``: ``pb.fit(model, kind, data, num_steps=--steps, seed=seed)``;
+- ``default``: ``pb.fit(model, kind, data, num_steps=--steps, seed=seed)``; under ``auto`` (the
+  default) the low-rank, full-rank and flow fits here and below begin with ``pb.fit``'s KL warm-up,
+  and ``4x steps``, a fixed length, has none (``benchmarks/kl_warm_up.py``);
 - ``MAP start``: the same from ``init=map_fit.guide.median()``, a MAP fit of the same length;
 - ``best of 4 restarts``: four fits from ``init="reset"`` under seeds ``seed, seed + 1000, ...``,
   the best ELBO kept;

@@ -1,8 +1,9 @@
 """What the KL warm-up under ``num_steps="auto"`` does: each guide's default fit against the same fit
 with the KL weight held at 1 from the first step.
 
-On the built-in regression datasets with the command line's model (1-50-1 tanh, N(0, 1) priors,
-learned noise, standardised data; ``gap1d`` is ``make demo``'s), per guide kind and seed:
+On the built-in regression datasets with the command line's model (one hidden layer of 50 tanh
+units, N(0, 1) priors, learned noise, standardised data; ``gap1d`` is ``make demo``'s), per
+guide kind and seed:
 
 - ``default``: ``pb.fit(model, kind, data, num_steps="auto", seed=seed)``: for the guides that
   correlate the sites (low-rank, full-rank, flow) the KL weight rises from 0 to 1 over the
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         "# The KL warm-up of num_steps='auto'",
         "",
         f"Command: `{' '.join(['python', 'benchmarks/kl_warm_up.py', *sys.argv[1:]])}` ({time.strftime('%Y-%m-%d')}), "
-        f"1-{args.hidden}-1 tanh, learned noise, num_steps={args.steps!r}; ELBO from {args.particles} particles ± se "
+        f"one hidden layer of {args.hidden} tanh units, learned noise, num_steps={args.steps!r}; "
+        f"ELBO from {args.particles} particles ± se "
         "(the fit's steps, its seconds).",
         "",
         "| data | seed | guide | default | the other | which | default − other |",
