@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +223,29 @@ def test_no_module_is_over_the_size_limit() -> None:
     assert not {m: n for m, n in sizes.items() if n > MAX_MODULE_LINES}, sorted(sizes.items(), key=lambda kv: -kv[1])[
         :5
     ]
+
+
+def test_prose_and_sources_hold_no_control_characters() -> None:
+    # A string written through Python without r"..." turns LaTeX's \approx and \top into a bell
+    # and a tab; the rendered page then shows "pprox" and "op". Tabs and newlines are allowed in
+    # code, none of the others anywhere.
+    root = PACKAGE.parent
+    files = [*root.glob("*.md"), *(root / "docs").glob("*.md"), *(root / "benchmarks").rglob("*.md")]
+    files += [*PACKAGE.rglob("*.py"), *(root / "benchmarks").glob("*.py"), *(root / "tests").glob("*.py")]
+    texts = {path: path.read_text() for path in files}
+    for notebook in (root / "notebooks").glob("*.ipynb"):
+        cells = json.loads(notebook.read_text())["cells"]
+        texts[notebook] = "".join("".join(cell["source"]) for cell in cells)
+    control = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+    found = {str(path.relative_to(root)): len(control.findall(text)) for path, text in texts.items()}
+    assert len(texts) > 20 and not {path: n for path, n in found.items() if n}
+    # and no LaTeX whose backslash-t became a tab in prose
+    tabbed = {
+        str(p.relative_to(root))
+        for p, t in texts.items()
+        if p.suffix != ".py" and re.search(r"\t(op|au|heta|imes|ext)\b", t)
+    }
+    assert not tabbed
 
 
 def test_the_module_paths_from_before_the_packages_warn_and_name_the_removal() -> None:
