@@ -128,6 +128,26 @@ def test_the_command_line_runs_each_guide_until_its_elbo_levels_off_by_default(t
     assert taken >= AUTO_MIN_STEPS * 1.5 and "decayed over half as many steps again" in report
 
 
+def test_the_report_gives_the_range_of_lengths_of_single_fits_and_of_ensemble_members() -> None:
+    from types import SimpleNamespace
+
+    from pyrobnn.cli._report import auto_lengths
+
+    def fit(steps: int) -> SimpleNamespace:
+        return SimpleNamespace(num_steps=steps)
+
+    def ensemble(*steps: int) -> SimpleNamespace:  # an ensemble's own num_steps is its first member's
+        return SimpleNamespace(num_steps=steps[0], members=tuple(fit(n) for n in steps))
+
+    singles = {"meanfield": fit(6150), "fullrank": fit(5700)}
+    assert auto_lengths(singles) == "until the ELBO levelled off (5700–6150 steps)"
+    assert auto_lengths({"map": fit(4800)}) == "until the ELBO levelled off (4800 steps)"
+    both = {**singles, "ensemble:map:3": ensemble(9000, 4650, 7200), "ensemble:meanfield:2": ensemble(3900, 3900)}
+    assert auto_lengths(both) == "until the ELBO levelled off (5700–6150 steps; ensemble members 3900–9000)"
+    only = {"ensemble:map:2": ensemble(4650, 4650)}
+    assert auto_lengths(only) == "until each member's ELBO levelled off (4650 steps)"
+
+
 def test_an_ensemble_under_auto_fits_each_member_to_its_own_length() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 1, generator=g)

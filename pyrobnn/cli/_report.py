@@ -105,11 +105,7 @@ def report_text(
     length = f"{args.epochs} epochs ({first.num_steps} steps)" if args.epochs else f"{first.num_steps} steps"
     decay = "decayed over the second half"
     if not args.epochs and getattr(args, "steps", None) in (None, "auto"):  # the default: --steps auto
-        singles = sorted({r.num_steps for kind, r in results.items() if form_of(kind) != "ensemble"})
-        members = sorted({r.num_steps for kind, r in results.items() if form_of(kind) == "ensemble"})
-        span = "–".join(str(n) for n in dict.fromkeys(singles[:1] + singles[-1:]))  # "6150" or "5700–6150"
-        length = f"until the ELBO levelled off ({span} steps)" if singles else ""
-        length += ("; ensemble members " if singles else "") + (f"{members[0]} steps" if members else "")
+        length = auto_lengths(results)
         decay = "kept until then, then decayed over half as many steps again"
     batch = f"minibatches of {args.batch_size}" if args.batch_size else "the whole training set per step"
     title = "pyrobnn fit" if getattr(args, "command", "compare") == "fit" else "pyrobnn guide comparison"
@@ -204,6 +200,23 @@ def report_text(
         "",
     ]
     return "\n".join(lines)
+
+
+def auto_lengths(results: Mapping[str, FitResult]) -> str:
+    """How long fits under ``num_steps="auto"`` ran, as ranges: over the single fits, and over
+    every member of every ensemble (each member levels off at its own step)."""
+
+    def span(lengths: set[int]) -> str:  # "6150" or "5700–6150"
+        ordered = sorted(lengths)
+        return "–".join(str(n) for n in dict.fromkeys(ordered[:1] + ordered[-1:]))
+
+    singles = {r.num_steps for kind, r in results.items() if form_of(kind) != "ensemble"}
+    members = {m.num_steps for kind, r in results.items() if form_of(kind) == "ensemble" for m in r.members}  # type: ignore[attr-defined]
+    if not singles:
+        return f"until each member's ELBO levelled off ({span(members)} steps)"
+    return f"until the ELBO levelled off ({span(singles)} steps" + (
+        f"; ensemble members {span(members)})" if members else ")"
+    )
 
 
 def laplace_text(results: Mapping[str, FitResult]) -> list[str]:
