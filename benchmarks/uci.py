@@ -15,6 +15,7 @@ for a fixed number of minibatch steps. Nothing is tuned per dataset.
     python benchmarks/uci.py                                   # mean-field, all 6 x 20 splits
     python benchmarks/uci.py --splits 3 --datasets yacht energy
     python benchmarks/uci.py --guides meanfield lowrank --out benchmarks/results
+    python benchmarks/uci.py --guides laplace laplace-tune    # τ by the Laplace evidence too
 
 The fits are independent and tiny (one 50-unit layer), so they run in ``--workers``
 processes (default: one per core) with one torch thread each, which is faster than
@@ -49,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "uci"
 DATASETS = ("bostonHousing", "concrete", "energy", "kin8nm", "naval-propulsion-plant", "yacht")
 PEERS = ("VI", "PBP", "MC dropout", "deep ensembles")
+#: Guides with options, by the name ``--guides`` takes: (kind, options to ``pb.fit``).
+VARIANTS = {"laplace-tune": ("laplace", {"prior_precision": "tune"})}
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,17 @@ def run_split(directory: Path, split: int, guide: str, settings: Settings) -> Ro
     torch.manual_seed(split)  # the network's initial weights: the guide's starting means
     net = nn.Sequential(nn.Linear(data.x_train.shape[1], settings.hidden), nn.ReLU(), nn.Linear(settings.hidden, 1))
     model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale="learn"))
+    kind, options = VARIANTS.get(guide, (guide, {}))
     result = pb.fit(
         model,
-        guide,
+        kind,
         (data.x_train, data.y_train),
         num_steps=settings.num_steps,
         batch_size=settings.batch_size,
         num_particles=settings.num_particles,
         seed=split,
         progress=False,
+        **options,
     )
     post = result.posterior()
     scores = pb.metrics.evaluate(
@@ -227,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder of the UCI dataset folders")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--guides", nargs="+", default=["meanfield"], choices=list(pb.guides.GUIDE_KINDS))
+    parser.add_argument("--guides", nargs="+", default=["meanfield"], choices=[*pb.guides.GUIDE_KINDS, *VARIANTS])
     parser.add_argument("--splits", type=int, default=None, help="run the first K splits only (default: all)")
     parser.add_argument("--steps", type=int, default=Settings.num_steps, help="SVI steps per split")
     parser.add_argument("--batch-size", type=int, default=Settings.batch_size, help="minibatch size")

@@ -49,6 +49,12 @@ def test_laplace_gap_mean_smoke() -> None:
     assert "| gap | 0 | laplace |" in out and "| gap | 0 | ensemble:laplace:2 |" in out
 
 
+def test_laplace_starts_smoke() -> None:
+    out = run("laplace_starts.py", "--quick")
+    assert "| gap | 0 | model's weights |" in out and "| gap | 0 | reset, seed 1 |" in out
+    assert "| gap | 0 | model's weights, τ tuned |" in out and "of 2 |" in out
+
+
 @pytest.mark.skipif(not (UCI / "yacht" / "data.txt").is_file(), reason="needs ../shared/data/uci beside the repo")
 def test_uci_smoke(tmp_path: Path) -> None:
     out = run(

@@ -1,0 +1,164 @@
+"""How much one Laplace approximation's spread in the gap owes to the MAP fit it was built at.
+
+A Laplace approximation is a Gaussian around one MAP fit, and its linearised predictive is
+that fit's network plus a band from the curvature there. A different MAP fit of the same
+model and data (another starting point) gives another band. This script measures how much,
+on each task of ``benchmarks/ensembles.py``: per task and seed, ``"laplace"`` with its
+defaults from the model's own initial weights (what ``pb.fit(model, "laplace", data)`` does)
+and from ``--starts`` fresh initialisations (``init="reset"``, fit seeds 1..K), and the
+default start again with ``prior_precision="tune"`` (τ by the Laplace evidence). For each:
+
+- ``W1`` to the reference over all test points, and the predictive sd inside the gap over
+  the reference's (as in ``ensembles.py``);
+- the test log-likelihood;
+- the Laplace log evidence, which a user could read to choose between the fits;
+- hidden units whose transition point −b/w lies in the gap at the MAP (see
+  ``laplace_gap_mean.py``), and how far the transition point nearest to the gap's edges (the
+  training inputs closest to the gap on either side) lies from them, over the units the MAP
+  left switched on (|v|·‖(w, b)‖ ≥ 1e-3 for input weight w, bias b and output weight v).
+  MAP fits of ReLU nets gather their kinks at a few knots; whether one sits at an edge decides
+  much of the linearisation's spread across the gap.
+
+    python benchmarks/laplace_starts.py --cache refs/     # about 10 minutes with cached references
+    python benchmarks/laplace_starts.py --quick           # smoke run
+
+Writes ``laplace-starts.md`` into ``--out`` (default ``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ensembles import TASKS, reference
+from laplace_gap_mean import centred_in_gap
+
+import pyrobnn as pb
+
+
+def measure(post: pb.Posterior, ref: dict[str, Any], seed: int, samples: int) -> dict[str, float]:
+    pred = post.predict(ref["x"], num_samples=samples, seed=seed)
+    pred_gap = post.predict(ref["x_gap"], num_samples=samples, seed=seed)
+    whole = pb.metrics.reference_distance(pred, ref["pred"])
+    gap = pb.metrics.reference_distance(pred_gap, ref["gap"])
+    return {"w1": whole["w1"], "sd_gap": gap["sd_ratio"], "test_ll": float(pred.log_prob(ref["y"]).mean())}
+
+
+def edge_distance(point: dict[str, torch.Tensor], edges: tuple[float, float]) -> float:
+    """Distance from the gap's edges to the nearest transition point −b/w of a switched-on unit."""
+    w, b, v = point["0.weight"][:, 0], point["0.bias"], point["2.weight"][0]
+    on = v.abs() * (w**2 + b**2).sqrt() >= 1e-3
+    centre = -b[on] / w[on]
+    return float(torch.stack([(centre - e).abs() for e in edges]).min())
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for name in args.tasks:
+        task = TASKS[name]
+        for seed in args.seeds:
+            args.seed = seed
+            x, y, x_test, y_test = task.data(seed)
+            lo, hi = task.gap
+            in_gap = ((x_test > lo) & (x_test < hi)).squeeze(-1)
+            edges = (float(x[x < lo].max()), float(x[x > hi].min()))
+            ref_post = reference(args, task, x, y)
+            ref = {
+                "x": x_test,
+                "x_gap": x_test[in_gap],
+                "pred": ref_post.predict(x_test, num_samples=args.samples, seed=seed),
+                "gap": ref_post.predict(x_test[in_gap], num_samples=args.samples, seed=seed),
+                "y": y_test,
+            }
+            starts = [("model's weights", {"seed": seed})]
+            starts += [(f"reset, seed {k}", {"seed": k, "init": "reset"}) for k in range(1, args.starts + 1)]
+            starts += [("model's weights, τ tuned", {"seed": seed, "prior_precision": "tune"})]
+            for label, options in starts:
+                result = pb.fit(task.model(), "laplace", (x, y), num_steps=args.steps, progress=False, **options)
+                point = {site: value.unsqueeze(0) for site, value in result.guide.median().items()}
+                row = {
+                    "task": name,
+                    "seed": seed,
+                    "start": label,
+                    **measure(result.posterior(), ref, seed, args.samples),
+                    "log_evidence": float(result.guide.log_evidence),
+                    "tau": float(result.guide.prior_factor),
+                    "units": centred_in_gap(point, task.gap),
+                    "edge": edge_distance(result.guide.median(), edges),
+                }
+                rows.append(row)
+                print(row, flush=True)
+    return rows
+
+
+def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# One Laplace approximation per MAP fit: what the start changes",
+        "",
+        f"`python benchmarks/laplace_starts.py{args.command}` ({date.today()}), {args.steps} MAP steps, "
+        f"{args.samples} predictive draws",
+        "",
+        "| task | seed | start | W1 | sd ratio (gap) | test log-lik | log evidence | τ | units centred in the gap "
+        "| nearest −b/w to an edge |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['seed']} | {r['start']} | {r['w1']:.3f} | {r['sd_gap']:.2f} | {r['test_ll']:.3f} | "
+            f"{r['log_evidence']:.1f} | {r['tau']:.3g} | {r['units']:.0f} | {r['edge']:.3f} |"
+        )
+    lines += [
+        "",
+        "Per task and seed, over the untuned starts: the sd ratio's range, how many reach 0.8, and the",
+        "sd ratio and W1 of the start with the highest log evidence.",
+        "",
+        "| task | seed | sd ratio (gap): min / max | starts ≥ 0.8 | highest evidence: sd ratio / W1 |",
+        "|---|---|---|---|---|",
+    ]
+    for name in args.tasks:
+        for seed in args.seeds:
+            own = [r for r in rows if r["task"] == name and r["seed"] == seed and "tuned" not in r["start"]]
+            if not own:
+                continue
+            sds = np.array([r["sd_gap"] for r in own])
+            chosen = max(own, key=lambda r: r["log_evidence"])
+            lines.append(
+                f"| {name} | {seed} | {sds.min():.2f} / {sds.max():.2f} | {int((sds >= 0.8).sum())} of {len(own)} | "
+                f"{chosen['sd_gap']:.2f} / {chosen['w1']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--starts", type=int, default=4, help="fresh initialisations besides the model's own")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--cache", default=None, help="folder for the reference draws")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = parser.parse_args(argv)
+    args.command = "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    args.quiet = True
+    if args.quick:
+        args.tasks, args.seeds, args.starts, args.steps, args.samples = ["gap"], [0], 1, 20, 32
+    rows = run(args)
+    report = markdown(args, rows)
+    print(report)
+    if not args.quick:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "laplace-starts.md").write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
