@@ -5,12 +5,13 @@ On the built-in datasets with the command line's model (1-50-1 tanh, N(0, 1) pri
 noise, standardised data; ``gap1d`` is ``make demo``'s), per guide kind and seed:
 
 - ``default``: ``pb.fit(model, kind, data, num_steps=--steps, seed=seed)``; under ``auto`` (the
-  default) the low-rank, full-rank and flow fits here and below begin with ``pb.fit``'s KL warm-up,
-  and ``4x steps``, a fixed length, has none (``benchmarks/kl_warm_up.py``);
+  default) the low-rank, full-rank and flow fits here and below begin with ``pb.fit``'s KL warm-up
+  (``benchmarks/kl_warm_up.py``);
 - ``MAP start``: the same from ``init=map_fit.guide.median()``, a MAP fit of the same length;
 - ``best of 4 restarts``: four fits from ``init="reset"`` under seeds ``seed, seed + 1000, ...``,
   the best ELBO kept;
-- ``4x steps``: one fit of four times the default's own number of steps;
+- ``4x steps``: one fit of four times the default's own number of steps, with the default's KL
+  weight (a fixed length would otherwise hold it at 1);
 - ``best of 4 MAP starts``: ``pb.ensemble(model, kind, data, num_members=4).best()``, four fits
   each started at a MAP fit of its own from independent weights, the best kept by the fits' own
   end-of-fit ELBO (``EnsembleResult.best``), then measured like the others.
@@ -41,6 +42,7 @@ import torch
 
 import pyrobnn as pb
 from pyrobnn.cli import DEFAULT_STEPS, build_model
+from pyrobnn.infer._optim import fit_kl_weight
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +68,12 @@ def best_of_map_starts(args: argparse.Namespace, data: Any, kind: str, seed: int
     return float(terms.elbo), float(se), best.num_steps, runs.elapsed_s
 
 
+def default_kl_weight(args: argparse.Namespace, data: Any, kind: str, seed: int) -> Any:
+    """The KL weight ``pb.fit`` gives this kind by default at ``--steps``."""
+    guide = pb.guides.make_guide(kind, build_model(data, args.hidden, seed))
+    return fit_kl_weight(None, guide.correlates, args.steps)
+
+
 def rows_for(args: argparse.Namespace, name: str, seed: int) -> Iterator[dict[str, Any]]:
     data = pb.datasets.standardize(pb.datasets.load(name))
     train = (data.x_train, data.y_train)
@@ -81,7 +89,11 @@ def rows_for(args: argparse.Namespace, name: str, seed: int) -> Iterator[dict[st
                 (elbo(args, data, kind, seed + 1000 * r, args.steps, init="reset") for r in range(4)),
                 key=lambda pair: pair[0],
             ),
-            "4x steps": elbo(args, data, kind, seed, 4 * default[2]),  # four times the default's own length
+            # four times the default's own length, with the default's KL weight (a fixed length alone
+            # would hold it at 1 where the default under "auto" warms it up)
+            "4x steps": elbo(
+                args, data, kind, seed, 4 * default[2], kl_weight=default_kl_weight(args, data, kind, seed)
+            ),
             "best of 4 MAP starts": best_of_map_starts(args, data, kind, seed),
         }
         print(
