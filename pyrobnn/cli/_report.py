@@ -211,7 +211,8 @@ def auto_lengths(results: Mapping[str, FitResult]) -> str:
         return "–".join(str(n) for n in dict.fromkeys(ordered[:1] + ordered[-1:]))
 
     singles = {r.num_steps for kind, r in results.items() if form_of(kind) != "ensemble"}
-    members = {m.num_steps for kind, r in results.items() if form_of(kind) == "ensemble" for m in r.members}  # type: ignore[attr-defined]
+    ensembles = [r for kind, r in results.items() if form_of(kind) == "ensemble"]
+    members = {m.num_steps for r in ensembles for m in r.members}  # type: ignore[attr-defined]  # EnsembleResult
     if not singles:
         return f"until each member's ELBO levelled off ({span(members)} steps)"
     return f"until the ELBO levelled off ({span(singles)} steps" + (
