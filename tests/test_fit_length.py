@@ -58,7 +58,9 @@ def test_a_warm_up_of_the_kl_weight_is_left_out_of_the_checks() -> None:
     length = UntilConverged(0.01)
     for value, weight in zip(objective, weights, strict=True):
         length.record(float(value), float(weight))
-    assert length.decay_start == warm + first  # the weight is 1 from step `warm` on
+    # the weight is 1 from step `warm` on; the first check waits until the fit's last half is too
+    # (quarters of the whole fit, as without a warm-up), at 2 * warm
+    assert length.decay_start == 2 * warm + (AUTO_CONFIRM - 1) * AUTO_CHECK_EVERY
 
 
 def test_a_fit_with_a_warm_up_levels_off_only_after_it() -> None:

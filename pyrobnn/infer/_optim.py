@@ -124,9 +124,10 @@ class UntilConverged:
 
     The rate stays at ``lr`` while the ELBO rises. From ``AUTO_MIN_STEPS`` on, every
     ``AUTO_CHECK_EVERY`` steps, the mean per-step ELBO over the last quarter of the steps so
-    far is set against the quarter before it; once it exceeds it by less than ``AUTO_TOL``
-    nats, or than ``AUTO_SE`` standard errors of the difference where the ELBO is noisier
-    than that can resolve, the fit is level at this rate, and the rate falls geometrically
+    far is set against the quarter before it (both after the KL weight's last change); once it
+    exceeds it by less than ``AUTO_TOL`` nats, or than ``AUTO_SE`` standard errors of the
+    difference where the ELBO is noisier than that can resolve, the fit is level at this
+    rate, and the rate falls geometrically
     to ``lr * lr_decay`` over half as many steps again, as the fixed schedule's second
     half does. A fit of n steps that gains less than half a nat over its last quarter has
     little left to gain from four times as many (``benchmarks/fit_optimum.py`` measures it).
@@ -157,18 +158,22 @@ class UntilConverged:
 
         ``elbo`` is the step's objective at its KL weight. Steps are compared only with steps
         of the same weight: where the weight changes (a warm-up, ``linear_annealing``), the
-        objective does too, and the checks start afresh, ``AUTO_MIN_STEPS`` later.
+        objective does too, and the checks start afresh, once ``AUTO_MIN_STEPS`` steps and the
+        fit's last half are all at the new weight.
         """
         self._steps += 1
         if kl_weight != self._weight:
             self._elbo, self._level, self._weight = [], 0, kl_weight
         self._elbo.append(elbo)
-        n = len(self._elbo)
+        n, quarter = len(self._elbo), self._steps // 4
         if self.decay_start is None and self._steps >= AUTO_MAX_STEPS:
             self.decay_start, self.num_steps = self._steps, self._steps + self._steps // 2
-        if self.decay_start is not None or n < AUTO_MIN_STEPS or n % AUTO_CHECK_EVERY:
+        # quarters of the whole fit, both of them at the current weight: after a warm-up of w
+        # steps the first check waits until the fit is 2w long, so that "level" means what it
+        # means without one (the quarters of a fit n steps long, not of the steps since w)
+        if self.decay_start is not None or n < max(AUTO_MIN_STEPS, 2 * quarter) or n % AUTO_CHECK_EVERY:
             return
-        values, quarter = np.asarray(self._elbo), n // 4
+        values = np.asarray(self._elbo)
         before, before_se, _ = segment_mean(values[n - 2 * quarter : n - quarter])
         last, last_se, _ = segment_mean(values[n - quarter :])
         level = last - before < max(AUTO_TOL, AUTO_SE * math.hypot(before_se, last_se))
