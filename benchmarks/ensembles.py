@@ -125,7 +125,9 @@ def member_rhat(result: pb.EnsembleResult, x_gap: torch.Tensor, args: argparse.N
     return float(np.median(rhat)), float(np.max(rhat))
 
 
-def run_task(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+def reference_at(args: argparse.Namespace, task: Task) -> tuple[pb.Posterior, dict[str, Any]]:
+    """The reference of ``task`` at ``args.seed`` and what :func:`distance` measures against:
+    its predictive draws at the test points and at those inside the gap."""
     x, y, x_test, y_test = task.data(args.seed)
     lo, hi = task.gap
     gap = ((x_test > lo) & (x_test < hi)).squeeze(-1)
@@ -137,6 +139,12 @@ def run_task(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         "gap": ref_post.predict(x_test[gap], num_samples=args.samples, seed=args.seed),
         "y": y_test,
     }
+    return ref_post, ref
+
+
+def run_task(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+    x, y, _, _ = task.data(args.seed)
+    ref_post, ref = reference_at(args, task)
     # the chains' own wall time (stored with the draws, so a cached reference reports it too)
     ref_seconds = float(ref_post.source.seconds.sum())
     # the reference against fresh draws of itself: the Monte Carlo floor of every W1 below
@@ -153,7 +161,7 @@ def run_task(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         row["seconds"] = result.elapsed_s
         alone = [distance(m.posterior(), ref, args)["w1"] for m in result.members]
         row.update(members_w1=float(np.mean(alone)), best_member_w1=float(np.min(alone)))
-        row["rhat_gap_median"], row["rhat_gap_max"] = member_rhat(result, x_test[gap], args)
+        row["rhat_gap_median"], row["rhat_gap_max"] = member_rhat(result, ref["x_gap"], args)
         row["weights_from"] = result.guide.weights_from
         if task.name == args.cost_task and result.config["batched"] and result.config["init"] != "map":
             separate = pb.ensemble(
@@ -161,7 +169,7 @@ def run_task(args: argparse.Namespace, task: Task) -> dict[str, Any]:
             )
             row["separate_seconds"] = separate.elapsed_s
         rows.append(row)
-    return {"task": task, "rows": rows, "gap_points": int(gap.sum())}
+    return {"task": task, "rows": rows, "gap_points": len(ref["x_gap"])}
 
 
 def markdown(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:

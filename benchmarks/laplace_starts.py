@@ -37,18 +37,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ensembles import TASKS, reference
+from ensembles import TASKS, distance, reference_at
 from laplace_gap_mean import centred_in_gap
 
 import pyrobnn as pb
-
-
-def measure(post: pb.Posterior, ref: dict[str, Any], seed: int, samples: int) -> dict[str, float]:
-    pred = post.predict(ref["x"], num_samples=samples, seed=seed)
-    pred_gap = post.predict(ref["x_gap"], num_samples=samples, seed=seed)
-    whole = pb.metrics.reference_distance(pred, ref["pred"])
-    gap = pb.metrics.reference_distance(pred_gap, ref["gap"])
-    return {"w1": whole["w1"], "sd_gap": gap["sd_ratio"], "test_ll": float(pred.log_prob(ref["y"]).mean())}
 
 
 def edge_distance(point: dict[str, torch.Tensor], edges: tuple[float, float]) -> float:
@@ -65,33 +57,25 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         task = TASKS[name]
         for seed in args.seeds:
             args.seed = seed
-            x, y, x_test, y_test = task.data(seed)
+            x, y, _, _ = task.data(seed)
             lo, hi = task.gap
-            in_gap = ((x_test > lo) & (x_test < hi)).squeeze(-1)
             edges = (float(x[x < lo].max()), float(x[x > hi].min()))
-            ref_post = reference(args, task, x, y)
-            ref = {
-                "x": x_test,
-                "x_gap": x_test[in_gap],
-                "pred": ref_post.predict(x_test, num_samples=args.samples, seed=seed),
-                "gap": ref_post.predict(x_test[in_gap], num_samples=args.samples, seed=seed),
-                "y": y_test,
-            }
+            _, ref = reference_at(args, task)
             starts = [("model's weights", {"seed": seed})]
             starts += [(f"reset, seed {k}", {"seed": k, "init": "reset"}) for k in range(1, args.starts + 1)]
             starts += [("model's weights, τ tuned", {"seed": seed, "prior_precision": "tune"})]
             for label, options in starts:
                 result = pb.fit(task.model(), "laplace", (x, y), num_steps=args.steps, progress=False, **options)
-                point = {site: value.unsqueeze(0) for site, value in result.guide.median().items()}
+                point = result.guide.median()
                 row = {
                     "task": name,
                     "seed": seed,
                     "start": label,
-                    **measure(result.posterior(), ref, seed, args.samples),
+                    **distance(result.posterior(), ref, args),
                     "log_evidence": float(result.guide.log_evidence),
                     "tau": float(result.guide.prior_factor),
-                    "units": centred_in_gap(point, task.gap),
-                    "edge": edge_distance(result.guide.median(), edges),
+                    "units": centred_in_gap({site: value.unsqueeze(0) for site, value in point.items()}, task.gap),
+                    "edge": edge_distance(point, edges),
                 }
                 rows.append(row)
                 print(row, flush=True)
