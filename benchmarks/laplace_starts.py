@@ -5,8 +5,10 @@ that fit's network plus a band from the curvature there. A different MAP fit of 
 model and data (another starting point) gives another band. This script measures how much,
 on each task of ``benchmarks/ensembles.py``: per task and seed, ``"laplace"`` with its
 defaults from the model's own initial weights (what ``pb.fit(model, "laplace", data)`` does)
-and from ``--starts`` fresh initialisations (``init="reset"``, fit seeds 1..K), and the
-default start again with ``prior_precision="tune"`` (τ by the Laplace evidence). For each:
+and from ``--starts`` fresh initialisations (``init="reset"``, fit seeds 1..K), the default
+start again with ``prior_precision="tune"`` (τ by the Laplace evidence), and the default start
+with MAP fits of the other ``--lengths`` (a number of steps, or ``auto``: until the MAP
+objective levels off, as the command line fits a single guide). For each:
 
 - ``W1`` to the reference over all test points, and the predictive sd inside the gap over
   the reference's (as in ``ensembles.py``);
@@ -21,6 +23,7 @@ default start again with ``prior_precision="tune"`` (τ by the Laplace evidence)
 
     python benchmarks/laplace_starts.py --cache refs/     # about 10 minutes with cached references
     python benchmarks/laplace_starts.py --quick           # smoke run
+    python benchmarks/laplace_starts.py --cache refs/ --starts 0 --lengths 10000 auto --name laplace-map-length
 
 Writes ``laplace-starts.md`` into ``--out`` (default ``benchmarks/results``).
 """
@@ -64,13 +67,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             starts = [("model's weights", {"seed": seed})]
             starts += [(f"reset, seed {k}", {"seed": k, "init": "reset"}) for k in range(1, args.starts + 1)]
             starts += [("model's weights, τ tuned", {"seed": seed, "prior_precision": "tune"})]
+            starts += [(f"model's weights, {n} steps", {"seed": seed, "num_steps": n}) for n in args.lengths]
             for label, options in starts:
-                result = pb.fit(task.model(), "laplace", (x, y), num_steps=args.steps, progress=False, **options)
+                options = {"num_steps": args.steps, **options}
+                result = pb.fit(task.model(), "laplace", (x, y), progress=False, **options)
                 point = result.guide.median()
                 row = {
                     "task": name,
                     "seed": seed,
                     "start": label,
+                    "map_steps": result.num_steps,
                     **distance(result.posterior(), ref, args),
                     "log_evidence": float(result.guide.log_evidence),
                     "tau": float(result.guide.prior_factor),
@@ -89,26 +95,27 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         f"`python benchmarks/laplace_starts.py{args.command}` ({date.today()}), {args.steps} MAP steps, "
         f"{args.samples} predictive draws",
         "",
-        "| task | seed | start | W1 | sd ratio (gap) | test log-lik | log evidence | τ | units centred in the gap "
-        "| nearest −b/w to an edge |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | seed | start | MAP steps | W1 | sd ratio (gap) | test log-lik | log evidence | τ "
+        "| units centred in the gap | nearest −b/w to an edge |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['seed']} | {r['start']} | {r['w1']:.3f} | {r['sd_gap']:.2f} | {r['test_ll']:.3f} | "
+            f"| {r['task']} | {r['seed']} | {r['start']} | {r['map_steps']} | {r['w1']:.3f} | {r['sd_gap']:.2f} | "
+            f"{r['test_ll']:.3f} | "
             f"{r['log_evidence']:.1f} | {r['tau']:.3g} | {r['units']:.0f} | {r['edge']:.3f} |"
         )
     lines += [
         "",
-        "Per task and seed, over the untuned starts: the sd ratio's range, how many reach 0.8, and the",
-        "sd ratio and W1 of the start with the highest log evidence.",
+        f"Per task and seed, over the untuned starts of {args.steps} MAP steps: the sd ratio's range, how many",
+        "reach 0.8, and the sd ratio and W1 of the start with the highest log evidence.",
         "",
         "| task | seed | sd ratio (gap): min / max | starts ≥ 0.8 | highest evidence: sd ratio / W1 |",
         "|---|---|---|---|---|",
     ]
     for name in args.tasks:
         for seed in args.seeds:
-            own = [r for r in rows if r["task"] == name and r["seed"] == seed and "tuned" not in r["start"]]
+            own = [r for r in rows if r["task"] == name and r["seed"] == seed and untuned_start(r["start"])]
             if not own:
                 continue
             sds = np.array([r["sd_gap"] for r in own])
@@ -120,13 +127,26 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def untuned_start(label: str) -> bool:
+    """Whether a row is one the summary compares: the default start or a reset, at ``--steps``."""
+    return label == "model's weights" or label.startswith("reset, seed ")
+
+
+def steps_or_auto(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--starts", type=int, default=4, help="fresh initialisations besides the model's own")
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument(
+        "--lengths", nargs="*", type=steps_or_auto, default=[], help="other MAP lengths for the default start"
+    )
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--name", default="laplace-starts", help="the results file's name, without .md")
     parser.add_argument("--cache", default=None, help="folder for the reference draws")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if not args.quick:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "laplace-starts.md").write_text(report)
+        (Path(args.out) / f"{args.name}.md").write_text(report)
     return 0
 
 

@@ -50,8 +50,9 @@ def test_laplace_gap_mean_smoke() -> None:
 
 
 def test_laplace_starts_smoke() -> None:
-    out = run("laplace_starts.py", "--quick")
-    assert "| gap | 0 | model's weights |" in out and "| gap | 0 | reset, seed 1 |" in out
+    out = run("laplace_starts.py", "--quick", "--lengths", "40")
+    assert "| gap | 0 | model's weights | 20 |" in out and "| gap | 0 | reset, seed 1 | 20 |" in out
+    assert "| gap | 0 | model's weights, 40 steps | 40 |" in out
     assert "| gap | 0 | model's weights, τ tuned |" in out and "of 2 |" in out
 
 

@@ -202,3 +202,25 @@ def test_short_fits_are_not_checked_for_still_rising() -> None:
     result = pb.fit(mlp_model(hidden=50), "meanfield", (x, y), num_steps=199, lr=1e-3, lr_decay=1.0, progress=False)
     assert result.history.check() is None
     assert result.history.check(min_steps=100) is not None
+
+
+def test_the_gain_of_the_rate_decay_after_a_held_rate_is_not_still_rising() -> None:
+    # Synthetic histories: a level ELBO of -300 (noise sd 2) at the starting rate, then a rise of 40
+    # nats (13% of the ELBO, over the 10% the check allows) while the rate decays, as a settled
+    # full-rank fit under num_steps="auto" gains when the guide stops jittering about its optimum.
+    rng = np.random.default_rng(0)
+    n, held = 6000, 4000  # "auto" holds the rate for two thirds of the fit
+    decay_gain = np.r_[np.zeros(held), np.linspace(0.0, 40.0, n - held)]
+    elbo = -300.0 + decay_gain + 2.0 * rng.standard_normal(n)
+    lr = np.r_[np.full(held, 0.01), 0.01 * 0.1 ** np.linspace(0.0, 1.0, n - held + 1)[1:]]
+    assert pb.History(elbo, elbo, np.zeros(n), np.ones(n), lr).check() is None
+    # the same rise under the fixed schedule, which lets the rate fall from the midpoint, still warns:
+    # there the last half is the decay, and a rise this large means a fit still climbing when it began
+    fixed = np.r_[np.full(n // 2, 0.01), 0.01 * 0.1 ** np.linspace(0.0, 1.0, n - n // 2 + 1)[1:]]
+    late = -300.0 + np.r_[np.zeros(n // 2), np.linspace(0.0, 40.0, n - n // 2)] + 2.0 * rng.standard_normal(n)
+    problem = pb.History(late, late, np.zeros(n), np.ones(n), fixed).check()
+    assert problem is not None and "last half of the fit" in problem
+    # and a climb at the held rate itself warns, naming the steps it measured
+    climbing = -300.0 + np.linspace(0.0, 150.0, n) + 2.0 * rng.standard_normal(n)
+    problem = pb.History(climbing, climbing, np.zeros(n), np.ones(n), lr).check()
+    assert problem is not None and "last half of the 4000 steps before the learning rate's decay" in problem

@@ -11,7 +11,16 @@ import math
 
 import numpy as np
 
-__all__ = ["DIVERGED_SE", "MIN_STEPS", "RISING_FRACTION", "RISING_SE", "convergence_message", "segment_mean"]
+__all__ = [
+    "DIVERGED_SE",
+    "HELD_FRACTION",
+    "MIN_STEPS",
+    "RISING_FRACTION",
+    "RISING_SE",
+    "convergence_message",
+    "held_steps",
+    "segment_mean",
+]
 
 #: Noise units (see convergence_message) by which the end must fall below the start to count as diverged.
 DIVERGED_SE = 5.0
@@ -21,6 +30,10 @@ RISING_SE = 5.0
 RISING_FRACTION = 0.10
 #: Nats below which no difference of means is worth a warning, whatever its standard error.
 MIN_NATS = 1.0
+#: A fit that held its starting learning rate for at least this fraction of its steps (and then let it
+#: fall) is checked for still rising over those steps alone. The fixed schedule holds it for half the
+#: steps and is checked whole; ``num_steps="auto"`` holds it for two thirds.
+HELD_FRACTION = 0.6
 #: Fits shorter than this are not checked for still rising (smoke fits in tests and doctests).
 MIN_STEPS = 200
 #: Batches per segment for the batch-means standard error.
@@ -64,17 +77,29 @@ def convergence_message(elbo: np.ndarray, lr: np.ndarray, *, min_steps: int = MI
             f"against {start:.6g} at the first step ({drop / noise:.0f} times the noise of one step's "
             f"estimate). The optimiser overshot: lower the learning rate (lr={lr[0]:.3g}; try {lr[0] / 10:.3g})."
         )
-    if n < max(min_steps, 8 * NUM_BATCHES):
+    # The stretch checked is the whole fit, or, where the rate was held past HELD_FRACTION of it
+    # (num_steps="auto" holds it for two thirds), the steps at the starting rate: the decay's own
+    # gain (the guide stops jittering about its optimum) is not a climb still under way.
+    held = held_steps(lr)
+    m = held if held >= HELD_FRACTION * n else n
+    if m < max(min_steps, 8 * NUM_BATCHES):
         return None
-    eighth = n // 8
+    eighth = m // 8
     early, early_se, _ = segment_mean(elbo[4 * eighth : 5 * eighth])  # the first eighth of the last half
-    late, late_se, _ = segment_mean(elbo[n - eighth :])  # the last eighth
+    late, late_se, _ = segment_mean(elbo[m - eighth : m])  # the last eighth
     rise, se = late - early, math.hypot(early_se, late_se)
     if rise > max(RISING_SE * se, MIN_NATS, RISING_FRACTION * abs(late)):
+        where = "the fit" if m == n else f"the {m} steps before the learning rate's decay"
         return (
-            f"the ELBO was still rising over the last half of the fit: by {rise:.4g} nats from the first to "
+            f"the ELBO was still rising over the last half of {where}: by {rise:.4g} nats from the first to "
             f"the last eighth of it ({rise / se:.0f} standard errors, {100 * rise / abs(late):.1f}% of the "
             f"ELBO). The guide has not settled: fit longer (num_steps={2 * n} or more) or with a learning rate "
             f"higher than its lr={lr[0]:.3g}."
         )
     return None
+
+
+def held_steps(lr: np.ndarray) -> int:
+    """How many steps, from the first, ran at the starting learning rate."""
+    fell = np.flatnonzero(lr < lr[0] * (1 - 1e-9))
+    return int(fell[0]) if len(fell) else len(lr)

@@ -60,9 +60,10 @@ def fit_kl_weight(kl_weight: KLWeight | None, correlates: bool, num_steps: int |
     rises from 0 to 1 over the first ``AUTO_WARM_UP`` steps.
 
     Why: from their default start, low-rank, full-rank and flow fits of a 1-50-1 net on
-    ``gap1d`` end 31-41 nats higher after a warm-up, and 5-6 higher on ``friedman``, for 0.5-1.8
-    nats lost on ``hetero1d``. Mean-field is left at 1: a warm-up lost it 24 and 4 nats on
-    ``hetero1d`` and ``friedman`` and gained 24 on ``gap1d`` (``benchmarks/kl_warm_up.py``).
+    ``gap1d`` end 31-41 nats higher after a warm-up, and 5-6 higher on ``friedman``; on
+    ``hetero1d`` they end within about 2 nats of a fit without one, above or below it.
+    Mean-field is left at 1: a warm-up lost it 24 and 4 nats on ``hetero1d`` and ``friedman``
+    and gained 24 on ``gap1d`` (``benchmarks/kl_warm_up.py``).
     """
     if kl_weight is not None:
         return kl_weight
@@ -127,10 +128,10 @@ class UntilConverged:
     far is set against the quarter before it (both after the KL weight's last change); once it
     exceeds it by less than ``AUTO_TOL`` nats, or than ``AUTO_SE`` standard errors of the
     difference where the ELBO is noisier than that can resolve, the fit is level at this
-    rate, and the rate falls geometrically
-    to ``lr * lr_decay`` over half as many steps again, as the fixed schedule's second
-    half does. A fit of n steps that gains less than half a nat over its last quarter has
-    little left to gain from four times as many (``benchmarks/fit_optimum.py`` measures it).
+    rate, and the rate falls geometrically to ``lr * lr_decay`` over half as many steps
+    again, as the fixed schedule's second half does. A fit of n steps that gains less than
+    half a nat over its last quarter has little left to gain from four times as many
+    (``benchmarks/fit_optimum.py`` measures it).
     """
 
     def __init__(self, factor: float) -> None:

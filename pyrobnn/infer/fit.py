@@ -247,7 +247,9 @@ def fit(
     1 nat and 10% of the final |ELBO| (still rising: more steps or a higher
     ``lr``). The learning rate's decay over the second half (``lr_decay``) lifts
     the end a little in a settled fit too, which the last two thresholds leave
-    room for; a fit that passes may still gain from more steps.
+    room for; a fit that passes may still gain from more steps. Under
+    ``num_steps="auto"``, which holds the rate for two thirds of the fit, the
+    eighths are those of the steps before the decay.
     """
     settings = FitSettings.of_call(locals())
     state = _svi.start(model, guide, data, settings, guide_options)

@@ -66,7 +66,10 @@ class History:
         - **not settled** (fits of at least ``min_steps`` steps): the mean ELBO of the
           last eighth is above that of the fifth (the first eighth of the last half) by
           more than 5 standard errors, 1 nat and 10% of the final |ELBO|. The fit was still
-          climbing: more steps, or a higher learning rate.
+          climbing: more steps, or a higher learning rate. Where the learning rate was held
+          at its start for at least 60% of the steps before it fell (``num_steps="auto"``
+          holds it for two thirds), the eighths are those of the held steps alone: what
+          the decay gains is the guide ceasing to jitter about its optimum, not a climb.
 
         The standard errors are those of batch means (each stretch cut into 10 batches,
         its linear trend removed first), which allows for the correlation of successive
