@@ -151,3 +151,10 @@ def test_kl_warm_up_smoke(tmp_path: Path) -> None:
     out = run("kl_warm_up.py", "--quick", "--out", str(tmp_path))
     assert "| gap1d | 0 | lowrank |" in out and "| β = 1 |" in out and "| warm-up 3000 |" in out
     assert (tmp_path / "kl-warm-up-gap1d-seeds-0-quick.md").read_text() in out
+
+
+def test_fit_lr_smoke(tmp_path: Path) -> None:
+    # lr 1e6 overflows the loss within the 20 steps: the row reports it and goes on
+    out = run("fit_lr.py", "--quick", "--lrs", "0.01", "1e6", "--out", str(tmp_path))
+    assert "| gap1d | 0 | lowrank | " in out and "| lr 0.01 | lr 1e+06 |" in out and "diverged at step" in out
+    assert (tmp_path / "fit-lr-gap1d-lowrank-seeds-0-quick.md").read_text() in out
