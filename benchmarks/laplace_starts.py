@@ -25,7 +25,7 @@ objective levels off, as the command line fits a single guide). For each:
     python benchmarks/laplace_starts.py --quick           # smoke run
     python benchmarks/laplace_starts.py --cache refs/ --starts 0 --lengths 10000 auto --name laplace-map-length
 
-Writes ``laplace-starts.md`` into ``--out`` (default ``benchmarks/results``).
+Writes ``--name``.md (``laplace-starts.md``) into ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
