@@ -28,23 +28,21 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kl_warm_up import cell
+from kl_warm_up import run as fit_and_estimate
+
 import pyrobnn as pb
-from pyrobnn.cli import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(args: argparse.Namespace, data: Any, kind: str, seed: int, lr: float) -> str:
     """One table cell: 'ELBO ± se (steps, seconds)', or where the fit diverged."""
-    model = build_model(data, args.hidden, seed)
     try:
-        result = pb.fit(
-            model, kind, (data.x_train, data.y_train), num_steps=args.steps, seed=seed, lr=lr, progress=False
-        )
+        return cell(fit_and_estimate(args, data, kind, seed, lr=lr))
     except pb.FitError as err:
         return f"diverged at step {err.step}"
-    terms, se = pb.estimate_elbo(model, result.guide, data.x_train, data.y_train, num_particles=args.particles)
-    return f"{float(terms.elbo):.1f} ± {float(se):.2f} ({result.num_steps}, {result.elapsed_s:.0f} s)"
 
 
 def main(argv: list[str] | None = None) -> int:
