@@ -8,7 +8,8 @@ defaults from the model's own initial weights (what ``pb.fit(model, "laplace", d
 and from ``--starts`` fresh initialisations (``init="reset"``, fit seeds 1..K), the default
 start again with ``prior_precision="tune"`` (τ by the Laplace evidence), and the default start
 with MAP fits of the other ``--lengths`` (a number of steps, or ``auto``: until the MAP
-objective levels off, as the command line fits a single guide). For each:
+objective levels off, as the command line fits a single guide), with ``--tune-lengths`` also
+with τ tuned at each of those lengths. For each:
 
 - ``W1`` to the reference over all test points, and the predictive sd inside the gap over
   the reference's (as in ``ensembles.py``);
@@ -67,7 +68,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             starts = [("model's weights", {"seed": seed})]
             starts += [(f"reset, seed {k}", {"seed": k, "init": "reset"}) for k in range(1, args.starts + 1)]
             starts += [("model's weights, τ tuned", {"seed": seed, "prior_precision": "tune"})]
-            starts += [(f"model's weights, {n} steps", {"seed": seed, "num_steps": n}) for n in args.lengths]
+            for n in args.lengths:
+                starts += [(f"model's weights, {n} steps", {"seed": seed, "num_steps": n})]
+                if args.tune_lengths:
+                    tuned = {"seed": seed, "num_steps": n, "prior_precision": "tune"}
+                    starts += [(f"model's weights, {n} steps, τ tuned", tuned)]
             for label, options in starts:
                 options = {"num_steps": args.steps, **options}
                 result = pb.fit(task.model(), "laplace", (x, y), progress=False, **options)
@@ -144,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument(
         "--lengths", nargs="*", type=steps_or_auto, default=[], help="other MAP lengths for the default start"
+    )
+    parser.add_argument(
+        "--tune-lengths", action="store_true", help="also tune τ by the evidence at each of the --lengths"
     )
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--name", default="laplace-starts", help="the results file's name, without .md")
