@@ -50,9 +50,12 @@ def test_laplace_gap_mean_smoke() -> None:
 
 
 def test_laplace_starts_smoke() -> None:
-    out = run("laplace_starts.py", "--quick", "--lengths", "40")
+    out = run("laplace_starts.py", "--quick", "--lengths", "40", "--tune-lengths", "--hessian")
     assert "| gap | 0 | model's weights | 20 |" in out and "| gap | 0 | reset, seed 1 | 20 |" in out
     assert "| gap | 0 | model's weights, 40 steps | 40 |" in out
+    assert "| gap | 0 | model's weights, 40 steps, τ tuned | 40 |" in out
+    # 40 MAP steps are far from a mode: the exact Hessian's row is reported, not raised
+    assert "| gap | 0 | model's weights, 40 steps, Hessian: not positive definite |" in out
     assert "| gap | 0 | model's weights, τ tuned |" in out and "of 2 |" in out
 
 
