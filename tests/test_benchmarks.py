@@ -148,6 +148,10 @@ def test_fit_optimum_smoke(tmp_path: Path) -> None:
     out = run("fit_optimum.py", "--quick", "--out", str(tmp_path))
     assert "| gap1d | 0 | meanfield |" in out and "| gap1d | 0 | lowrank |" in out
     assert "best of 4 restarts" in out and (tmp_path / "fit-optimum-quick.md").read_text() in out
+    # one way alone: the table has the default and that column, and a file of its own
+    out = run("fit_optimum.py", "--quick", "--ways", "MAP start", "--out", str(tmp_path))
+    assert "| default | MAP start | default's steps, s |" in out and "best of 4 restarts" not in out
+    assert (tmp_path / "fit-optimum-map-start-quick.md").read_text() in out
 
 
 def test_kl_warm_up_smoke(tmp_path: Path) -> None:
