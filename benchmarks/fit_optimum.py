@@ -35,6 +35,7 @@ a fixed length) into ``--out``, after every row, so a run cut short keeps the ro
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import warnings
@@ -129,7 +130,8 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Does a default fit reach its family's optimum?",
         "",
-        f"Command: `{' '.join(['python', 'benchmarks/fit_optimum.py', *sys.argv[1:]])}` ({time.strftime('%Y-%m-%d')}), "
+        f"Command: `{shlex.join(['python', 'benchmarks/fit_optimum.py', *sys.argv[1:]])}` "
+        f"({time.strftime('%Y-%m-%d')}), "
         f"1-{args.hidden}-1 tanh, learned noise, {args.steps} steps; ELBO from {args.particles} particles ± se."
         + ("" if len(args.ways) == len(WAYS) else " Only some ways measured: the shortfall is to the best of these."),
         "",
