@@ -165,3 +165,9 @@ def test_fit_lr_smoke(tmp_path: Path) -> None:
     out = run("fit_lr.py", "--quick", "--lrs", "0.01", "1e6", "--out", str(tmp_path))
     assert "| gap1d | 0 | lowrank | " in out and "| lr 0.01 | lr 1e+06 |" in out and "diverged at step" in out
     assert (tmp_path / "fit-lr-gap1d-lowrank-seeds-0-quick.md").read_text() in out
+
+
+def test_batched_members_smoke(tmp_path: Path) -> None:
+    out = run("batched_members.py", "--quick", "--kinds", "map", "fullrank", "--out", str(tmp_path))
+    assert "| gap1d | map | " in out and "| gap1d | fullrank | " in out and "| 2 batched, s |" in out
+    assert (tmp_path / "batched-members-gap1d-quick.md").read_text() in out

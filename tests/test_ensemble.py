@@ -152,6 +152,79 @@ def test_batched_map_members_follow_the_path_of_separate_fits() -> None:
         np.testing.assert_allclose(a.history.loss, b.history.loss, rtol=1e-3, atol=1e-2)
 
 
+@pytest.mark.parametrize(("kind", "options"), [("fullrank", {}), ("lowrank", {"rank": 2})])
+def test_batched_joint_members_recover_the_exact_posterior_of_a_conjugate_model(kind: str, options: dict) -> None:
+    x, y, sigma, m, _, cov, log_evidence = conjugate_regression()
+    sd = cov.diag().sqrt()
+    corr = (cov[0, 1] / sd.prod()).item()
+    result = pb.ensemble(
+        linear_model(sigma), kind, (x, y), num_members=3, num_steps=2000, lr=0.05, init_scale=0.1, init="reset",
+        progress=False, **options,
+    )  # fmt: skip
+    assert result.config["batched"] and len(result.members) == 3
+    for member in result.members:
+        # q's own mean and covariance (the weight site is on the real line: u is θ), so no draws'
+        # error: the tolerances of test_exact's single fits, where observed here <= 0.013 sd for the
+        # means, 1.2% for the sds and 0.0013 for the correlation of -0.92
+        c = member.guide.covariance().double()
+        mean = member.guide.median()["weight"].reshape(-1).double()
+        s = c.diag().sqrt()
+        assert ((mean - m).abs() / sd).max() < 0.06
+        assert ((s / sd) - 1).abs().max() < 0.05
+        assert abs((c[0, 1] / s.prod()).item() - corr) < 0.02
+        # the family contains the posterior: the ELBO reaches the log evidence (observed <= 0.002 nats)
+        terms, se = pb.estimate_elbo(member.model, member.guide, x, y, num_particles=4096)
+        assert log_evidence - terms.elbo < 0.02 + 4 * se
+        assert np.all(member.history.kl_weight == 1.0)  # a fixed length keeps the KL weight at 1, as pb.fit
+
+
+@pytest.mark.parametrize("kind", ["fullrank", "lowrank"])
+def test_the_batch_builds_each_joint_members_own_posterior(kind: str) -> None:
+    from pyrobnn.infer._batched import _JointStack
+
+    model = small_model()
+    guides = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        guide = pb.guides.make_guide(kind, model, init="reset")
+        with torch.no_grad():  # away from the start, where the scales are all equal and the factor is I
+            for p in guide.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        guides.append(guide)
+    stack = _JointStack(guides, model.layout().names)
+    q = stack.posterior(stack.constrained())
+    u = torch.randn(5, 3, model.layout().dim)
+    with torch.no_grad():
+        mine = torch.stack([g.posterior().log_prob(u[:, i]) for i, g in enumerate(guides)], dim=1)
+        torch.testing.assert_close(q.log_prob(u), mine)
+        # and what the batch trains is written back to the members unchanged
+        for p in stack.params:
+            p.mul_(0.5)
+        stack.write(guides)
+        q = stack.posterior(stack.constrained())
+        mine = torch.stack([g.posterior().log_prob(u[:, i]) for i, g in enumerate(guides)], dim=1)
+        torch.testing.assert_close(q.log_prob(u), mine)
+
+
+def test_batched_joint_members_warm_up_the_kl_weight_under_auto_as_fit_does() -> None:
+    from pyrobnn.infer._batched import fit_batch
+    from pyrobnn.infer._optim import AUTO_WARM_UP, fit_kl_weight, kl_weight_at
+
+    x, y, sigma, *_ = conjugate_regression()
+    model = linear_model(sigma)
+    guides = [pb.guides.make_guide("fullrank", model, init="reset", init_scale=0.1)]
+    run = fit_batch(model, guides, x, y, num_steps="auto", lr=0.05, lr_decay=0.01, num_particles=8)
+    history = run.histories[0]
+    assert history is not None
+    schedule = fit_kl_weight(None, True, "auto")
+    expected = [kl_weight_at(schedule, step) for step in range(len(history))]
+    np.testing.assert_array_equal(history.kl_weight, expected)
+    assert history.kl_weight[0] == 0.0 and history.kl_weight[AUTO_WARM_UP] == 1.0
+    # the checks of the length start once both quarters lie after the warm-up, as pb.fit's do
+    assert len(history) >= 2 * AUTO_WARM_UP
+    np.testing.assert_allclose(history.loss, history.kl_weight * history.kl - history.log_likelihood, rtol=1e-5)
+
+
 def test_members_start_independently_and_the_seed_fixes_them() -> None:
     x, y = small_task()
     a = pb.ensemble(small_model(), "map", (x, y), num_members=3, num_steps=5, progress=False, check=False, seed=1)
@@ -176,7 +249,7 @@ def test_init_map_starts_each_member_at_its_own_map_fit(monkeypatch: pytest.Monk
     monkeypatch.setattr(ensemble_module, "fit_members", recording)
     options = {"num_members": 3, "num_steps": 40, "progress": False, "check": False, "seed": 2}
     result = pb.ensemble(small_model(), "fullrank", (x, y), init="map", **options)
-    assert result.config["init"] == "map" and not result.config["batched"]
+    assert result.config["init"] == "map" and result.config["batched"]
     # the same seeds give the same MAP fits, deterministic: each member started at its own
     maps = pb.ensemble(small_model(), "map", (x, y), **options)
     assert len(starts) == 3 and result.config["member_seeds"] == maps.config["member_seeds"]
@@ -328,7 +401,7 @@ def test_stacking_on_loo_where_the_khats_allow_it() -> None:
         ({"init": "map"}, ValueError, "members fit one themselves and start with init='reset'"),
         ({"weights": "best"}, ValueError, "weights must be one of"),
         ({"weights": [0.7, 0.7]}, ValueError, "sum to 1.4"),
-        ({"kind": "flow", "batched": True}, ValueError, "batched=True needs map or meanfield"),
+        ({"kind": "flow", "batched": True}, ValueError, "batched=True needs members of kind map, meanfield"),
     ],
 )
 def test_bad_ensemble_arguments(kwargs: dict, error: type, match: str) -> None:

@@ -149,11 +149,13 @@ def ensemble(
         batch too: a member that has ended waits for the others.
     batched
         Train the members as one batch (the member as a leading dimension,
-        one network pass for all): possible for ``"map"`` and ``"meanfield"``
-        members on in-memory data, with no other options than ``init_scale``
-        for mean-field (not ``local_reparam``, ``kl="mc"``, ``batch_size``,
-        ``optimizer``, ...); ``None`` (default) batches where possible, and
-        fits the members one after another otherwise.
+        one network pass for all): possible for ``"map"``, ``"meanfield"``,
+        ``"lowrank"`` and ``"fullrank"`` members over every site, on in-memory
+        data, with no other options than ``init_scale`` (and ``rank`` for
+        low-rank, ``max_dim`` for full-rank): not ``sites``, ``local_reparam``,
+        ``kl="mc"``, ``batch_size``, ``optimizer``, ``kl_weight``, ...;
+        ``None`` (default) batches where possible, and fits the members one
+        after another otherwise.
     init
         Where each member starts: ``"reset"`` (torch's initialisation drawn
         afresh under the member's seed), ``"prior"``, or ``"map"``: at a MAP
@@ -247,7 +249,7 @@ def ensemble(
     can_batch = kind in BATCHED_OPTIONS and isinstance(data, (tuple, list)) and not unbatched
     if batched and not can_batch:
         raise ValueError(
-            f"batched=True needs {' or '.join(BATCHED_OPTIONS)} members, (x, y) data in memory "
+            f"batched=True needs members of kind {', '.join(BATCHED_OPTIONS)}, (x, y) data in memory "
             f"and no options but {BATCHED_OPTIONS} (got kind {kind!r}, {type(data).__name__} data, "
             f"options {unbatched}); pass batched=None to fit them one after another"
         )
