@@ -198,6 +198,7 @@ class _Stack:
 
 
 def _stack(guides: Sequence[Guide], names: Sequence[str]) -> _Stack:
+    """The stack for the members' kind (all of one kind: :func:`pyrobnn.ensemble` builds them so)."""
     if isinstance(guides[0], MAPGuide):
         return _PointStack(guides, names)
     if isinstance(guides[0], (LowRankGuide, FullRankGuide)):
@@ -281,7 +282,10 @@ class _JointStack(_Stack):
         joint = [cast(LowRankGuide | FullRankGuide, g) for g in guides]
         autos = [_auto(g) for g in joint]
         if list(joint[0].layout.names) != list(names):
-            raise ValueError("batched joint members must cover every latent site of the model, in its order")
+            raise ValueError(
+                f"batched members must cover every latent site of the model, in its order ({list(names)}); "
+                "fit members over fewer sites one after another (batched=False)"
+            )
         self.constraints = dict(autos[0]._pyro_params)
         self.keys = [name for name, _ in autos[0].named_parameters()]
         self.params = [
@@ -321,8 +325,9 @@ def _rsample(q: dist.TorchDistribution, num: int) -> torch.Tensor:
     """``num`` reparameterised draws per member, ``(K, num, D)``, by one batched matrix product.
 
     torch's ``rsample`` multiplies the factor into each draw's noise separately (the factor
-    broadcast to every draw), and the backward pass then builds a D×D outer product per draw:
-    for a full-rank 1-50-1 net that was 80% of a step. ``eps @ Lᵀ`` draws the same Gaussian.
+    broadcast to every draw), and the backward pass then builds a D×D outer product per draw.
+    ``eps @ Lᵀ`` draws the same Gaussian: a batch of 4 full-rank members of a 1-50-1 net, 32
+    draws each, took 7.7 ms a step so against 11.6 ms (one thread).
     """
     loc = q.loc.unsqueeze(-2)  # type: ignore[attr-defined]
     k, dim = loc.shape[0], loc.shape[-1]
