@@ -6,7 +6,8 @@ kind, in one process and in this order, ``--rounds`` times:
 
 - ``one fit``: ``pb.fit(model, kind, data, num_steps=--steps)``;
 - ``K batched``: ``pb.ensemble(model, kind, data, num_members=K, num_steps=--steps, init="reset")``,
-  the members trained as one batch (:mod:`pyrobnn.infer._batched`);
+  the members trained as one batch (:mod:`pyrobnn.infer._batched`; for Laplace members their MAP
+  fits, each Gaussian then built on its own);
 - ``K separate``: the same with ``batched=False``, the members one ``pb.fit`` after another.
 
 The seconds are the fits' own (``elapsed_s``: training, not the ensemble's weights), the median
@@ -55,7 +56,7 @@ def seconds(args: argparse.Namespace, data: pb.datasets.Dataset, kind: str) -> t
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["gap1d"])
-    parser.add_argument("--kinds", nargs="+", default=["map", "meanfield", "lowrank", "fullrank"])
+    parser.add_argument("--kinds", nargs="+", default=["map", "meanfield", "lowrank", "fullrank", "laplace"])
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)

@@ -8,7 +8,8 @@ backward pass of the sum of the members' losses gives each member its own
 gradient (the members share no parameter, and Adam's update is elementwise).
 Each member optimises exactly the objective :func:`pyrobnn.fit` gives its guide:
 
-- MAP: −log p(y | θ) − log p(θ) at θ = T(u) (no Jacobian: a point mass has none);
+- MAP, and the MAP fit that a Laplace member starts with: −log p(y | θ) − log p(θ) at θ = T(u)
+  (no Jacobian: a point mass has none); the caller then builds each Laplace member's Gaussian;
 - mean-field: −E_q[log p(y | θ)] + KL(q ‖ p), with q a Normal on u pushed through T;
   the KL in closed form for Normal priors on the real line, Monte Carlo elsewhere;
 - low-rank and full-rank: −E_q[log p(y | θ)] + β · E_q[log q(u) − log|det ∂θ/∂u| − log p(θ)], q the
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch.distributions import Normal, constraints, transform_to
 
 from pyrobnn._globs import module_key
-from pyrobnn.guides import FullRankGuide, Guide, LowRankGuide, MAPGuide
+from pyrobnn.guides import FullRankGuide, Guide, LaplaceGuide, LowRankGuide, MAPGuide
 from pyrobnn.infer._optim import UntilConverged, fit_kl_weight, kl_weight_at, lr_decay_schedule
 from pyrobnn.infer.history import History
 from pyrobnn.model import BayesianModel, LatentSite
@@ -50,6 +51,8 @@ BATCHED_OPTIONS: dict[str, tuple[str, ...]] = {
     "meanfield": ("init_scale",),
     "lowrank": ("rank", "init_scale"),
     "fullrank": ("init_scale", "max_dim"),
+    # the MAP phase only (a point mass over every site); the caller builds each member's Gaussian after it
+    "laplace": ("sites", "curvature", "structure", "prior_precision", "noise", "predictive", "max_dim", "rank"),
 }
 
 
@@ -199,7 +202,7 @@ class _Stack:
 
 def _stack(guides: Sequence[Guide], names: Sequence[str]) -> _Stack:
     """The stack for the members' kind (all of one kind: :func:`pyrobnn.ensemble` builds them so)."""
-    if isinstance(guides[0], MAPGuide):
+    if isinstance(guides[0], (MAPGuide, LaplaceGuide)):  # Laplace's first phase is a MAP fit
         return _PointStack(guides, names)
     if isinstance(guides[0], (LowRankGuide, FullRankGuide)):
         return _JointStack(guides, names)
@@ -207,7 +210,7 @@ def _stack(guides: Sequence[Guide], names: Sequence[str]) -> _Stack:
 
 
 class _PointStack(_Stack):
-    """MAP members: u per member; log p(y | θ̂ₖ) and −log p(θ̂ₖ) (the point mass's "KL", as in :class:`MAPGuide`)."""
+    """MAP (and Laplace's MAP phase): u per member; log p(y | θ̂ₖ) and −log p(θ̂ₖ) (the point mass's "KL")."""
 
     def __init__(self, guides: Sequence[Guide], names: Sequence[str]) -> None:
         self.names = names

@@ -150,12 +150,14 @@ def ensemble(
     batched
         Train the members as one batch (the member as a leading dimension,
         one network pass for all): possible for ``"map"``, ``"meanfield"``,
-        ``"lowrank"`` and ``"fullrank"`` members over every site, on in-memory
-        data, with no other options than ``init_scale`` (and ``rank`` for
-        low-rank, ``max_dim`` for full-rank): not ``sites``, ``local_reparam``,
-        ``kl="mc"``, ``batch_size``, ``optimizer``, ``kl_weight``, ...;
-        ``None`` (default) batches where possible, and fits the members one
-        after another otherwise.
+        ``"lowrank"`` and ``"fullrank"`` members over every site, and for the
+        MAP fits of ``"laplace"`` members (each Gaussian is then built at its
+        own MAP point), on in-memory data, with no fit options but the guide's
+        own (``init_scale``; ``rank`` for low-rank, ``max_dim`` for full-rank;
+        Laplace's ``sites``, ``curvature`` and the rest): not ``sites`` for the
+        others, ``local_reparam``, ``kl="mc"``, ``batch_size``, ``optimizer``,
+        ``kl_weight``, ...; ``None`` (default) batches where possible, and
+        fits the members one after another otherwise.
     init
         Where each member starts: ``"reset"`` (torch's initialisation drawn
         afresh under the member's seed), ``"prior"``, or ``"map"``: at a MAP
