@@ -15,7 +15,7 @@ over the rounds; the ratios are taken within each round and their median reporte
 machine's drift between rounds cancels. Members start from torch's initialisation, so that
 no MAP stage is timed.
 
-    OMP_NUM_THREADS=1 python benchmarks/batched_members.py --datasets gap1d     # about 10 minutes
+    OMP_NUM_THREADS=1 python benchmarks/batched_members.py --datasets gap1d     # about 12 minutes
     python benchmarks/batched_members.py --quick                                 # smoke run
 
 Writes ``batched-members-DATASETS.md`` into ``--out``.
