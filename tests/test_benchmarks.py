@@ -171,3 +171,9 @@ def test_batched_members_smoke(tmp_path: Path) -> None:
     out = run("batched_members.py", "--quick", "--kinds", "map", "fullrank", "--out", str(tmp_path))
     assert "| gap1d | map | " in out and "| gap1d | fullrank | " in out and "| 2 batched, s |" in out
     assert (tmp_path / "batched-members-gap1d-quick.md").read_text() in out
+
+
+def test_interpolation_smoke(tmp_path: Path) -> None:
+    out = run("interpolation.py", "--quick", "--out", str(tmp_path))
+    assert "| small | 0 | 20 | 31 | 50 |" in out
+    assert (tmp_path / "interpolation-quick.md").read_text() in out

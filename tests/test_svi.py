@@ -159,3 +159,13 @@ def test_init_refuses_what_fit_refuses() -> None:
         pb.svi.init(mlp_model(), pb.guides.make_guide("meanfield", mlp_model()), (x, y), rank=2)
     with pytest.raises(TypeError, match=r"fit needs a pb\.BayesianModel, got Linear"):
         pb.svi.init(torch.nn.Linear(3, 1), "meanfield", (x, y))  # type: ignore[arg-type]
+
+
+def test_init_refuses_fits_loop_options_by_name() -> None:
+    # progress and check are pb.fit's loop's; init used to take them for guide options and suggest
+    # the very names it had just refused ("'progress' (did you mean progress?)")
+    x, y = regression()
+    with pytest.raises(TypeError, match=r"pb\.svi\.init takes no progress or check: .* state\.history\.check\(\)"):
+        pb.svi.init(mlp_model(), "map", (x, y), progress=False, check=False)
+    with pytest.raises(TypeError, match=r"pb\.svi\.init takes no check"):
+        pb.svi.init(mlp_model(), pb.guides.make_guide("map", mlp_model()), (x, y), check=False)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyrobnn.guides._base import Guide
+from pyrobnn.guides._effective import effective_parameters
 from pyrobnn.guides._list import GuideList
 from pyrobnn.guides.flow import FlowGuide, make_flow_guide
 from pyrobnn.guides.fullrank import FullRankGuide
@@ -42,6 +43,7 @@ __all__ = [
     "LowRankGuide",
     "MAPGuide",
     "MeanFieldGuide",
+    "effective_parameters",
     "guide_options",
     "make_guide",
 ]

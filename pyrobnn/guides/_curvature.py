@@ -1,11 +1,10 @@
 """The curvature of a model's log joint in a block of its weights, and the Laplace evidence.
 
 Everything here runs on the lifted network's functional twin (``BayesianModel.evaluate``) under
-``torch.func``: the network output as a function of the block's vector θ, every other site held
-at a point (:class:`Block`); its Jacobian per chunk of observations, from which the generalised
-Gauss-Newton and Fisher matrices (full, diagonal or low-rank) are summed; its Jacobian-vector
-products (the linearised predictive); the exact Hessian; and the Laplace log evidence with the
-noise scale and a prior precision as hyperparameters (:class:`Evidence`).
+``torch.func``: the network output as a function of the block's vector θ, every other site held at
+a point (:class:`Block`); its Jacobian per chunk of observations, whence the generalised Gauss-Newton
+and Fisher matrices (full, diagonal or low-rank); its Jacobian-vector products (the linearised
+predictive); the exact Hessian; the Laplace log evidence (:class:`Evidence`).
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ __all__ = [
     "Block",
     "Evidence",
     "covariance_root",
+    "data_chunks",
+    "gauss_newton_factors",
     "gaussian_prior",
     "likelihood_curvature",
     "newton_step",
@@ -114,18 +115,18 @@ def likelihood_curvature(
     dim = len(theta)
     # summed in float64: a float32 sum of many Jᵢᵀ Λᵢ Jᵢ loses the small eigenvalues to rounding
     total = theta.new_zeros((dim, dim) if structure == "full" else (dim,), dtype=torch.float64)
-    for xs, ys in _chunks(x, y):
+    for xs, ys in data_chunks(x, y):
         if curvature == "hessian":
             part = hessian(lambda t: -block.log_likelihood(block.output(t, xs), ys))(theta)  # noqa: B023
             total += (part if structure == "full" else part.diagonal()).double()
         else:
-            jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
+            jac, info = gauss_newton_factors(block, theta, xs, ys, curvature)
             equation = "nad,nab,nbe->de" if structure == "full" else "nad,nab,nbd->d"
             total += torch.einsum(equation, jac, info, jac)
     return total.detach()
 
 
-def _chunks(x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def data_chunks(x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The data ``POINTS_PER_CHUNK`` observations at a time, each used with autograd on and Pyro's checks off."""
     for lo in range(0, len(x), POINTS_PER_CHUNK):
         with torch.enable_grad(), pyro.validation_enabled(False):
@@ -148,8 +149,8 @@ def _low_rank(
     def matmat(vectors: torch.Tensor) -> torch.Tensor:
         total, diag = torch.zeros_like(vectors), torch.zeros_like(root)
         whitened = vectors / root[:, None]
-        for xs, ys in _chunks(x, y):
-            jac, info = _gauss_newton_factors(block, theta, xs, ys, curvature)
+        for xs, ys in data_chunks(x, y):
+            jac, info = gauss_newton_factors(block, theta, xs, ys, curvature)
             total += torch.einsum("nad,nab,nbk->dk", jac, info, torch.einsum("nbe,ek->nbk", jac, whitened))
             if not diagonal:
                 diag += torch.einsum("nad,nab,nbd->d", jac, info, jac)
@@ -162,7 +163,7 @@ def _low_rank(
     return LowRankCurvature(root, basis, values, (diagonal[0] - kept).clamp(min=0))
 
 
-def _gauss_newton_factors(
+def gauss_newton_factors(
     block: Block, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, curvature: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Jᵢ, Λᵢ) for one chunk of observations, in float64: ``(n, O, D)`` and ``(n, O, O)``."""

@@ -16,6 +16,7 @@ from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.guides import LaplaceGuide, make_guide
 from pyrobnn.infer._batched import fit_batch
 from pyrobnn.infer._batching import prepare_targets
+from pyrobnn.infer._interpolation import interpolation_message
 from pyrobnn.infer.fit import FitResult, fit
 from pyrobnn.infer.history import FitError, FitWarning
 from pyrobnn.model import BayesianModel
@@ -74,7 +75,8 @@ def map_starts(
 ) -> Members:
     """A MAP fit per member from torch's initialisation under its seed, as one batch on in-memory data."""
     map_options = {key: options[key] for key in ("lr", "lr_decay", "check")}
-    map_options["num_particles"] = None
+    # a start that interpolates the data is no member: the member's KL term holds its noise scale
+    map_options["num_particles"], map_options["interpolation"] = None, False
     return fit_members(
         model,
         "map",
@@ -101,6 +103,7 @@ def _fit_each(
 ) -> Members:
     """Each member by :func:`pyrobnn.fit`, one after another; a diverging one is recorded, not raised."""
     results, failures, elapsed = [], {}, 0.0
+    options = {key: value for key, value in options.items() if key != "interpolation"}  # fit checks its own
     members = tqdm(seeds, desc=f"ensemble of {kind}", unit="member", disable=not progress)
     for member, (member_seed, init) in enumerate(zip(members, inits, strict=True)):
         try:
@@ -155,6 +158,12 @@ def _fit_batched(
             progress=show,
         )
     failures, elapsed = dict(run.failures), run.elapsed_s
+    if options["check"] and options.get("interpolation", True):  # at the MAP points, before a Laplace phase
+        kept = [member for member in range(len(guides)) if member not in failures]
+        who = f"fitting ensemble members {{members}} ({kind})"
+        fitted, labels = [guides[member] for member in kept], [numbers[member] for member in kept]
+        if (message := interpolation_message(model, fitted, lambda: (x, y), who, labels)) is not None:
+            warnings.warn(message, FitWarning, stacklevel=4)
     for member, guide in enumerate(guides):  # a Laplace member's second phase, as pb.fit runs it
         if isinstance(guide, LaplaceGuide) and member not in failures:
             start = time.perf_counter()

@@ -23,6 +23,7 @@ from pyrobnn._tensors import as_tensor, check_pair, model_device, model_dtype
 from pyrobnn.guides import Guide, LaplaceGuide
 from pyrobnn.infer import svi as _svi
 from pyrobnn.infer._batching import prepare_targets
+from pyrobnn.infer._interpolation import interpolation_message
 from pyrobnn.infer._optim import KLWeight, LinearAnnealing, OptimizerSpec
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, FitWarning, History
@@ -210,7 +211,7 @@ def fit(
     -----
     FitWarning
         When ``check`` and the history shows a fit that went wrong without a
-        non-finite loss (see Notes).
+        non-finite loss, or a point estimate interpolates its data (see Notes).
 
     See Also
     --------
@@ -249,7 +250,11 @@ def fit(
     the end a little in a settled fit too, which the last two thresholds leave
     room for; a fit that passes may still gain from more steps. Under
     ``num_steps="auto"``, which holds the rate for two thirds of the fit, the
-    eighths are those of the steps before the decay.
+    eighths are those of the steps before the decay. A MAP fit, or a Laplace
+    fit's MAP phase, with a learned noise scale is also checked for interpolating
+    its data: the warning comes where the parameters the data determine at the
+    fit's point (:func:`pyrobnn.guides.effective_parameters`) exceed 0.75 N, since
+    the log joint then has no maximum in the noise scale.
     """
     settings = FitSettings.of_call(locals())
     state = _svi.start(model, guide, data, settings, guide_options)
@@ -270,6 +275,11 @@ def fit(
                 bar.set_postfix(loss=f"{terms.loss:.4g}", refresh=False)
                 bar.update(step + 1 - bar.n)
         total = state.num_steps
+        interpolating = None  # checked at the MAP point, before a Laplace phase moves it
+        if settings.check and state.rank == 0:
+            interpolating = interpolation_message(
+                state.model, [state.guide], state._batches.all, f"fitting {state.config['guide']}"
+            )
         if isinstance(state.guide, LaplaceGuide):  # the second phase: the curvature at the MAP
             bar.set_postfix(loss=f"{terms.loss:.4g}", phase="curvature", refresh=True)
             try:
@@ -288,6 +298,8 @@ def fit(
         problem = history.check()
         if problem is not None:
             warnings.warn(f"fitting {state.config['guide']}: {problem}", FitWarning, stacklevel=2)
+        if interpolating is not None:
+            warnings.warn(interpolating, FitWarning, stacklevel=2)
     return FitResult(model, state.guide, history, total, settings.seed, elapsed, state.config, first, settings)
 
 

@@ -326,6 +326,13 @@ def init(
     RuntimeError
         With ``distributed=True`` and no initialised process group.
     """
+    loop_only = [name for name in ("progress", "check") if name in guide_options]
+    if loop_only:
+        raise TypeError(
+            f"pb.svi.init takes no {' or '.join(loop_only)}: {' and '.join(loop_only)} belong to pb.fit's "
+            "loop. A loop of your own shows its own progress (e.g. a tqdm bar around state.step()) and "
+            "checks the fit at the end with state.history.check()."
+        )
     return start(model, guide, data, FitSettings.of_call(locals()), guide_options)
 
 
