@@ -5,8 +5,8 @@ scale learned, standardised data) under ``num_steps="auto"``, then the same fit 
 start for four times as many steps. The table gives, at the ``auto`` fit's point, the learned
 noise scale σ, MacKay's effective number of parameters γ (``pb.guides.effective_parameters``)
 and γ / N, whether ``pb.fit`` warned that the fit interpolates (γ > 0.75 N), and σ after four
-times the steps: a fit whose log joint has a maximum keeps its σ, one that interpolates lets it
-fall further. Tasks: the built-in regressions (``gap1d``, ``hetero1d``, ``friedman``; ``--seeds``
+times the steps, with γ / N there: a fit whose log joint has a maximum keeps its σ, one that
+interpolates lets it fall further. Tasks: the built-in regressions (``gap1d``, ``hetero1d``, ``friedman``; ``--seeds``
 are the datasets' seeds), UCI datasets from ``--data-dir`` (``uci:NAME``, the seed is the split)
 and ``small``, a 1-10-1 net on 20 points of a sine (31 weights for 20 observations).
 
@@ -63,6 +63,7 @@ def row(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     gamma = pb.guides.effective_parameters(model, point, x, y)
     model.load_state_dict(start)  # the longer fit from the same weights
     longer = pb.fit(model, "map", (x, y), num_steps=4 * fit.num_steps, seed=seed, progress=False, check=False)
+    longer_point = longer.guide.median()
     return {
         "task": name,
         "seed": seed,
@@ -72,7 +73,8 @@ def row(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "sigma": float(point["likelihood.scale"]),
         "gamma": gamma,
         "warned": warned,
-        "sigma_4x": float(longer.guide.median()["likelihood.scale"]),
+        "sigma_4x": float(longer_point["likelihood.scale"]),
+        "gamma_4x": pb.guides.effective_parameters(model, longer_point, x, y),
         "seconds": time.perf_counter() - begin,
     }
 
@@ -81,21 +83,22 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Which MAP fits interpolate their data?",
         "",
-        f"Command: `python benchmarks/interpolation.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}), "
+        f"Command: `{' '.join(['python benchmarks/interpolation.py', *sys.argv[1:]])}` ({time.strftime('%Y-%m-%d')}), "
         f"{torch.get_num_threads()} thread(s). MAP fits of the command line's model under `num_steps={args.steps!r}`; "
         "γ is MacKay's effective number of parameters at the fit's point; σ at 4× is the noise scale after "
         "four times the steps from the same start.",
         "",
-        "| task | seed | N | D | steps | σ | γ | γ / N | warned | σ at 4× steps | σ at 4× / σ | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | seed | N | D | steps | σ | γ | γ / N | warned | σ at 4× steps | σ at 4× / σ | γ / N at 4× | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gamma = "—" if r["gamma"] is None else f"{r['gamma']:.1f}"
         ratio = "—" if r["gamma"] is None else f"{r['gamma'] / r['n']:.3f}"
+        ratio_4x = "—" if r["gamma_4x"] is None else f"{r['gamma_4x'] / r['n']:.3f}"
         lines.append(
             f"| {r['task']} | {r['seed']} | {r['n']} | {r['d']} | {r['steps']} | {r['sigma']:.4f} | {gamma} | "
             f"{ratio} | {'yes' if r['warned'] else 'no'} | {r['sigma_4x']:.4f} | {r['sigma_4x'] / r['sigma']:.2f} | "
-            f"{r['seconds']:.0f} |"
+            f"{ratio_4x} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -22,10 +22,11 @@ from pyrobnn.model import BayesianModel
 __all__ = ["INTERPOLATING", "interpolation_message"]
 
 #: γ / N above which a point estimate counts as interpolating. Measured on the command line's
-#: 1-50-1 tanh model (learned noise, N(0, 1) priors) under num_steps="auto": fits that level off
-#: are at 0.02-0.05 (gap1d, hetero1d), 0.29-0.39 (UCI energy and yacht, split 0) and, for a 1-10-1
-#: net on 20 points, 0.29-0.40; fits whose σ still falls as they go on are at 0.968 (UCI Boston)
-#: and 0.997-0.999 (friedman, seeds 0 and 1).
+#: 1-50-1 tanh model (learned noise, N(0, 1) priors) under num_steps="auto", seeds 0 and 1
+#: (benchmarks/interpolation.py): fits whose σ holds over four times the steps are at 0.02-0.07
+#: (gap1d, hetero1d) and 0.29-0.40 (a 1-10-1 net on 20 points); fits stopped while σ still falls
+#: slowly at 0.29-0.39 (UCI energy and yacht; 0.40-0.46 after four times the steps); fits whose σ
+#: collapses (to 0.13-0.18 of itself over four times the steps) at 0.968-0.999 (UCI Boston, friedman).
 INTERPOLATING = 0.75
 
 
