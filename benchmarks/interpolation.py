@@ -10,7 +10,7 @@ interpolates lets it fall further. Tasks: the built-in regressions (``gap1d``, `
 are the datasets' seeds), UCI datasets from ``--data-dir`` (``uci:NAME``, the seed is the split)
 and ``small``, a 1-10-1 net on 20 points of a sine (31 weights for 20 observations).
 
-    OMP_NUM_THREADS=1 python benchmarks/interpolation.py                 # about 15 minutes on one core
+    OMP_NUM_THREADS=1 python benchmarks/interpolation.py                 # about 35 minutes on one core
     python benchmarks/interpolation.py --quick                           # smoke run
 
 Writes ``interpolation.md`` (``-seeds-...`` for other seeds) into ``--out``.

@@ -329,9 +329,9 @@ def init(
     loop_only = [name for name in ("progress", "check") if name in guide_options]
     if loop_only:
         raise TypeError(
-            f"pb.svi.init takes no {' or '.join(loop_only)}: {' and '.join(loop_only)} belong to pb.fit's "
-            "loop. A loop of your own shows its own progress (e.g. a tqdm bar around state.step()) and "
-            "checks the fit at the end with state.history.check()."
+            f"pb.svi.init takes no {' or '.join(loop_only)}: {'they belong' if len(loop_only) > 1 else 'it belongs'} "
+            "to pb.fit's loop. A loop of your own shows its own progress (e.g. a tqdm bar around state.step()) "
+            "and checks the fit at the end with state.history.check()."
         )
     return start(model, guide, data, FitSettings.of_call(locals()), guide_options)
 
