@@ -51,13 +51,18 @@ def fit_members(
     batched: bool,
     progress: bool,
     members: Sequence[int] | None = None,
+    interpolation: bool = True,
 ) -> Members:
-    """Member ``members[i]`` fitted from ``inits[i]`` under ``seeds[i]``; failures keyed by member number."""
+    """Member ``members[i]`` fitted from ``inits[i]`` under ``seeds[i]``; failures keyed by member number.
+
+    ``interpolation=False`` leaves out the check of batched point estimates for interpolating
+    their data (MAP starts: a start is no member, and the member's KL term holds its noise scale).
+    """
     numbers = list(range(len(seeds))) if members is None else list(members)
     if batched:
         steps = 1000 if num_steps is None else num_steps  # fit's default length
         results, failures, elapsed = _fit_batched(
-            model, kind, data, seeds, inits, steps, options, progress, guide_options, numbers
+            model, kind, data, seeds, inits, steps, options, progress, guide_options, numbers, interpolation
         )
     else:
         results, failures, elapsed = _fit_each(model, kind, data, seeds, inits, num_steps, options, progress)
@@ -75,8 +80,7 @@ def map_starts(
 ) -> Members:
     """A MAP fit per member from torch's initialisation under its seed, as one batch on in-memory data."""
     map_options = {key: options[key] for key in ("lr", "lr_decay", "check")}
-    # a start that interpolates the data is no member: the member's KL term holds its noise scale
-    map_options["num_particles"], map_options["interpolation"] = None, False
+    map_options["num_particles"] = None
     return fit_members(
         model,
         "map",
@@ -88,6 +92,7 @@ def map_starts(
         guide_options={},
         batched=isinstance(data, (tuple, list)),
         progress=progress,
+        interpolation=False,
     )
 
 
@@ -103,7 +108,6 @@ def _fit_each(
 ) -> Members:
     """Each member by :func:`pyrobnn.fit`, one after another; a diverging one is recorded, not raised."""
     results, failures, elapsed = [], {}, 0.0
-    options = {key: value for key, value in options.items() if key != "interpolation"}  # fit checks its own
     members = tqdm(seeds, desc=f"ensemble of {kind}", unit="member", disable=not progress)
     for member, (member_seed, init) in enumerate(zip(members, inits, strict=True)):
         try:
@@ -127,6 +131,7 @@ def _fit_batched(
     progress: bool,
     guide_options: dict[str, Any],
     numbers: Sequence[int],
+    interpolation: bool,
 ) -> Members:
     """Every member in one batch (:func:`pyrobnn.infer._batched.fit_batch`)."""
     x, y = data_pair(model, *data)
@@ -158,7 +163,7 @@ def _fit_batched(
             progress=show,
         )
     failures, elapsed = dict(run.failures), run.elapsed_s
-    if options["check"] and options.get("interpolation", True):  # at the MAP points, before a Laplace phase
+    if options["check"] and interpolation:  # at the MAP points, before a Laplace phase moves them
         kept = [member for member in range(len(guides)) if member not in failures]
         who = f"fitting ensemble members {{members}} ({kind})"
         fitted, labels = [guides[member] for member in kept], [numbers[member] for member in kept]

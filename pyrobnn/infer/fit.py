@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -275,15 +276,16 @@ def fit(
                 bar.set_postfix(loss=f"{terms.loss:.4g}", refresh=False)
                 bar.update(step + 1 - bar.n)
         total = state.num_steps
+        whole_data = functools.cache(state._batches.all)  # one pass over a DataLoader for both uses below
         interpolating = None  # checked at the MAP point, before a Laplace phase moves it
         if settings.check and state.rank == 0:
             interpolating = interpolation_message(
-                state.model, [state.guide], state._batches.all, f"fitting {state.config['guide']}"
+                state.model, [state.guide], whole_data, f"fitting {state.config['guide']}"
             )
         if isinstance(state.guide, LaplaceGuide):  # the second phase: the curvature at the MAP
             bar.set_postfix(loss=f"{terms.loss:.4g}", phase="curvature", refresh=True)
             try:
-                state.guide.fit_posterior(state.model, *state._batches.all())
+                state.guide.fit_posterior(state.model, *whole_data())
             except ValueError as err:
                 raise FitError(
                     f"{err}. The MAP fit is kept: it is this error's guide; set its curvature (or other "
