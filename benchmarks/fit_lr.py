@@ -3,7 +3,8 @@ rates, side by side.
 
 On the built-in regression datasets with the command line's model (one hidden layer of 50 tanh
 units, N(0, 1) priors, learned noise, standardised data; ``gap1d`` is ``make demo``'s), per guide
-kind, seed and rate: ``pb.fit(model, kind, data, num_steps="auto", seed=seed, lr=lr)``, its ELBO
+kind, seed and rate: ``pb.fit(model, kind, data, num_steps="auto", seed=seed, lr=lr, init="pretrained")``
+(one fit from the network's weights, the default's first start, as ``kl_warm_up.py`` runs it), its ELBO
 estimated with ``--particles`` (4096) draws ± its Monte Carlo standard error, the steps the fit took
 and its seconds. A fit that diverges is reported as such (the step at which its loss overflowed).
 

@@ -6,7 +6,8 @@ noise, standardised data; ``gap1d`` is ``make demo``'s), per guide kind and seed
 
 - ``default``: ``pb.fit(model, kind, data, num_steps=--steps, seed=seed)``; under ``auto`` (the
   default) the low-rank, full-rank and flow fits here and below begin with ``pb.fit``'s KL warm-up
-  (``benchmarks/kl_warm_up.py``);
+  (``benchmarks/kl_warm_up.py``), and the low-rank and full-rank defaults are the better of two
+  fits, from the network's weights and from a MAP fit's (``benchmarks/two_starts.py``);
 - ``MAP start``: the same from ``init=map_fit.guide.median()``, a MAP fit of the same length;
 - ``best of 4 restarts``: four fits from ``init="reset"`` under seeds ``seed, seed + 1000, ...``,
   the best ELBO kept;

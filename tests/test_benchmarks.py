@@ -177,3 +177,10 @@ def test_interpolation_smoke(tmp_path: Path) -> None:
     out = run("interpolation.py", "--quick", "--out", str(tmp_path))
     assert "| small | 0 | 20 | 31 | 50 |" in out
     assert (tmp_path / "interpolation-quick.md").read_text() in out
+
+
+def test_two_starts_smoke(tmp_path: Path) -> None:
+    out = run("two_starts.py", "--quick", "--out", str(tmp_path))
+    assert "| gap1d | 0 | lowrank |" in out
+    assert (tmp_path / "two-starts-gap1d-seeds-0-quick.md").read_text() in out
+    assert (tmp_path / "two-starts-gap1d-lowrank-seed-0.npz").exists()

@@ -79,7 +79,7 @@ def test_auto_warms_up_the_kl_weight_for_guides_that_correlate_the_sites() -> No
     x = torch.randn(64, 2, generator=g)
     y = x @ torch.tensor([1.0, -1.0]) + 0.3 * torch.randn(64, generator=g)
     model = pb.BayesianModel(pb.lift(torch.nn.Linear(2, 1)), pb.likelihoods.Gaussian(scale=0.3))
-    warm = pb.fit(model, "fullrank", (x, y), num_steps="auto", lr=0.05, progress=False)
+    warm = pb.fit(model, "fullrank", (x, y), num_steps="auto", lr=0.05, init="pretrained", progress=False)
     beta = warm.history.kl_weight
     assert warm.config["kl_weight"] == f"linear_annealing({_optim.AUTO_WARM_UP})"
     np.testing.assert_allclose(beta[: _optim.AUTO_WARM_UP], np.arange(_optim.AUTO_WARM_UP) / _optim.AUTO_WARM_UP)

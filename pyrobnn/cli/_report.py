@@ -127,7 +127,8 @@ def report_text(
             if regression
             else ", Categorical likelihood."
         ),
-        f"Fit: {length}, {batch}, {particles_text(args, results)}, Adam lr {args.lr} {decay}, seed {args.seed}.",
+        f"Fit: {length}, {batch}, {particles_text(args, results)}, Adam lr {args.lr} {decay}, seed {args.seed}."
+        + starts_text(results),
         "",
         table,
         "",
@@ -217,6 +218,22 @@ def auto_lengths(results: Mapping[str, FitResult]) -> str:
         return f"until each member's ELBO levelled off ({span(members)} steps)"
     return f"until the ELBO levelled off ({span(singles)} steps" + (
         f"; ensemble members {span(members)})" if members else ")"
+    )
+
+
+def starts_text(results: Mapping[str, FitResult]) -> str:
+    """Which start each fit from two starts kept (``pb.fit``'s default for the joint guides under ``auto``)."""
+    kept = {
+        kind: "the net's initial weights" if r.config["start"] == "pretrained" else "a MAP fit's"
+        for kind, r in results.items()
+        if "start" in r.config
+    }
+    if not kept:
+        return ""
+    which = "; ".join(f"{kind} from {start}" for kind, start in kept.items())
+    return (
+        f" {', '.join(kept)}: each fitted from the net's initial weights and from a MAP fit's, the fit that ended "
+        f"with the higher ELBO kept ({which})."
     )
 
 

@@ -26,6 +26,7 @@ from pyrobnn.infer import svi as _svi
 from pyrobnn.infer._batching import prepare_targets
 from pyrobnn.infer._interpolation import interpolation_message
 from pyrobnn.infer._optim import KLWeight, LinearAnnealing, OptimizerSpec
+from pyrobnn.infer._starts import fit_two_starts, two_starts
 from pyrobnn.infer.elbo import ELBO, Terms
 from pyrobnn.infer.history import FitError, FitWarning, History
 from pyrobnn.infer.settings import FitSettings
@@ -217,7 +218,7 @@ def fit(
     See Also
     --------
     pyrobnn.infer.svi.init : The building blocks of this loop (``init``, ``SVIState.step``), for a
-        training loop of your own; with the same arguments and seed it reproduces ``fit``.
+        training loop of your own; with the same arguments and seed it reproduces ``fit`` from one start.
 
     Notes
     -----
@@ -240,6 +241,14 @@ def fit(
     :func:`pyrobnn.to_arviz` need). Parameters kept out of the prior (trained as
     point estimates) start from the network's values whatever ``init`` is.
 
+    **Two starts for a joint guide.** Under ``num_steps="auto"``, a ``"lowrank"`` or
+    ``"fullrank"`` guide built here with no ``init`` given is fitted twice, from the
+    network's weights and from a MAP fit's (``init=map_fit.guide.median()``), and the fit
+    that ended with the higher ELBO is returned, its ``config["start"]`` saying which,
+    ``config["start_elbos"]`` both ends: these ELBOs have optima tens of nats apart, and
+    neither start finds the better one on every task (``docs/concepts.md``, "Where a fit
+    starts"). It costs about twice one fit. ``init="pretrained"`` fits from the one start.
+
     **The end-of-fit check** (``check=True``) compares stretches of the per-step
     ELBO, with standard errors from batch means (:meth:`History.check`). It warns
     when the mean over the last tenth of the steps is below that over the first
@@ -258,10 +267,20 @@ def fit(
     the log joint then has no maximum in the noise scale.
     """
     settings = FitSettings.of_call(locals())
+    if isinstance(guide, str) and two_starts(model, guide, settings, guide_options):
+        return fit_two_starts(fit_one, model, guide, data, settings, guide_options)
+    return fit_one(model, guide, data, settings, guide_options)
+
+
+def fit_one(
+    model: BayesianModel, guide: Guide | str, data: Any, settings: FitSettings, guide_options: Any, label: str = ""
+) -> FitResult:
+    """:func:`fit` from one start, its settings held; ``label`` is added to the progress bar's name."""
     state = _svi.start(model, guide, data, settings, guide_options)
     refresh = max(1, state.num_steps // 200)
     show = settings.progress and state.rank == 0
-    bar = tqdm(total=state.num_steps, desc=f"fit {type(state.guide).__name__}", unit="step", disable=not show)
+    desc = f"fit {type(state.guide).__name__}{label}"
+    bar = tqdm(total=state.num_steps, desc=desc, unit="step", disable=not show)
     with bar, state.session():
         start = time.perf_counter()
         first = math.nan
@@ -299,9 +318,9 @@ def fit(
     if settings.check and state.rank == 0:
         problem = history.check()
         if problem is not None:
-            warnings.warn(f"fitting {state.config['guide']}: {problem}", FitWarning, stacklevel=2)
+            warnings.warn(f"fitting {state.config['guide']}: {problem}", FitWarning, stacklevel=3)
         if interpolating is not None:
-            warnings.warn(interpolating, FitWarning, stacklevel=2)
+            warnings.warn(interpolating, FitWarning, stacklevel=3)
     return FitResult(model, state.guide, history, total, settings.seed, elapsed, state.config, first, settings)
 
 
