@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ def model() -> pb.BayesianModel:
     return pb.BayesianModel(pb.lift(torch.nn.Linear(2, 1)), pb.likelihoods.Gaussian(scale="learn"))
 
 
-def test_each_start_is_the_fit_pb_fit_makes_from_it_and_the_better_is_kept() -> None:
+def test_each_start_is_the_fit_pb_fit_makes_from_it_and_the_better_is_kept(tmp_path: Path) -> None:
     settings = FitSettings(num_steps=150, lr=0.05, progress=False)
     result = fit_two_starts(fit_one, model(), "lowrank", data(), settings, {})
     elbos = result.config["start_elbos"]
@@ -43,6 +44,10 @@ def test_each_start_is_the_fit_pb_fit_makes_from_it_and_the_better_is_kept() -> 
     warm = pb.fit(model(), "lowrank", data(), num_steps=150, init=map_fit.guide.median(), **OPTIONS)
     assert warm.final_elbo() == elbos[1]
     assert result.elapsed_s > own.elapsed_s  # the three fits' seconds together
+    pb.save(tmp_path / "fit.pt", result)  # which start was kept travels with the checkpoint
+    record = torch.load(tmp_path / "fit.pt", weights_only=True)["config"]["fit"]
+    assert record["start"] == result.config["start"] and record["start_elbos"] == elbos
+    assert pb.load(tmp_path / "fit.pt", model()).predict(data()[0], num_samples=10, seed=0).mean.shape == (64,)
 
 
 def test_fit_takes_two_starts_only_for_a_joint_kind_under_auto_with_no_init(monkeypatch: pytest.MonkeyPatch) -> None:

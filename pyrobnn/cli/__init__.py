@@ -24,6 +24,9 @@ members of that kind from independent starts with :func:`pyrobnn.ensemble` and
 compares their mixture as one row; ``ensemble:KIND`` has 8 members. ``best:KIND:K``
 fits K the same way and keeps the one whose ELBO ended highest
 (:meth:`pyrobnn.EnsembleResult.best`): restarts, for an ELBO with several optima.
+Under the default ``--steps auto`` a ``lowrank`` or ``fullrank`` row is already the better
+of two fits, from the net's initial weights and from a MAP fit's (:func:`pyrobnn.fit`'s
+default), and the report says which start each kept.
 """
 
 from __future__ import annotations

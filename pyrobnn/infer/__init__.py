@@ -13,5 +13,6 @@
 Private to the stage: the ELBO's local reparameterisation handler
 (``_local_reparam.py``), minibatches (``_batching.py``), the optimiser and its
 schedules (``_optim.py``), the guide built from fit's arguments (``_guide_args.py``),
-the end-of-fit checks of a history (``_checks.py``).
+the end-of-fit checks of a history (``_checks.py``), the two starts of a joint guide's
+default fit (``_starts.py``).
 """

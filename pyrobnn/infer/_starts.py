@@ -2,11 +2,12 @@
 
 The ELBO of a low-rank or full-rank guide over a BNN's weights has optima tens of nats apart, and
 which one a fit settles in depends on where it starts. Neither start is the better one on every
-task: on ``friedman`` the MAP start ends 12-16 nats higher on two of four fits, on ``gap1d``
-(``make demo``'s data) 17 nats lower, on ``hetero1d`` it gains 1-2 nats of a slow climb
-(``benchmarks/README.md``, ``fit_optimum.py``). So under ``num_steps="auto"`` :func:`pyrobnn.fit`
-fits a joint guide built from its kind from both, and keeps the one whose fit ended with the
-higher ELBO: the better of two draws of a lottery, for about twice the cost of one.
+task: on ``friedman`` the MAP start ends 12-16 nats higher on two of four fits and 6 lower on the
+other two, on ``gap1d`` (``make demo``'s data) 17 nats lower, and on ``hetero1d`` it gains
+low-rank 1-2 nats of a slow climb (``benchmarks/README.md``, ``two_starts.py``). So under
+``num_steps="auto"`` :func:`pyrobnn.fit` fits a joint guide built from its kind from both, and
+keeps the one whose fit ended with the higher ELBO: the better of two draws of a lottery, for
+about twice the cost of one.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ stopping, your own schedule. :func:`init` checks the arguments (the same as ``fi
 builds an :class:`SVIState`: the guide, the ELBO, the optimiser and its learning-rate
 schedule, the minibatches, the step count and the history so far. Each
 :meth:`SVIState.step` takes one optimiser step and returns that step's ELBO terms. With the
-same arguments and seed, ``num_steps`` calls of ``step()`` reproduce ``fit`` exactly.
+same arguments and seed, ``num_steps`` calls of ``step()`` reproduce ``fit`` exactly (``fit``
+from one start: under ``num_steps="auto"`` it fits a low-rank or full-rank guide given no
+``init`` from two starts and keeps the better, see its Notes).
 
 A loop that stops once the ELBO no longer improves (here a Bayesian linear regression):
 
