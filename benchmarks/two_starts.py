@@ -16,7 +16,7 @@ each with ``--particles`` (4096) draws of the ELBO:
     python benchmarks/two_starts.py --quick                                  # smoke run
 
 Writes ``two-starts-DATASETS-seeds-S.md`` into ``--out`` after every row, and saves each start's
-per-step ELBO (``.npz``) beside it, to see when the kept start took the lead.
+per-step ELBO beside it (``.npz``, not committed), to see when the kept start took the lead.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def row(args: argparse.Namespace, name: str, seed: int, kind: str) -> dict[str, 
         out[start] = (float(terms.elbo), float(se), result.num_steps, result.elapsed_s)
     out["map fit"] = fits["map fit"].elapsed_s
     out["cost"] = kept.elapsed_s / fits["net"].elapsed_s
-    stem = Path(args.out) / f"two-starts-{name}-{kind}-seed-{seed}"
-    np.savez_compressed(stem.with_suffix(".npz"), **{s: fits[s].history.elbo for s in ("net", "MAP")})
+    path = Path(args.out) / f"two-starts-{name}-{kind}-seed-{seed}{'-quick' if args.quick else ''}.npz"
+    np.savez_compressed(path, **{s: fits[s].history.elbo for s in ("net", "MAP")})
     return out
 
 

@@ -183,4 +183,4 @@ def test_two_starts_smoke(tmp_path: Path) -> None:
     out = run("two_starts.py", "--quick", "--out", str(tmp_path))
     assert "| gap1d | 0 | lowrank |" in out
     assert (tmp_path / "two-starts-gap1d-seeds-0-quick.md").read_text() in out
-    assert (tmp_path / "two-starts-gap1d-lowrank-seed-0.npz").exists()
+    assert (tmp_path / "two-starts-gap1d-lowrank-seed-0-quick.npz").exists()

@@ -246,8 +246,9 @@ def fit(
     network's weights and from a MAP fit's (``init=map_fit.guide.median()``), and the fit
     that ended with the higher ELBO is returned, its ``config["start"]`` saying which,
     ``config["start_elbos"]`` both ends: these ELBOs have optima tens of nats apart, and
-    neither start finds the better one on every task (``docs/concepts.md``, "Where a fit
-    starts"). It costs about twice one fit. ``init="pretrained"`` fits from the one start.
+    neither start finds the better one on every task (``docs/concepts.md``, "Two starts for
+    the joint guides"). It costs about twice one fit. ``init="pretrained"`` fits from the one
+    start.
 
     **The end-of-fit check** (``check=True``) compares stretches of the per-step
     ELBO, with standard errors from batch means (:meth:`History.check`). It warns
