@@ -36,6 +36,7 @@ def test_each_start_is_the_fit_pb_fit_makes_from_it_and_the_better_is_kept(tmp_p
     elbos = result.config["start_elbos"]
     assert result.config["starts"] == list(STARTS) == ["pretrained", "map"] and len(elbos) == 2
     assert result.config["start"] == STARTS[int(np.argmax(elbos))] and result.final_elbo() == max(elbos)
+    assert result.settings == settings and result.config["check"] is True  # the caller's, not the starts'
     # Bit for bit: the MAP fit leaves the network's weights as they were, so the first start is
     # the single fit's, and the second the fit from the MAP fit's point.
     own = pb.fit(model(), "lowrank", data(), num_steps=150, init="pretrained", **OPTIONS)

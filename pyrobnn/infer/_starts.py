@@ -112,11 +112,12 @@ def fit_two_starts(
         warnings.warn(f"fitting {result.config['guide']}: {problem}", FitWarning, stacklevel=3)
     config = {
         **result.config,
+        "check": settings.check,  # the starts ran unchecked; the caller's setting, as pb.fit records it
         "start": kept,
         "starts": list(inits),
         "start_elbos": [fits[start].final_elbo() if start in fits else float("nan") for start in inits],
     }
-    return dataclasses.replace(result, elapsed_s=elapsed, config=config)
+    return dataclasses.replace(result, elapsed_s=elapsed, config=config, settings=settings)
 
 
 def _left_out(kind: str, start: str, why: str) -> None:

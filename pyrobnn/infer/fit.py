@@ -213,7 +213,9 @@ def fit(
     -----
     FitWarning
         When ``check`` and the history shows a fit that went wrong without a
-        non-finite loss, or a point estimate interpolates its data (see Notes).
+        non-finite loss, or a point estimate interpolates its data (see Notes); and
+        when one of two starts diverged and the other's fit is returned (a
+        ``FitError`` comes only where both did).
 
     See Also
     --------
