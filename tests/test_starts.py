@@ -44,7 +44,6 @@ def test_each_start_is_the_fit_pb_fit_makes_from_it_and_the_better_is_kept(tmp_p
     map_fit = pb.fit(model(), "map", data(), num_steps=150, check=False, **OPTIONS)
     warm = pb.fit(model(), "lowrank", data(), num_steps=150, init=map_fit.guide.median(), **OPTIONS)
     assert warm.final_elbo() == elbos[1]
-    assert result.elapsed_s > own.elapsed_s  # the three fits' seconds together
     pb.save(tmp_path / "fit.pt", result)  # which start was kept travels with the checkpoint
     record = torch.load(tmp_path / "fit.pt", weights_only=True)["config"]["fit"]
     assert record["start"] == result.config["start"] and record["start_elbos"] == elbos
@@ -77,12 +76,12 @@ def test_fit_takes_two_starts_only_for_a_joint_kind_under_auto_with_no_init(monk
 
 
 def _diverging(which: str) -> Any:
-    """``fit_one``, except that the fits from ``which`` start(s) diverge."""
+    """``fit_one``, except that the fits from ``which`` start(s), or the MAP fit, diverge."""
 
     def fit(model: Any, guide: Any, data: Any, settings: Any, guide_options: Any, label: str = "") -> pb.FitResult:
         init = guide_options.get("init")
         start = "map" if guide == "map" or not isinstance(init, str) else "pretrained"
-        if guide != "map" and which in ("both", start):
+        if (guide == "map" and which == "map fit") or (guide != "map" and which in ("both", start)):
             history = History(*(np.full(1, np.nan) for _ in range(5)))
             raise pb.FitError(f"the loss became NaN at step 0 ({start})", step=0, history=history)
         return fit_one(model, guide, data, settings, guide_options, label)
@@ -98,6 +97,9 @@ def test_a_start_that_diverges_is_reported_and_the_other_kept() -> None:
         assert result.config["start"] == kept
         elbos = dict(zip(result.config["starts"], result.config["start_elbos"], strict=True))
         assert math.isnan(elbos[start]) and elbos[kept] == result.final_elbo()
+    with pytest.warns(pb.FitWarning, match="the start 'map' was left out, its MAP fit diverged"):
+        result = fit_two_starts(_diverging("map fit"), model(), "lowrank", data(), settings, {})
+    assert result.config["starts"] == ["pretrained"] and result.config["start"] == "pretrained"
     with pytest.warns(pb.FitWarning), pytest.raises(pb.FitError, match=r"NaN at step 0 \(pretrained\)"):
         fit_two_starts(_diverging("both"), model(), "lowrank", data(), settings, {})
 
