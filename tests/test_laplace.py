@@ -59,6 +59,8 @@ def test_laplace_is_exact_on_the_conjugate_linear_model(curvature: str) -> None:
     torch.testing.assert_close(block_mean(guide), mean, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(guide.covariance(), cov, rtol=1e-9, atol=1e-12)
     assert float(guide.log_evidence) == pytest.approx(log_evidence, rel=1e-9)
+    # γ = D − tr(Σ) / s² for the N(0, s²) prior with s = 1, from the exact Σ
+    assert guide.summary()["effective_parameters"] == pytest.approx(4 - float(cov.trace()), rel=1e-9)
 
 
 def test_the_diagonal_structure_keeps_the_exact_precisions_diagonal() -> None:
@@ -67,6 +69,9 @@ def test_the_diagonal_structure_keeps_the_exact_precisions_diagonal() -> None:
     guide = pb.fit(linear_model(), "laplace", (x, y), structure="diag", **fit).guide
     precision = torch.linalg.inv(cov)
     torch.testing.assert_close(guide.covariance().diagonal(), 1 / precision.diagonal(), rtol=1e-9, atol=1e-12)
+    # and its γ is that of its own diagonal precision (prior precision 1)
+    gamma = 4 - float((1 / precision.diagonal()).sum())
+    assert guide.summary()["effective_parameters"] == pytest.approx(gamma, rel=1e-9)
     # A diagonal Newton step is no exact solve, so the centre is where the MAP phase left it, or
     # better: 2000 Adam steps bring it within 1e-3 of the mode (measured: 1e-5).
     assert float((block_mean(guide) - mean).abs().max()) < 1e-3
@@ -149,6 +154,14 @@ def test_type_two_maximum_likelihood_finds_the_exact_evidence_optimum() -> None:
     assert summary["prior_factor"] == pytest.approx(tau, rel=1e-5)
     with torch.no_grad():
         assert summary["log_evidence"] == pytest.approx(float(exact(*params)), rel=1e-8)
+    # MacKay's (1992) conditions for the type-II optimum, both in terms of γ: the prior's share,
+    # τ θ*ᵀ diag(p₀) θ* = γ, and the noise's, RSS / σ² = N − γ. They are the stationarity of log Z
+    # in τ and in σ, so they hold to the optimiser's tolerance (1e-5 relative, as above).
+    theta, gamma = block_mean(guide), summary["effective_parameters"]
+    assert 0 < gamma < 4
+    assert tau * float(theta.pow(2).sum()) / 9.0 == pytest.approx(gamma, rel=1e-4)
+    residuals = y - design @ theta
+    assert float(residuals.pow(2).sum()) / sigma**2 == pytest.approx(n - gamma, rel=1e-4)
     # the noise is a hyperparameter: a point in q, held at its type-II estimate
     draws = guide.sample(5, seed=0)
     assert torch.all(draws[pb.likelihoods.SCALE_SITE] == draws[pb.likelihoods.SCALE_SITE][0])
@@ -248,12 +261,19 @@ def test_laplace_goes_through_save_load_export_and_compare(tmp_path: Path) -> No
     idata = pb.to_arviz(post, x, y, num_samples=100)
     assert idata.posterior.attrs["laplace_predictive"] == "linear"
     assert idata.posterior.attrs["laplace_log_evidence"] == pytest.approx(float(post.source.log_evidence))
+    assert idata.posterior.attrs["laplace_effective_parameters"] == pytest.approx(
+        float(post.source.effective_parameters)
+    )
     table = pb.compare({"laplace": result, "bare": post}, x, y)
     # with its fit or without, compare shows the log evidence where guides show their ELBO
     assert table.loc["laplace", "final_elbo"] == pytest.approx(float(post.source.log_evidence))
     assert table.loc["bare", "final_elbo"] == pytest.approx(float(post.source.log_evidence))
     assert result.end_objective() == pytest.approx(float(post.source.log_evidence))
     assert result.end_objective() != pytest.approx(result.final_elbo())  # the MAP phase's log joint differs
+    from pyrobnn.cli._report import laplace_text
+
+    (line,) = laplace_text({"laplace": result})
+    assert f"γ = {float(post.source.effective_parameters):.1f} of the 4 weights' directions" in line
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ def test_lowrank_at_full_rank_is_exact_on_the_conjugate_linear_model() -> None:
     torch.testing.assert_close(guide.covariance(), cov, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(guide.marginal_sd(), cov.diagonal().sqrt(), rtol=1e-9, atol=1e-12)
     assert float(guide.log_evidence) == pytest.approx(log_evidence, rel=1e-9)
+    assert guide.summary()["effective_parameters"] == pytest.approx(4 - float(cov.trace()), rel=1e-9)
 
 
 def test_the_low_rank_plus_diagonal_algebra_is_exact() -> None:

@@ -255,7 +255,9 @@ def laplace_text(results: Mapping[str, FitResult]) -> list[str]:
         lines.append(
             f"*{kind}*: the Laplace approximation: the MAP fit, then a Gaussian with the {s['curvature']} "
             f"curvature of the log joint there ({structure} precision over {s['block_dim']} weights){noise}. "
-            f"Its final_elbo is its estimate of the log evidence, log p(y); its predictions are those of {predictive}."
+            f"Its final_elbo is its estimate of the log evidence, log p(y); its predictions are those of {predictive}. "
+            f"The data determine γ = {s['effective_parameters']:.1f} of the {s['block_dim']} weights' directions "
+            "(MacKay's effective number of parameters); the prior holds the rest."
         )
     return lines
 

@@ -25,7 +25,7 @@ from pyrobnn.guides._curvature import (
 )
 from pyrobnn.guides._init import Init, initial_values
 from pyrobnn.guides._lowrank_precision import LowRankPrecision, SqrtCovariance
-from pyrobnn.guides._select import select_sites
+from pyrobnn.guides._select import laplace_block
 from pyrobnn.guides.fullrank import MAX_DIM
 from pyrobnn.likelihoods import SCALE_SITE, StudentT
 from pyrobnn.model import BayesianModel, LatentLayout
@@ -110,6 +110,10 @@ class LaplaceGuide(Guide):
         block, the sites outside it held as hyperparameters.
     prior_factor
         τ, as fitted or given.
+    effective_parameters
+        γ = D − τ Σⱼ p₀ⱼ (P⁻¹)ⱼⱼ, how many of the block's D directions the data determine
+        rather than the prior (MacKay 1992); at the type-II optimum in τ, γ = τ θ*ᵀ diag(p₀) θ*
+        for zero-mean Normal priors. NaN before :meth:`fit_posterior`.
     """
 
     #: The MAP phase fits a point mass: one particle is all it needs.
@@ -141,7 +145,7 @@ class LaplaceGuide(Guide):
         number = isinstance(prior_precision, (int, float)) and not isinstance(prior_precision, bool)
         if not (prior_precision in ("prior", "tune") or (number and float(prior_precision) > 0)):
             raise ValueError(f"prior_precision must be 'prior', 'tune' or a positive number, got {prior_precision!r}")
-        names = self._block_names(model, sites)
+        names = laplace_block(model, sites)
         self.layout = LatentLayout({name: self._sites[name] for name in names})
         dim = self.layout.dim
         if structure == "auto":
@@ -177,36 +181,14 @@ class LaplaceGuide(Guide):
             self.register_buffer("shrink", torch.zeros(self.rank, dtype=like.dtype, device=like.device))
         self.register_buffer("log_evidence", torch.full((), math.nan, dtype=torch.float64, device=like.device))
         self.register_buffer("prior_factor", torch.ones((), dtype=torch.float64, device=like.device))
+        self.register_buffer("effective_parameters", torch.full_like(self.log_evidence, math.nan))
         self.fitted: torch.Tensor
         self.factor: torch.Tensor  # the covariance's Cholesky factor ("full"), else sds ("diag": the marginals)
         self.log_evidence: torch.Tensor
         self.prior_factor: torch.Tensor
+        self.effective_parameters: torch.Tensor
         self.basis: torch.Tensor  # "lowrank" only, as is shrink
         self.shrink: torch.Tensor
-
-    def _block_names(self, model: BayesianModel, sites: str | Sequence[str]) -> list[str]:
-        latents = model.likelihood.latent_priors()
-        if sites == "all":
-            names = list(model.net.site_names)
-        else:
-            names = select_sites(model, sites, "sites")
-            chosen = [name for name in names if name in latents]
-            if chosen:
-                raise ValueError(
-                    f"sites {chosen} belong to the likelihood: a learned noise scale is a hyperparameter of "
-                    "the Laplace evidence (noise='evidence') or held at its MAP (noise='map'), never a "
-                    "coordinate of the Gaussian. Choose network sites only."
-                )
-        if not names:
-            raise ValueError("the Laplace block is empty: the network has no random parameters")
-        latent = model.latent_sites()
-        curved = [name for name in names if not latent[name].on_real_line]
-        if curved:
-            raise ValueError(
-                f"the Laplace block may hold only sites whose prior lives on the real line; {curved} do not. "
-                "Leave them out of sites=, or give them a prior on the real line."
-            )
-        return names
 
     # ------------------------------------------------------------ state
     @property
@@ -311,7 +293,7 @@ class LaplaceGuide(Guide):
         return self._spec(LaplaceGuide, "laplace", options)
 
     def summary(self) -> dict[str, Any]:
-        """What the fit chose, as plain data: curvature, structure, block size, τ, the noise scale, log Z."""
+        """What the fit chose, as plain data: curvature, structure, block size, τ, the noise scale, log Z, γ."""
         scale = self.median()[SCALE_SITE] if SCALE_SITE in self._sites else None
         return {
             "curvature": self.curvature,
@@ -324,6 +306,7 @@ class LaplaceGuide(Guide):
             "noise_scale": None if scale is None else float(scale),
             "predictive": self.predictive,
             "log_evidence": float(self.log_evidence),
+            "effective_parameters": float(self.effective_parameters),
         }
 
     # ------------------------------------------------- the second phase
@@ -372,6 +355,8 @@ class LaplaceGuide(Guide):
         ratio = (evidence.scale0 / scale) ** 2 if tune_scale else 1.0
         log_z = float(evidence(torch.tensor(scale), torch.tensor(tau)))
         self._set(block, evidence.precision(ratio, tau), tau, log_z)
+        variance = self.marginal_sd().double().pow(2)  # γ = D − tr(τ diag(p₀) P⁻¹)
+        self.effective_parameters.fill_(self.layout.dim - tau * float((evidence.precision0 * variance).sum()))
         return self
 
     def _set(self, block: Block, precision: torch.Tensor | LowRankPrecision, tau: float, log_z: float) -> None:
