@@ -26,6 +26,9 @@ mean-field's).
     OMP_NUM_THREADS=1 python benchmarks/fit_optimum.py --datasets friedman --kinds lowrank --ways "MAP start"
     python benchmarks/fit_optimum.py --quick                                 # smoke run
 
+``--rank`` sets the low-rank guide's rank in every column (its default otherwise), to measure
+another rank's family the same way.
+
 ``--ways`` measures only some of the columns (the default is always measured); the table then
 gives the shortfall to the best of those, and the file's name says which.
 
@@ -58,9 +61,15 @@ def elbo(
 ) -> tuple[float, float, int, float]:
     """(ELBO, its se, the steps the fit took, its seconds)."""
     model = build_model(data, args.hidden, seed)
+    options = {**guide_options(args, kind), **options}
     result = pb.fit(model, kind, (data.x_train, data.y_train), num_steps=steps, seed=seed, progress=False, **options)
     terms, se = pb.estimate_elbo(model, result.guide, data.x_train, data.y_train, num_particles=args.particles)
     return float(terms.elbo), float(se), result.num_steps, result.elapsed_s
+
+
+def guide_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """``rank=--rank`` for the low-rank guide when the command line sets one, else the guide's default."""
+    return {"rank": args.rank} if kind == "lowrank" and args.rank is not None else {}
 
 
 def best_of_map_starts(args: argparse.Namespace, data: Any, kind: str, seed: int) -> tuple[float, float, int, float]:
@@ -68,7 +77,9 @@ def best_of_map_starts(args: argparse.Namespace, data: Any, kind: str, seed: int
     model = build_model(data, args.hidden, seed)
     # pb.ensemble's default start: a MAP fit of each member's own (MAP and Laplace members fit one themselves)
     train = (data.x_train, data.y_train)
-    runs = pb.ensemble(model, kind, train, num_members=4, num_steps=args.steps, seed=seed, progress=False)
+    runs = pb.ensemble(
+        model, kind, train, num_members=4, num_steps=args.steps, seed=seed, progress=False, **guide_options(args, kind)
+    )
     best = runs.best()
     terms, se = pb.estimate_elbo(model, best.guide, data.x_train, data.y_train, num_particles=args.particles)
     return float(terms.elbo), float(se), best.num_steps, runs.elapsed_s
@@ -133,7 +144,9 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/fit_optimum.py', *sys.argv[1:]])}` "
         f"({time.strftime('%Y-%m-%d')}), "
-        f"1-{args.hidden}-1 tanh, learned noise, {args.steps} steps; ELBO from {args.particles} particles ± se."
+        f"1-{args.hidden}-1 tanh, learned noise, {args.steps} steps"
+        + ("" if args.rank is None else f", low-rank guides of rank {args.rank}")
+        + f"; ELBO from {args.particles} particles ± se."
         + ("" if len(args.ways) == len(WAYS) else " Only some ways measured: the shortfall is to the best of these."),
         "",
         "| data | seed | guide | " + " | ".join(ways) + " | default's steps, s | default's shortfall | within 1 nat "
@@ -170,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=_steps, default=DEFAULT_STEPS, help="an integer, or 'auto'")
     parser.add_argument("--hidden", type=int, default=50)
     parser.add_argument("--particles", type=int, default=4096)
+    parser.add_argument("--rank", type=int, default=None, help="the low-rank guide's rank (default: the guide's)")
     parser.add_argument(
         "--ways", nargs="+", default=list(WAYS), choices=WAYS, help="the ways besides the default (default: all)"
     )
@@ -186,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     stem += "" if args.seeds == [0] else "-seeds-" + "-".join(map(str, args.seeds))
     stem += "" if args.steps == DEFAULT_STEPS or args.quick else f"-steps-{args.steps}"
     stem += "" if len(args.ways) == len(WAYS) else "-" + "-".join(w.replace(" ", "-").lower() for w in args.ways)
+    stem += "" if args.rank is None else f"-rank-{args.rank}"
     path = out / f"{stem}{'-quick' if args.quick else ''}.md"
     rows: list[dict[str, Any]] = []
     text = ""

@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,6 +153,29 @@ def test_fit_optimum_smoke(tmp_path: Path) -> None:
     out = run("fit_optimum.py", "--quick", "--ways", "MAP start", "--out", str(tmp_path))
     assert "| default | MAP start | default's steps, s |" in out and "best of 4 restarts" not in out
     assert (tmp_path / "fit-optimum-map-start-quick.md").read_text() in out
+
+
+def test_fit_optimum_rank_reaches_every_low_rank_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyrobnn as pb
+
+    spec = importlib.util.spec_from_file_location("fit_optimum", BENCHMARKS / "fit_optimum.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls: list[tuple[str, object]] = []
+    fit = pb.fit
+
+    def recording(model: Any, kind: str, data: Any, **options: Any) -> Any:
+        calls.append((kind, options.get("rank")))
+        return fit(model, kind, data, **options)
+
+    monkeypatch.setattr(pb, "fit", recording)
+    argv = ["--quick", "--kinds", "lowrank", "--ways", "MAP start", "best of 4 restarts", "--rank", "3"]
+    assert module.main([*argv, "--out", str(tmp_path)]) == 0
+    # the MAP fit takes no rank; the default, the MAP start and the four restarts all get rank 3
+    assert calls.count(("lowrank", 3)) == 6 and calls.count(("map", None)) == 1, calls
+    text = (tmp_path / "fit-optimum-map-start-best-of-4-restarts-rank-3-quick.md").read_text()
+    assert "low-rank guides of rank 3" in text
 
 
 def test_kl_warm_up_smoke(tmp_path: Path) -> None:
