@@ -7,10 +7,12 @@ import importlib.util
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 UCI = BENCHMARKS.parent.parent / "shared" / "data" / "uci"
@@ -171,7 +173,13 @@ def test_fit_optimum_rank_reaches_every_low_rank_fit(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(pb, "fit", recording)
     argv = ["--quick", "--kinds", "lowrank", "--ways", "MAP start", "best of 4 restarts", "--rank", "3"]
-    assert module.main([*argv, "--out", str(tmp_path)]) == 0
+    # main() sets torch's threads and a warnings filter for a process of its own: keep them out of this one
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            assert module.main([*argv, "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     # the MAP fit takes no rank; the default, the MAP start and the four restarts all get rank 3
     assert calls.count(("lowrank", 3)) == 6 and calls.count(("map", None)) == 1, calls
     text = (tmp_path / "fit-optimum-map-start-best-of-4-restarts-rank-3-quick.md").read_text()
