@@ -24,6 +24,8 @@ from pyrobnn.infer.elbo import ELBO
 GUIDES = {
     "meanfield": {},
     "lowrank(10)": {"kind": "lowrank", "rank": 10},
+    "lowrank(25)": {"kind": "lowrank", "rank": 25},
+    "lowrank(50)": {"kind": "lowrank", "rank": 50},
     "flow(last layer)": {"kind": "flow", "sites": "last_layer"},
 }
 

@@ -82,7 +82,7 @@ def test_uci_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_guide_step_time_smoke() -> None:
     out = run("guide_step_time.py", "--rounds", "1", "--steps", "1", "--particles", "2")
-    assert "lowrank(10)" in out and "flow(last layer)" in out and "669706 latent dims" in out
+    assert "lowrank(10)" in out and "lowrank(25)" in out and "flow(last layer)" in out and "669706 latent dims" in out
 
 
 def test_guides_vs_nuts_smoke(tmp_path: Path) -> None:

@@ -145,6 +145,18 @@ def test_flow_scope_and_size_errors() -> None:
         pb.guides.make_guide("lowrank", model, rank=0)
 
 
+@pytest.mark.parametrize(("hidden", "rank"), [(5, 4), (50, 12), (60, 13), (120, 19), (400, 25)])
+def test_the_low_rank_default_is_root_d_up_to_25(hidden: int, rank: int) -> None:
+    # round(√D) as Pyro's own default, capped: D = 3h + 1 + 1 (noise) latent values for 1-h-1 with a learned noise
+    net = torch.nn.Sequential(torch.nn.Linear(1, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
+    model = pb.BayesianModel(pb.lift(net), pb.likelihoods.Gaussian(scale="learn"))
+    guide = pb.guides.make_guide("lowrank", model)
+    assert guide.num_latent == 3 * hidden + 2
+    assert guide.rank == rank == min(round((3 * hidden + 2) ** 0.5), 25)
+    assert guide.posterior().cov_factor.shape == (3 * hidden + 2, rank)
+    assert guide.spec()["options"]["rank"] == rank  # a checkpoint rebuilds the rank chosen, not a new default
+
+
 def test_a_flow_guide_is_a_flow_guide_over_any_sites() -> None:
     model = small_model()
     for sites in ("all", "last_layer", ["0.*"], None):

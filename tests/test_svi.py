@@ -151,6 +151,24 @@ def test_divergence_through_the_step_restores_the_last_finite_parameters() -> No
     assert math.isfinite(pb.ELBO(4).loss(state.model, state.guide, x, y))
 
 
+def test_a_low_rank_factor_gone_non_finite_is_a_divergence_not_a_linalg_error() -> None:
+    # With a huge learning rate the low-rank factor can overflow before the loss does; the next step's
+    # Cholesky of the capacitance matrix then fails inside torch. That is the fit diverging too.
+    x, y = regression()
+    state = pb.svi.init(mlp_model("learn"), "lowrank", (x, y), num_steps=10, lr=0.01)
+    state.step()
+    before = {k: v.clone() for k, v in state.guide.state_dict().items()}  # what the next step starts from
+    state.step()
+    with torch.no_grad():
+        state.guide.auto.cov_factor.fill_(math.inf)
+    with pytest.raises(pb.FitError, match=r"a factorisation failed \(.*\) at step 2 \(last finite loss") as err:
+        state.step()
+    assert isinstance(err.value.__cause__, torch.linalg.LinAlgError) and err.value.step == 2
+    assert state.step_count == 2 and len(err.value.history) == 2
+    restored = state.guide.state_dict()
+    assert all(torch.equal(restored[k], before[k]) for k in restored)  # the last finite parameters
+
+
 def test_init_refuses_what_fit_refuses() -> None:
     x, y = regression()
     with pytest.raises(ValueError, match="num_steps must be an integer >= 1"):

@@ -8,7 +8,7 @@ Every guide has one interface: ``sample(num_samples, seed=)``, ``median()``,
 kind               q(θ)                                                     cost per step
 =================  =======================================================  ====================
 ``"meanfield"``    independent Normals; closed-form KL for Normal priors    O(D)
-``"lowrank"``      Normal with covariance W Wᵀ + diag (``rank=``)           O(D · rank)
+``"lowrank"``      Normal with covariance W Wᵀ + diag (``rank=``, √D ≤ 25)  O(D · rank)
 ``"fullrank"``     Normal with a dense covariance (D ≤ 5000)                O(D³)
 ``"flow"``         normalizing flow on ``sites``, mean-field elsewhere      depends on the sites
 ``"map"``          a point mass (MAP estimate, for comparison)              O(D)
@@ -97,7 +97,7 @@ def make_guide(kind: str, model: BayesianModel, **options: Any) -> Guide:
         (which takes ``init``); ``kl`` for ``"meanfield"`` (and the mean-field
         part of a flow over some of the sites); ``local_reparam`` for
         ``"meanfield"`` (and the same part of a flow); ``rank`` for
-        ``"lowrank"``; ``max_dim`` for ``"fullrank"``; ``sites`` (``"all"``,
+        ``"lowrank"`` (round(√D) up to 25 unless told); ``max_dim`` for ``"fullrank"``; ``sites`` (``"all"``,
         ``"last_layer"`` or globs), ``flow``, ``num_layers`` and
         ``hidden_dims`` for ``"flow"`` (see :class:`FlowGuide`); ``sites``, ``curvature``,
         ``structure``, ``prior_precision``, ``noise``, ``predictive``, ``max_dim`` and ``rank`` for

@@ -52,7 +52,7 @@ class FullRankGuide(AutoGaussianGuide):
             raise ValueError(
                 f"a full-rank guide over D = {dim} latent dimensions needs a {dim}×{dim} covariance factor, "
                 f"about {memory_of_dense(dim) / 2**30:.1f} GiB with its gradient and Adam state, and O(D³) "
-                f"work per step (limit max_dim={max_dim}). Use make_guide('lowrank', model, rank=10), a flow "
+                f"work per step (limit max_dim={max_dim}). Use make_guide('lowrank', model) (rank √D up to 25), a flow "
                 "over the last layer (make_guide('flow', model, sites='last_layer')), lift fewer "
                 "parameters, or pass max_dim= if you have the memory."
             )

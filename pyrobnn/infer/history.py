@@ -92,7 +92,7 @@ class History:
 
 
 class FitError(RuntimeError):
-    """The fit diverged: the loss became NaN or infinite.
+    """The fit diverged: the loss became NaN or infinite, or a joint guide's factorisation failed.
 
     ``step`` is the step at which it happened, ``history`` the record up to it
     (the failed step's row is NaN) and ``guide`` the guide, put back to its last
@@ -108,6 +108,18 @@ class FitError(RuntimeError):
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # pickled whole (a worker process of a benchmark or a DataLoader sends it back as it is)
         return _restore_fit_error, (str(self), self.step, self.history, self.guide)
+
+
+def divergence(what: str, step: int, last: float, lr: float, history: History, guide: Guide | None) -> FitError:
+    """The :class:`FitError` of a fit that diverged at ``step``: ``what`` happened, after a finite loss ``last``."""
+    return FitError(
+        f"{what} at step {step} (last finite loss: {last:.6g}). The guide was restored to its last finite "
+        f"state (err.guide). Likely causes: a learning rate too high (lr={lr}), an initial scale too large, or "
+        "inputs on a wildly different scale than the prior (standardise x and y).",
+        step=step,
+        history=history,
+        guide=guide,
+    )
 
 
 def _restore_fit_error(message: str, step: int, history: History, guide: Guide | None) -> FitError:

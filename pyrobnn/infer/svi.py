@@ -31,13 +31,11 @@ True
 Notes
 -----
 NumPyro's ``SVI.init`` / ``SVI.update`` and BlackJAX's ``init`` / ``step`` thread an
-immutable state through pure functions. In PyTorch what a fit's state consists of — the
-guide's parameters, the optimiser's moments, the scheduler's count — lives in objects that
-are updated in place (a ``torch.optim`` optimiser writes into the parameters it was given),
-so a functional ``state, terms = step(state, batch)`` would hand back the very object it was
-given and only pretend to be pure. pyrobnn keeps the split into a function that builds the
-state and a step that advances it, and makes the step a method of a mutable state, as
-``torch.optim.Optimizer.step`` is.
+immutable state through pure functions. In PyTorch a fit's state (the parameters, the
+optimiser's moments, the scheduler's count) lives in objects updated in place, so a pure
+``state, terms = step(state, batch)`` would only pretend to be pure. pyrobnn keeps the split
+into a function that builds the state and a step that advances it, a method of the mutable
+state as ``torch.optim.Optimizer.step`` is.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyro
@@ -67,7 +65,7 @@ from pyrobnn.infer._optim import (
     make_optimizer,
 )
 from pyrobnn.infer.elbo import ELBO, Terms
-from pyrobnn.infer.history import FitError, History
+from pyrobnn.infer.history import History, divergence
 from pyrobnn.infer.settings import FitSettings, plain_kl_weight
 from pyrobnn.model import BayesianModel
 
@@ -201,10 +199,10 @@ class SVIState:
         Raises
         ------
         FitError
-            When the loss is NaN or infinite. The guide's and the model's parameters are
-            put back to the last ones whose loss was finite (those the previous step
-            started from) and the step is not counted; the optimiser's moments keep the
-            previous step's update.
+            When the loss is NaN or infinite, or a joint guide cannot factorise its
+            covariance. The guide's and the model's parameters are put back to those the
+            previous step started from (its loss was finite) and the step is not counted;
+            the optimiser's moments keep the previous step's update.
 
         Notes
         -----
@@ -239,13 +237,26 @@ class SVIState:
             finally:
                 self._in_session = False
 
+    def _diverged(self, step: int, what: str, cause: BaseException | None = None) -> NoReturn:
+        """Put the parameters back to their last finite values and raise :class:`~pyrobnn.FitError` for ``step``."""
+        with torch.no_grad():
+            for param, good in zip(self._params, self._last_good, strict=True):
+                param.copy_(good)
+        last = self.last.loss if self.last is not None else math.nan
+        raise divergence(
+            f"fitting the {self._kind}: {what}", step, last, self.settings.lr, self.history, self.guide
+        ) from cause
+
     def _step(self, batch: tuple[Any, Any] | None) -> Terms:
         x, y = next(self._next_batch) if batch is None else self._batches.prepare(batch)
         step = self.step_count
         self.elbo.kl_weight = kl_weight_at(self.kl_weight, step)
         # Pyro's shape checks on the first step (as the caller has them), then off for speed.
         with pyro.validation_enabled(self._validate and step == 0):
-            loss = self._loss(x, y, dataset_size=self.dataset_size)
+            try:
+                loss = self._loss(x, y, dataset_size=self.dataset_size)
+            except torch.linalg.LinAlgError as err:  # a joint guide's factor gone non-finite: diverged too
+                self._diverged(step, f"a factorisation failed ({str(err).splitlines()[0]})", err)
         terms = self.elbo.last
         assert terms is not None
         if self.settings.distributed:  # one record for all processes; a divergence anywhere stops all of them
@@ -253,18 +264,7 @@ class SVIState:
             terms = Terms(values[0], values[1], values[2], terms.kl_weight)
         with torch.no_grad():
             if not math.isfinite(terms.loss):
-                for param, good in zip(self._params, self._last_good, strict=True):
-                    param.copy_(good)
-                last = self.last.loss if self.last is not None else math.nan
-                raise FitError(
-                    f"fitting the {self._kind}: the loss became {terms.loss} at step {step} (last finite "
-                    f"loss: {last:.6g}). The guide was restored to its last finite state (err.guide). Likely "
-                    f"causes: a learning rate too high (lr={self.settings.lr}), an initial scale too large, or "
-                    "inputs on a wildly different scale than the prior (standardise x and y).",
-                    step=step,
-                    history=self.history,
-                    guide=self.guide,
-                )
+                self._diverged(step, f"the loss became {terms.loss}")
             for good, param in zip(self._last_good, self._params, strict=True):
                 good.copy_(param)
         self.optimizer.zero_grad(set_to_none=True)
