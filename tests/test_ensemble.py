@@ -374,6 +374,23 @@ def test_a_diverging_member_of_a_batch_is_frozen_and_left_out() -> None:
     assert torch.isfinite(guides[0].median()["0.weight"]).all()
 
 
+def test_a_low_rank_member_whose_covariance_no_longer_factorises_is_left_out() -> None:
+    # An infinite factor fails the Cholesky of the whole batch's capacitance matrices inside torch. The
+    # fit must find the member, stop it and go on with the others, as for a NaN loss.
+    from pyrobnn.infer._batched import fit_batch
+
+    x, y = small_task()
+    model = small_model()
+    guides = [pb.guides.make_guide("lowrank", model, init="reset") for _ in range(3)]
+    with torch.no_grad():
+        guides[1].auto.cov_factor.fill_(float("inf"))
+    run = fit_batch(model, guides, x, y.reshape(-1), num_steps=20, lr=0.01, lr_decay=1.0, num_particles=4)
+    assert list(run.failures) == [1] and "could no longer be factorised at step 0" in run.failures[1]
+    assert run.histories[1] is None and all(len(run.histories[m]) == 20 for m in (0, 2))  # type: ignore[arg-type]
+    assert all(np.isfinite(run.histories[m].loss).all() for m in (0, 2))  # type: ignore[union-attr]
+    assert all(torch.isfinite(guides[m].auto.cov_factor).all() for m in (0, 2))
+
+
 def test_best_keeps_the_member_with_the_highest_elbo() -> None:
     # Eight mean-field fits of an 8-unit tanh net from independent weights end in optima whose ELBOs
     # differ by far more than their estimates' noise; best() must return the highest, judged again
