@@ -156,7 +156,8 @@ def fit_batch(
         with torch.no_grad():  # each member's move at its own rate; a stopped one stays at its last state
             scale = torch.tensor(rates, dtype=first_param.dtype, device=first_param.device) / rate * running
             for p, before in zip(params, saved, strict=True):
-                p.copy_(torch.lerp(before, p, scale.view(-1, *([1] * (p.dim() - 1)))))
+                shape = (-1, *([1] * (p.dim() - 1)))  # where() and not a weight of 0, which turns inf into NaN
+                p.copy_(torch.where(running.view(shape), torch.lerp(before, p, scale.view(shape)), before))
         if sched is not None:
             sched.step()
         record["loss"][:, step] = loss.detach().cpu().numpy()
